@@ -1,0 +1,87 @@
+"""audiencekit: one typed, async API for the audience endpoints of Dexatel and Batch."""
+
+from ._bulk import ChunkDone, ChunkSent, ProgressCallback, ProgressEvent
+from ._http import RetryPolicy
+from ._pages import AsyncPager, Page
+from ._poll import PollPolicy
+from .backend import AudienceBackend, Capabilities
+from .errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    AudienceKitError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    ConflictError,
+    InternalServerError,
+    NotFoundError,
+    PaginationError,
+    PartialFailureError,
+    PermissionDeniedError,
+    PollTimeoutError,
+    Problem,
+    RateLimitError,
+    UnsupportedFeatureError,
+    ValidationError,
+)
+from .models import (
+    Add,
+    AttributeValue,
+    Audience,
+    BulkResult,
+    Channel,
+    IndexingState,
+    Member,
+    Operation,
+    PendingChunk,
+    Remove,
+    Url,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "Add",
+    "AsyncPager",
+    "AttributeValue",
+    "Audience",
+    "AudienceBackend",
+    "AudienceKitError",
+    "AuthenticationError",
+    "BadRequestError",
+    "BulkResult",
+    "Capabilities",
+    "Channel",
+    "ChunkDone",
+    "ChunkSent",
+    "ConfigurationError",
+    "ConflictError",
+    "IndexingState",
+    "InternalServerError",
+    "Member",
+    "NotFoundError",
+    "Operation",
+    "Page",
+    "PaginationError",
+    "PartialFailureError",
+    "PendingChunk",
+    "PermissionDeniedError",
+    "PollPolicy",
+    "PollTimeoutError",
+    "Problem",
+    "ProgressCallback",
+    "ProgressEvent",
+    "RateLimitError",
+    "Remove",
+    "RetryPolicy",
+    "UnsupportedFeatureError",
+    "Url",
+    "ValidationError",
+    "__version__",
+]

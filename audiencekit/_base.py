@@ -1,0 +1,204 @@
+"""What every backend shares: the bulk calls, capability checks, the async context manager.
+
+A provider subclasses :class:`BaseBackend` and supplies translation only: the single calls, and a
+:class:`BulkPlan` saying how one chunk is sent (and waited for); the loops live in the core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from types import TracebackType
+from typing import ClassVar, TypeVar
+
+import attrs
+
+from ._bulk import Preparer, ProgressCallback, Sender, Settler, run_bulk, settle_pending
+from ._pages import AsyncPager
+from .backend import Capabilities, Ids, Members, Operations
+from .errors import Problem, UnsupportedFeatureError, ValidationError
+from .models import Add, Audience, BulkResult, Channel, Member, PendingChunk, Remove
+
+__all__ = ["BaseBackend", "BulkPlan"]
+
+T = TypeVar("T")
+U = TypeVar("U")
+Self = TypeVar("Self", bound="BaseBackend")
+
+
+@attrs.frozen(kw_only=True)
+class BulkPlan:
+    """How a provider applies one chunk: ``send`` it, ``settle`` (wait for) one sent earlier."""
+
+    send: Sender
+    chunk_size: int
+    concurrency: int
+    prepare: Preparer | None = None
+    settle: Settler | None = None
+
+
+class BaseBackend:
+    """The shared half of every :class:`~audiencekit.AudienceBackend`."""
+
+    provider: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+
+    # -- what a provider supplies -------------------------------------------------------------
+
+    def _plan(self, audience_id: str, *, wait: bool) -> BulkPlan:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Release connections; the backend cannot be used afterwards."""
+
+    # -- audiences: providers override what they support --------------------------------------
+
+    async def create_audience(self, name: str, *, channel: Channel | str | None = None) -> Audience:
+        raise NotImplementedError
+
+    async def get_audience(self, audience_id: str) -> Audience:
+        raise NotImplementedError
+
+    def list_audiences(self) -> AsyncPager[Audience]:
+        raise NotImplementedError
+
+    async def delete_audience(self, audience_id: str) -> None:
+        raise NotImplementedError
+
+    async def rename_audience(self, audience_id: str, name: str) -> Audience:
+        self.capabilities.require(self.provider, "rename")
+        raise NotImplementedError
+
+    async def replace_members(
+        self, audience_id: str, members: Members, *, wait: bool = True
+    ) -> BulkResult:
+        self.capabilities.require(self.provider, "replace")
+        raise NotImplementedError
+
+    def iter_members(self, audience_id: str) -> AsyncIterator[Member]:
+        self.capabilities.require(self.provider, "list_members")
+        raise NotImplementedError
+
+    # -- bulk calls, the same for every provider ----------------------------------------------
+
+    async def apply(
+        self,
+        audience_id: str,
+        operations: Operations,
+        *,
+        wait: bool = True,
+        on_progress: ProgressCallback | None = None,
+        raise_on_failure: bool = True,
+    ) -> BulkResult:
+        """Apply ``Add``/``Remove`` operations in order; the last one per id wins."""
+        self._check_wait(wait)
+        plan = self._plan(audience_id, wait=wait)
+        return await run_bulk(
+            operations,
+            audience_id=audience_id,
+            send=plan.send,
+            settle=plan.settle,
+            prepare=plan.prepare,
+            chunk_size=plan.chunk_size,
+            concurrency=plan.concurrency,
+            on_progress=on_progress,
+            raise_on_failure=raise_on_failure,
+        )
+
+    async def add_members(
+        self,
+        audience_id: str,
+        members: Members,
+        *,
+        wait: bool = True,
+        on_progress: ProgressCallback | None = None,
+        raise_on_failure: bool = True,
+    ) -> BulkResult:
+        """Add (or update) members; existing members get the attributes given."""
+        return await self.apply(
+            audience_id,
+            _map(members, Add),
+            wait=wait,
+            on_progress=on_progress,
+            raise_on_failure=raise_on_failure,
+        )
+
+    async def remove_members(
+        self,
+        audience_id: str,
+        ids: Ids,
+        *,
+        wait: bool = True,
+        on_progress: ProgressCallback | None = None,
+        raise_on_failure: bool = True,
+    ) -> BulkResult:
+        """Remove members by id; an id already absent counts as applied."""
+        return await self.apply(
+            audience_id,
+            _map(ids, Remove),
+            wait=wait,
+            on_progress=on_progress,
+            raise_on_failure=raise_on_failure,
+        )
+
+    async def wait(
+        self, pending: Sequence[PendingChunk] | BulkResult, *, raise_on_failure: bool = True
+    ) -> BulkResult:
+        """Wait for chunks sent earlier with ``wait=False`` (or left by a timed-out call)."""
+        chunks = pending.pending if isinstance(pending, BulkResult) else tuple(pending)
+        if chunks:
+            self.capabilities.require(self.provider, "deferred_writes")
+
+        def settler(audience_id: str) -> Settler:
+            settle = self._plan(audience_id, wait=True).settle
+            assert settle is not None, "a backend with deferred writes must settle them"
+            return settle
+
+        concurrency = self._plan(chunks[0].audience_id, wait=True).concurrency if chunks else 1
+        return await settle_pending(
+            chunks, settle_for=settler, concurrency=concurrency, raise_on_failure=raise_on_failure
+        )
+
+    def _check_wait(self, wait: bool) -> None:
+        if not wait and not self.capabilities.deferred_writes:
+            raise UnsupportedFeatureError(
+                self.provider, "wait=False", "its writes are applied before the call returns"
+            )
+
+    async def __aenter__(self: Self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _map(
+    items: Iterable[T] | AsyncIterable[T], wrap: Callable[[T], U]
+) -> Iterable[U] | AsyncIterable[U]:
+    """Wrap each item, keeping a sized input sized (so it is validated whole before sending)."""
+    if isinstance(items, AsyncIterable):
+        return _amap(items, wrap)
+    if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Iterable):
+        raise ValidationError(
+            [Problem(f"expected an iterable (list, generator, ...), got {type(items).__name__}")]
+        )
+    if isinstance(items, Collection):
+        return [wrap(item) for item in items]
+    return (wrap(item) for item in items)
+
+
+async def _amap(items: AsyncIterable[T], wrap: Callable[[T], U]) -> AsyncIterator[U]:
+    async for item in items:
+        yield wrap(item)

@@ -1,0 +1,516 @@
+"""The bulk engine: stream → last-wins collapse → validated chunks → bounded concurrency → result.
+
+Providers supply how to send one chunk (and, for write-then-wait providers, how to wait for a chunk
+sent earlier); everything else is here once. Memory holds the chunk being filled and the chunks in
+flight, never the whole input.
+
+Ordering: within a chunk only the last operation per id is sent. Across chunks, a chunk that
+touches an id still in flight in an earlier chunk is held back until that earlier chunk has
+settled, so the final state of every id is its last operation even when the provider applies
+concurrent writes in any order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from typing import TypeAlias
+
+import anyio
+import attrs
+
+from ._http import CallStats
+from .errors import (
+    APIConnectionError,
+    APIStatusError,
+    AudienceKitError,
+    InternalServerError,
+    PollTimeoutError,
+    Problem,
+    ValidationError,
+)
+from .models import Add, BulkResult, Member, Operation, PendingChunk, Remove
+
+__all__ = [
+    "Chunk",
+    "ChunkDone",
+    "ChunkOutcome",
+    "ChunkSent",
+    "ProgressCallback",
+    "ProgressEvent",
+    "Sender",
+    "is_ambiguous",
+    "run_bulk",
+]
+
+Operations: TypeAlias = Iterable[Operation] | AsyncIterable[Operation]
+
+
+@attrs.frozen
+class Chunk:
+    """Operations for distinct ids, in input order of each id's first appearance; ``seq`` from 0.
+
+    A provider passes ``stats`` to every request and wait it makes for the chunk.
+    """
+
+    seq: int
+    ops: Mapping[str, Operation]
+    stats: CallStats = attrs.field(factory=CallStats, eq=False)
+
+    def __len__(self) -> int:
+        return len(self.ops)
+
+
+@attrs.frozen(kw_only=True)
+class ChunkOutcome:
+    """What a provider made of one chunk. Ids named in neither map were applied, unless the chunk
+    is ``pending`` (sent, not waited for): then ``handle`` identifies it for a later wait."""
+
+    failed: Mapping[str, AudienceKitError] = attrs.field(factory=dict)
+    unknown: Mapping[str, AudienceKitError] = attrs.field(factory=dict)
+    handle: str | None = None
+    pending: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class ChunkSent:
+    """A chunk of ``size`` ids was handed to the provider."""
+
+    chunk: int
+    size: int
+
+
+@attrs.frozen(kw_only=True)
+class ChunkDone:
+    """A chunk finished; the ``*_total`` fields count the whole call so far."""
+
+    chunk: int
+    size: int
+    applied: int
+    failed: int
+    unknown: int
+    pending: int
+    applied_total: int
+    failed_total: int
+    unknown_total: int
+    operations_read: int
+
+
+ProgressEvent: TypeAlias = ChunkSent | ChunkDone
+ProgressCallback: TypeAlias = Callable[[ProgressEvent], None]
+Sender: TypeAlias = Callable[[Chunk], Awaitable[ChunkOutcome]]
+Settler: TypeAlias = Callable[[str, Sequence[str], CallStats], Awaitable[ChunkOutcome]]
+Preparer: TypeAlias = Callable[[Operation], Operation]
+
+
+def is_ambiguous(error: BaseException) -> bool:
+    """True when a failed request may still have taken effect at the provider."""
+    if isinstance(error, APIConnectionError):
+        return error.request_sent
+    if isinstance(error, APIStatusError):
+        return isinstance(error, InternalServerError) or error.status == 408
+    return isinstance(error, PollTimeoutError)
+
+
+def check_operation(op: object) -> Operation:
+    """The provider-neutral checks every operation passes before any provider sees it."""
+    if isinstance(op, Add):
+        member = op.member
+        if not isinstance(member, Member):
+            raise ValidationError([Problem(f"Add needs a Member, got {type(member).__name__}")])
+        _check_id(member.id)
+        bad = [key for key in member.attributes if not isinstance(key, str) or not key]
+        if bad:
+            raise ValidationError(
+                [
+                    Problem("attribute names must be non-empty strings", id=member.id, field=str(k))
+                    for k in bad
+                ]
+            )
+        return op
+    if isinstance(op, Remove):
+        _check_id(op.id)
+        return op
+    raise ValidationError([Problem(f"expected Add or Remove, got {type(op).__name__}: {op!r:.80}")])
+
+
+def _check_id(value: object) -> None:
+    if not isinstance(value, str):
+        raise ValidationError([Problem(f"an id must be a string, got {type(value).__name__}")])
+    if not value.strip():
+        raise ValidationError([Problem("an id must not be empty or blank", id=value)])
+
+
+class _Chunker:
+    """Collects operations into chunks of at most ``size`` distinct ids, last operation wins."""
+
+    def __init__(self, size: int, prepare: Preparer | None, *, checked: bool = False) -> None:
+        self._size = size
+        self._prepare = prepare
+        self._checked = checked
+        self._ops: dict[str, Operation] = {}
+        self._problems: list[Problem] = []
+        self._seq = 0
+        self.read = 0
+
+    def feed(self, op: Operation) -> Chunk | None:
+        """Take one operation; return the chunk it closed, if it closed one."""
+        self.read += 1
+        if not self._checked:
+            try:
+                op = check_operation(op)
+                if self._prepare is not None:
+                    op = self._prepare(op)
+            except ValidationError as exc:
+                self._problems.extend(exc.problems)
+                return None
+        ops = self._ops
+        if len(ops) >= self._size and op.id not in ops:
+            chunk = self._close()
+            self._ops[op.id] = op
+            return chunk
+        ops[op.id] = op
+        return None
+
+    def flush(self) -> Chunk | None:
+        return self._close() if self._ops or self._problems else None
+
+    def _close(self) -> Chunk:
+        if self._problems:
+            problems, self._problems = self._problems, []
+            raise ValidationError(problems)
+        chunk = Chunk(self._seq, self._ops)
+        self._seq += 1
+        self._ops = {}
+        return chunk
+
+
+@attrs.define
+class _Flight:
+    chunk: Chunk
+    done: anyio.Event = attrs.field(factory=anyio.Event)
+    outcome: ChunkOutcome | None = None
+    settled: bool = False
+
+
+def outcome_of(ids: Iterable[str], error: AudienceKitError, *, resumable: bool) -> ChunkOutcome:
+    """The outcome of a chunk whose call raised ``error``.
+
+    A poll timeout of a resumable chunk leaves it pending (its handle can be waited for later);
+    otherwise every id is failed, or unknown when the provider may have applied it anyway.
+    """
+    if isinstance(error, PollTimeoutError) and error.pending and resumable:
+        return ChunkOutcome(handle=error.pending[0], pending=True)
+    bucket = dict.fromkeys(ids, error)
+    return ChunkOutcome(unknown=bucket) if is_ambiguous(error) else ChunkOutcome(failed=bucket)
+
+
+class _Tally:
+    """Accounts for every id of a call: the bucket of an id is the outcome of its last chunk."""
+
+    def __init__(self, on_progress: ProgressCallback | None) -> None:
+        self._on_progress = on_progress
+        self.start = anyio.current_time()
+        self.applied = 0
+        self.failed: dict[str, AudienceKitError] = {}
+        self.unknown: dict[str, AudienceKitError] = {}
+        self.pending: list[PendingChunk] = []
+        self.handles: list[str] = []
+        self.timed_out: list[str] = []
+        self.chunks = 0
+        self.retries = 0
+        self.polls = 0
+        self.read = 0
+
+    def emit(self, event: ProgressEvent) -> None:
+        if self._on_progress is not None:
+            self._on_progress(event)
+
+    def record(
+        self,
+        seq: int,
+        audience_id: str,
+        ids: Collection[str],
+        outcome: ChunkOutcome,
+        stats: CallStats,
+    ) -> None:
+        self.chunks += 1
+        self.retries += stats.retries
+        self.polls += stats.polls
+        if outcome.handle is not None:
+            self.handles.append(outcome.handle)
+        for key in ids:
+            self.failed.pop(key, None)
+            self.unknown.pop(key, None)
+        pending = 0
+        if outcome.pending:
+            assert outcome.handle is not None
+            self.pending.append(
+                PendingChunk(handle=outcome.handle, audience_id=audience_id, ids=tuple(ids))
+            )
+            pending = len(ids)
+        unknown = {k: v for k, v in outcome.unknown.items() if k not in outcome.failed}
+        self.failed.update(outcome.failed)
+        self.unknown.update(unknown)
+        applied = 0 if outcome.pending else len(ids) - len(outcome.failed) - len(unknown)
+        self.applied += applied
+        self.emit(
+            ChunkDone(
+                chunk=seq,
+                size=len(ids),
+                applied=applied,
+                failed=len(outcome.failed),
+                unknown=len(unknown),
+                pending=pending,
+                applied_total=self.applied,
+                failed_total=len(self.failed),
+                unknown_total=len(self.unknown),
+                operations_read=self.read,
+            )
+        )
+
+    def result(self, operations: int) -> BulkResult:
+        return BulkResult(
+            applied=self.applied,
+            failed=self.failed,
+            unknown=self.unknown,
+            pending=tuple(self.pending),
+            operations=operations,
+            handles=tuple(self.handles),
+            chunks=self.chunks,
+            retries=self.retries,
+            polls=self.polls,
+            elapsed=anyio.current_time() - self.start,
+        )
+
+    def finish(self, result: BulkResult, *, raise_on_failure: bool) -> BulkResult:
+        if self.timed_out:
+            raise PollTimeoutError(
+                f"{len(self.timed_out)} chunk(s) were accepted but not confirmed applied in "
+                "time; wait for result.pending to resume",
+                pending=self.timed_out,
+                waited=result.elapsed,
+                result=result,
+            )
+        if raise_on_failure:
+            result.raise_for_failures()
+        return result
+
+
+class _Engine:
+    """Runs chunks under bounded concurrency, holding back a chunk that overlaps one in flight."""
+
+    def __init__(
+        self,
+        *,
+        audience_id: str,
+        send: Sender,
+        settle: Settler | None,
+        concurrency: int,
+        tally: _Tally,
+    ) -> None:
+        self._audience_id = audience_id
+        self._send = send
+        self._settle = settle
+        self._slots = anyio.Semaphore(concurrency)
+        self._by_id: dict[str, _Flight] = {}
+        self._unsettled: list[_Flight] = []
+        self.tally = tally
+        self.crashed: Exception | None = None
+
+    async def dispatch(self, chunk: Chunk, tg: anyio.abc.TaskGroup) -> None:
+        """Start ``chunk`` once no earlier unsettled chunk shares an id with it."""
+        blockers = {id(f): f for key in chunk.ops if (f := self._by_id.get(key)) is not None}
+        for flight in blockers.values():
+            await self._settle_flight(flight)
+        await self._slots.acquire()
+        flight = _Flight(chunk)
+        for key in chunk.ops:
+            self._by_id[key] = flight
+        self.tally.emit(ChunkSent(chunk=chunk.seq, size=len(chunk)))
+        tg.start_soon(self._run, flight, tg)
+
+    async def _run(self, flight: _Flight, tg: anyio.abc.TaskGroup) -> None:
+        try:
+            try:
+                outcome = await self._send(flight.chunk)
+            except AudienceKitError as exc:
+                outcome = self._failed(flight.chunk.ops, exc)
+            flight.outcome = outcome
+            if outcome.pending:
+                self._unsettled.append(flight)
+            else:
+                self._finish(flight)
+        except Exception as exc:  # a bug, not a provider failure: stop everything, raise it
+            self.crashed = self.crashed or exc
+            tg.cancel_scope.cancel()
+        finally:
+            self._slots.release()
+            flight.done.set()
+
+    def _failed(self, ids: Collection[str], exc: AudienceKitError) -> ChunkOutcome:
+        outcome = outcome_of(ids, exc, resumable=self._settle is not None)
+        if outcome.pending:
+            assert outcome.handle is not None
+            self.tally.timed_out.append(outcome.handle)
+        return outcome
+
+    async def _settle_flight(self, flight: _Flight) -> None:
+        await flight.done.wait()
+        if flight.settled:
+            return
+        assert flight.outcome is not None
+        assert flight.outcome.handle is not None
+        assert self._settle is not None, "a provider that leaves chunks pending must settle them"
+        ids = tuple(flight.chunk.ops)
+        if flight.outcome.handle in self.tally.timed_out:
+            self.tally.timed_out.remove(flight.outcome.handle)
+        try:
+            outcome = await self._settle(flight.outcome.handle, ids, flight.chunk.stats)
+        except AudienceKitError as exc:
+            outcome = self._failed(ids, exc)
+        self._unsettled.remove(flight)
+        flight.outcome = outcome
+        self._finish(flight)
+
+    def _finish(self, flight: _Flight) -> None:
+        flight.settled = True
+        assert flight.outcome is not None
+        for key in flight.chunk.ops:
+            if self._by_id.get(key) is flight:
+                del self._by_id[key]
+        chunk = flight.chunk
+        self.tally.record(chunk.seq, self._audience_id, chunk.ops, flight.outcome, chunk.stats)
+
+    def close(self) -> None:
+        """Record the chunks still unsettled as pending: the caller waits for them later."""
+        for flight in self._unsettled:
+            self._finish(flight)
+        self._unsettled.clear()
+
+
+async def run_bulk(
+    ops: Operations,
+    *,
+    audience_id: str,
+    send: Sender,
+    chunk_size: int,
+    concurrency: int,
+    prepare: Preparer | None = None,
+    settle: Settler | None = None,
+    on_progress: ProgressCallback | None = None,
+    raise_on_failure: bool = True,
+) -> BulkResult:
+    """Apply a stream of operations in chunks and account for every id.
+
+    ``send`` applies one chunk and reports what became of it. A ``pending`` outcome (sent, not yet
+    waited for) is settled with ``settle`` only when a later chunk touches one of its ids, and is
+    otherwise returned in ``BulkResult.pending``. ``prepare`` validates (and may normalise) one
+    operation, raising :class:`ValidationError`: a sized input is validated whole before anything
+    is sent, a stream one chunk at a time. With ``raise_on_failure``, failed or unknown ids raise
+    :class:`PartialFailureError` carrying the result; a poll timeout always raises
+    :class:`PollTimeoutError` carrying the handles to resume with.
+    """
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be at least 1")
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+    if isinstance(ops, (str, bytes, Mapping)) or not isinstance(ops, (Iterable, AsyncIterable)):
+        raise ValidationError(
+            [Problem(f"expected an iterable of Add/Remove, got {type(ops).__name__}")]
+        )
+    checked = isinstance(ops, Collection)
+    if isinstance(ops, Collection):
+        ops = _validate_all(ops, prepare)  # a sized input is refused whole, before any request
+
+    tally = _Tally(on_progress)
+    engine = _Engine(
+        audience_id=audience_id, send=send, settle=settle, concurrency=concurrency, tally=tally
+    )
+    chunker = _Chunker(chunk_size, prepare, checked=checked)
+    stopped: Exception | None = None
+    async with anyio.create_task_group() as tg:
+        # Nothing raised here escapes the task group (it would come out wrapped in an
+        # ExceptionGroup): it is kept, the chunks already sent finish, then it is raised.
+        try:
+            if isinstance(ops, AsyncIterable):
+                async for op in ops:
+                    if (chunk := chunker.feed(op)) is not None:
+                        tally.read = chunker.read
+                        await engine.dispatch(chunk, tg)
+            else:
+                for op in ops:
+                    if (chunk := chunker.feed(op)) is not None:
+                        tally.read = chunker.read
+                        await engine.dispatch(chunk, tg)
+            tally.read = chunker.read
+            if (chunk := chunker.flush()) is not None:
+                await engine.dispatch(chunk, tg)
+        except Exception as exc:  # bad input (ValidationError) or the caller's iterator failing
+            stopped = exc
+        finally:
+            if isinstance(ops, AsyncGenerator):
+                await ops.aclose()
+    if engine.crashed is not None:
+        raise engine.crashed
+    engine.close()
+    result = tally.result(chunker.read)
+    if isinstance(stopped, ValidationError):
+        stopped.result = result
+    if stopped is not None:
+        raise stopped
+    return tally.finish(result, raise_on_failure=raise_on_failure)
+
+
+async def settle_pending(
+    pending: Sequence[PendingChunk],
+    *,
+    settle_for: Callable[[str], Settler],
+    concurrency: int,
+    raise_on_failure: bool = True,
+) -> BulkResult:
+    """Wait for chunks sent earlier (``BulkResult.pending``) and account for their ids.
+
+    ``settle_for(audience_id)`` gives the provider's settler for that audience.
+    """
+    tally = _Tally(None)
+    slots = anyio.Semaphore(concurrency)
+
+    async def one(seq: int, item: PendingChunk) -> None:
+        stats = CallStats()
+        async with slots:
+            try:
+                outcome = await settle_for(item.audience_id)(item.handle, item.ids, stats)
+            except AudienceKitError as exc:
+                outcome = outcome_of(item.ids, exc, resumable=True)
+                if outcome.pending:
+                    tally.timed_out.append(item.handle)
+            tally.record(seq, item.audience_id, item.ids, outcome, stats)
+
+    async with anyio.create_task_group() as tg:
+        for seq, item in enumerate(pending):
+            tg.start_soon(one, seq, item)
+    result = tally.result(sum(len(item.ids) for item in pending))
+    return tally.finish(result, raise_on_failure=raise_on_failure)
+
+
+def _validate_all(ops: Collection[object], prepare: Preparer | None) -> list[Operation]:
+    prepared: list[Operation] = []
+    problems: list[Problem] = []
+    for op in ops:
+        try:
+            checked = check_operation(op)
+            prepared.append(prepare(checked) if prepare is not None else checked)
+        except ValidationError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ValidationError(problems)
+    return prepared

@@ -1,0 +1,291 @@
+"""Every exception audiencekit raises, in one tree.
+
+::
+
+    AudienceKitError
+     ├── ConfigurationError            bad client settings (missing key, bad base URL, ...)
+     ├── ValidationError(ValueError)   bad input, found before anything was sent
+     │    └── UnsupportedFeatureError  the backend cannot do what was asked
+     ├── APIError                      something went wrong talking to the provider
+     │    ├── APIConnectionError       no usable response (refused, reset, dropped)
+     │    │    └── APITimeoutError     the request timed out
+     │    ├── APIStatusError           the provider answered with an error status
+     │    │    ├── BadRequestError          400 (and other 4xx without a class of their own)
+     │    │    ├── AuthenticationError      401
+     │    │    ├── PermissionDeniedError    403
+     │    │    ├── NotFoundError            404
+     │    │    ├── ConflictError            409
+     │    │    ├── RateLimitError           429
+     │    │    └── InternalServerError      5xx
+     │    └── PaginationError          the provider's paging went wrong (a repeated page token)
+     ├── PartialFailureError           a bulk call finished, but some ids did not make it
+     └── PollTimeoutError(TimeoutError) waited past max_wait; carries what is still pending
+
+No exception holds an API key, an auth header or an ``httpx.Request``: they are safe to log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    from .models import BulkResult
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AudienceKitError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigurationError",
+    "ConflictError",
+    "InternalServerError",
+    "NotFoundError",
+    "PaginationError",
+    "PartialFailureError",
+    "PermissionDeniedError",
+    "PollTimeoutError",
+    "Problem",
+    "RateLimitError",
+    "UnsupportedFeatureError",
+    "ValidationError",
+    "status_error_class",
+]
+
+#: How many problems an error message spells out before it says "and N more".
+_MAX_LISTED = 20
+
+
+class AudienceKitError(Exception):
+    """The base of every error audiencekit raises."""
+
+
+class ConfigurationError(AudienceKitError):
+    """The client was set up wrongly: a missing key, a malformed base URL, a bad limit."""
+
+
+@attrs.frozen
+class Problem:
+    """One thing wrong with the input: which item (``id``, when it has one), which field, why."""
+
+    message: str
+    id: str | None = None
+    field: str | None = None
+
+    def __str__(self) -> str:
+        where = " ".join(
+            part
+            for part in (
+                f"id {self.id!r}" if self.id is not None else "",
+                f"field {self.field!r}" if self.field is not None else "",
+            )
+            if part
+        )
+        return f"{where}: {self.message}" if where else self.message
+
+
+class ValidationError(AudienceKitError, ValueError):
+    """The input is invalid; raised before any request carrying it is sent.
+
+    ``problems`` lists every problem found, each with the id it concerns, so a caller can fix or
+    drop exactly those items.
+    """
+
+    problems: tuple[Problem, ...]
+    #: Set when a streamed bulk call met bad input after sending earlier chunks: what they did.
+    result: BulkResult | None = None
+
+    def __init__(self, problems: Iterable[Problem] | str) -> None:
+        if isinstance(problems, str):
+            problems = [Problem(problems)]
+        self.problems = tuple(problems)
+        if not self.problems:
+            raise ValueError("ValidationError needs at least one problem")
+        super().__init__(_describe(self.problems))
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """The distinct ids named by the problems, in the order first named."""
+        return tuple(dict.fromkeys(p.id for p in self.problems if p.id is not None))
+
+
+def _describe(problems: Sequence[Problem]) -> str:
+    if len(problems) == 1:
+        return str(problems[0])
+    lines = [f"{len(problems)} problems:"]
+    lines += [f"  - {p}" for p in problems[:_MAX_LISTED]]
+    if len(problems) > _MAX_LISTED:
+        lines.append(f"  ... and {len(problems) - _MAX_LISTED} more (see .problems)")
+    return "\n".join(lines)
+
+
+class UnsupportedFeatureError(ValidationError):
+    """The backend cannot do this (see its ``capabilities``); nothing was sent."""
+
+    def __init__(self, provider: str, feature: str, hint: str = "") -> None:
+        self.provider = provider
+        self.feature = feature
+        message = f"{provider} does not support {feature}"
+        super().__init__([Problem(f"{message}. {hint}".strip() if hint else message)])
+
+
+class APIError(AudienceKitError):
+    """A failure while talking to a provider.
+
+    ``provider`` names it, ``request_id`` is the provider's id for the request when it sent one,
+    ``body`` is the parsed (or raw) error body, with any known secret removed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        request_id: str | None = None,
+        body: object = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        self.request_id = request_id
+        self.body = body
+
+
+class APIConnectionError(APIError):
+    """No usable response arrived: the connection was refused, reset or dropped.
+
+    ``request_sent`` is False only when the request certainly never reached the provider (the
+    connection could not be opened), which makes even a non-idempotent call safe to send again.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        request_sent: bool = True,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, request_id=request_id)
+        self.request_sent = request_sent
+
+
+class APITimeoutError(APIConnectionError):
+    """The request timed out (connect, write, read or waiting for a pooled connection)."""
+
+
+class APIStatusError(APIError):
+    """The provider answered with an error status.
+
+    ``status`` is the HTTP status, ``code`` the provider's own error code (Dexatel's number, Batch's
+    ``error_code`` string) when the body had one, ``retry_after`` the seconds the provider asked us
+    to wait, when it said.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        status: int,
+        code: str | int | None = None,
+        retry_after: float | None = None,
+        request_id: str | None = None,
+        body: object = None,
+    ) -> None:
+        super().__init__(message, provider=provider, request_id=request_id, body=body)
+        self.status = status
+        self.code = code
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        code = f" [{self.code}]" if self.code is not None else ""
+        rid = f" (request id {self.request_id})" if self.request_id else ""
+        return f"{self.provider} answered {self.status}{code}: {self.message}{rid}"
+
+
+class BadRequestError(APIStatusError):
+    """400, and any other 4xx without a class of its own: the provider refused the request."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the key is missing, wrong, or not valid for this project."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the key is valid but may not do this."""
+
+
+class NotFoundError(APIStatusError):
+    """404, or a provider code that means "not found"."""
+
+
+class ConflictError(APIStatusError):
+    """409, or a provider code that means "already exists"."""
+
+
+class RateLimitError(APIStatusError):
+    """429: too many requests; ``retry_after`` says how long the provider asked us to wait."""
+
+
+class InternalServerError(APIStatusError):
+    """5xx: the provider failed; the request may or may not have taken effect."""
+
+
+class PaginationError(APIError):
+    """The provider's paging misbehaved (a page token came back twice); iterating stopped."""
+
+
+_STATUS_CLASSES: Mapping[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    429: RateLimitError,
+}
+
+
+def status_error_class(status: int) -> type[APIStatusError]:
+    """The exception class for an HTTP error status."""
+    if status >= 500:
+        return InternalServerError
+    return _STATUS_CLASSES.get(status, BadRequestError if status >= 400 else APIStatusError)
+
+
+class PartialFailureError(AudienceKitError):
+    """A bulk call finished but not every id was applied; ``result`` says exactly which were not."""
+
+    def __init__(self, result: BulkResult) -> None:
+        self.result = result
+        parts = [f"{len(result.failed)} failed", f"{len(result.unknown)} unknown"]
+        if result.pending:
+            parts.append(f"{result.pending_count} pending")
+        sample = list(result.failed)[:5] + list(result.unknown)[:5]
+        super().__init__(
+            f"bulk call did not apply every id: {result.applied} applied, {', '.join(parts)}"
+            + (f"; e.g. {', '.join(map(repr, sample))}" if sample else "")
+        )
+
+
+class PollTimeoutError(AudienceKitError, TimeoutError):
+    """Waiting passed ``max_wait``; ``pending`` holds the unsettled handles, to resume later."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        pending: Sequence[str],
+        waited: float,
+        result: BulkResult | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.pending = tuple(pending)
+        self.waited = waited
+        #: For a bulk call: everything else it did, with the timed-out chunks in ``pending``.
+        self.result = result

@@ -1,0 +1,197 @@
+"""The provider-neutral vocabulary: audiences, members, membership operations, bulk results.
+
+All models are frozen attrs classes. Enums read values they do not know as ``UNKNOWN`` instead of
+failing, so a provider adding a channel or a state does not break parsing.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any, TypeAlias
+
+import attrs
+
+from .errors import AudienceKitError
+
+__all__ = [
+    "Add",
+    "Attributes",
+    "AttributeValue",
+    "Audience",
+    "BulkResult",
+    "Channel",
+    "IndexingState",
+    "Member",
+    "Operation",
+    "PendingChunk",
+    "Remove",
+    "Url",
+]
+
+
+class _OpenEnum(str, enum.Enum):
+    """A string enum that reads any value it does not know as ``UNKNOWN``."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> _OpenEnum:
+        if isinstance(value, str):
+            folded = cls._aliases().get(value.upper(), value.upper())
+            for member in cls:
+                if member.value == folded:
+                    return member
+        return cls["UNKNOWN"]
+
+    @classmethod
+    def _aliases(cls) -> Mapping[str, str]:
+        return {}
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class Channel(_OpenEnum):
+    """The messaging channel a Dexatel audience belongs to (case-insensitive when read)."""
+
+    SMS = "SMS"
+    VIBER = "VIBER"
+    WHATSAPP = "WHATSAPP"
+    UNKNOWN = "UNKNOWN"
+
+
+class IndexingState(_OpenEnum):
+    """Where a Batch write stands; ``IN_PROCESS`` (the update page's spelling) reads IN_PROGRESS."""
+
+    APPLIED = "APPLIED"
+    IN_PROGRESS = "IN_PROGRESS"
+    REPLACED = "REPLACED"
+    UNKNOWN = "UNKNOWN"
+
+    @classmethod
+    def _aliases(cls) -> Mapping[str, str]:
+        return {"IN_PROCESS": "IN_PROGRESS"}
+
+
+class Url(str):
+    """A string attribute value that the provider should store as a URL (Batch ``url(name)``)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"Url({str.__repr__(self)})"
+
+
+#: The attribute values a member may carry. Providers refuse the ones they cannot store.
+AttributeValue: TypeAlias = str | int | float | bool | datetime | Url | Sequence[str]
+Attributes: TypeAlias = Mapping[str, AttributeValue]
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    if not value:
+        return _EMPTY
+    return MappingProxyType(dict(value))
+
+
+@attrs.frozen(kw_only=True)
+class Audience:
+    """A named set of members held by a provider.
+
+    ``id`` is what the provider addresses it by (a Dexatel UUID, a Batch name); ``size`` is the
+    member count when the provider reported one; ``extra`` keeps every field not modelled here.
+    """
+
+    id: str
+    name: str
+    provider: str
+    channel: Channel | None = None
+    size: int | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    extra: Mapping[str, Any] = attrs.field(
+        factory=dict, converter=_frozen_mapping, eq=False, hash=False
+    )
+
+
+@attrs.frozen
+class Member:
+    """One member of an audience: its id (a phone number, a custom user id) and its attributes."""
+
+    id: str
+    attributes: Attributes = attrs.field(
+        factory=dict, converter=_frozen_mapping, kw_only=True, hash=False
+    )
+
+
+@attrs.frozen
+class Add:
+    """Make ``member`` part of the audience, with its attributes (an upsert)."""
+
+    member: Member
+
+    @property
+    def id(self) -> str:
+        return self.member.id
+
+
+@attrs.frozen
+class Remove:
+    """Make the member with this ``id`` absent from the audience (already absent is fine)."""
+
+    id: str
+
+
+Operation: TypeAlias = Add | Remove
+
+
+@attrs.frozen(kw_only=True)
+class PendingChunk:
+    """A chunk that was accepted but not yet waited for: its handle and the ids it carries."""
+
+    handle: str
+    audience_id: str
+    ids: tuple[str, ...] = attrs.field(repr=lambda ids: f"<{len(ids)} ids>")
+
+
+@attrs.frozen(kw_only=True)
+class BulkResult:
+    """What became of a bulk call.
+
+    The bucket of an id is the outcome of its *last* operation: ``failed`` and ``unknown`` map the
+    ids whose last operation failed, or may or may not have taken effect, to the error; an id is in
+    at most one of them. ``applied`` counts the operations applied; an id that does not recur in a
+    later chunk of the same call is counted once (the count is kept instead of the ids so that
+    memory does not grow with the input). ``pending`` holds the chunks sent with ``wait=False``.
+    """
+
+    applied: int = 0
+    failed: Mapping[str, AudienceKitError] = attrs.field(factory=dict, converter=_frozen_mapping)
+    unknown: Mapping[str, AudienceKitError] = attrs.field(factory=dict, converter=_frozen_mapping)
+    pending: tuple[PendingChunk, ...] = ()
+    operations: int = 0
+    handles: tuple[str, ...] = ()
+    chunks: int = 0
+    retries: int = 0
+    polls: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed, nothing is unknown and nothing is left pending."""
+        return not (self.failed or self.unknown or self.pending)
+
+    @property
+    def pending_count(self) -> int:
+        """How many ids are in chunks that were sent but not waited for."""
+        return sum(len(chunk.ids) for chunk in self.pending)
+
+    def raise_for_failures(self) -> BulkResult:
+        """Raise :class:`~audiencekit.PartialFailureError` unless every id was applied."""
+        from .errors import PartialFailureError
+
+        if self.failed or self.unknown:
+            raise PartialFailureError(self)
+        return self
