@@ -32,24 +32,13 @@ from audiencekit._base import BaseBackend, BulkPlan
 from audiencekit._bulk import Chunk, ChunkOutcome
 from audiencekit._http import CallStats, ErrorDetail, Transport
 from audiencekit._poll import PollPolicy, wait_until
+from audiencekit.testing import InstantClock
 
 BASE = "https://token.test/v1"
 KEY = "sk_test_4f1d9c2b7a0e48e5b61c"
 
 
-class FakeClock:
-    """A clock that only moves when something sleeps: instant, deterministic waits."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += max(0.0, seconds)
+FakeClock = InstantClock
 
 
 @attrs.define

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._clock import InstantClock
 from ._faults import Fault, FaultKind, FaultPlan, Timing
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ __all__ = [
     "Fault",
     "FaultKind",
     "FaultPlan",
+    "InstantClock",
     "LoggedRequest",
     "Timing",
 ]

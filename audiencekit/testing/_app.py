@@ -155,6 +155,15 @@ class EmulatorApp:
     def set_faults(self, plan: FaultPlan) -> None:
         self.faults = plan
 
+    def client(self, base_url: str = "http://emulator.local", **kwargs: Any) -> httpx.AsyncClient:
+        """An ``httpx.AsyncClient`` that calls this app in-process (no sockets, no server).
+
+        Pass it as ``client=`` to a backend, with ``base_url`` (plus ``/v1`` for Dexatel).
+        """
+        return httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self), base_url=base_url, **kwargs
+        )
+
     # -- ASGI -----------------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

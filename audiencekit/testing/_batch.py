@@ -172,8 +172,10 @@ class BatchEmulator(EmulatorApp):
         }
 
     async def before(self, method: str, path: str) -> None:
+        # Writes held by a reorder fault wait for the next read (list or view), so that writes
+        # sent close together are applied together, in a shuffled order.
         with self.lock:
-            self._apply_due(force_held=True)
+            self._apply_due(force_held=method == "GET")
 
     # -- Python inspection ----------------------------------------------------------------------
 
@@ -476,12 +478,13 @@ class BatchEmulator(EmulatorApp):
                 self._apply_due(force_held=True)
                 state = write.state
             else:
-                state = "IN_PROGRESS" if audience.pending else "APPLIED"
+                state = None  # the state of the last write, as documented
             return json_response(self._audience_json(audience, state))
 
     def _audience_json(self, audience: _Audience, state: str | None = None) -> dict[str, Any]:
         if state is None:
-            state = "IN_PROGRESS" if audience.pending else "APPLIED"
+            last = audience.writes.get(audience.last_token or "")
+            state = last.state if last is not None else "APPLIED"
         data: dict[str, Any] = {
             "name": audience.name,
             "type": "CUSTOM_ID",

@@ -48,7 +48,8 @@ class Timing(str, enum.Enum):
 class Fault:
     """One rule. ``route`` is ``"METHOD /path/pattern"`` (``*`` matches any run of characters,
     ``METHOD`` may be ``*``); ``calls`` lists 1-based indices among the calls this rule matches;
-    ``rate`` is the chance for any other matching call; ``limit`` caps how often it fires."""
+    ``rate`` is the chance for any other matching call (with neither, every matching call);
+    ``limit`` caps how often it fires."""
 
     kind: FaultKind
     route: str = attrs.field(default="* *")
@@ -117,7 +118,7 @@ class Fault:
         route: str = "* *",
         *,
         calls: Sequence[int] = (),
-        rate: float = 1.0,
+        rate: float = 0.0,
         limit: int | None = None,
     ) -> Fault:
         """Answer after ``delay`` seconds."""
@@ -172,7 +173,9 @@ class FaultPlan:
                 state.seen += 1
                 if chosen is not None or (fault.limit is not None and state.fired >= fault.limit):
                     continue
-                if state.seen in fault.calls or (fault.rate and self._rng.random() < fault.rate):
+                always = not fault.calls and not fault.rate
+                hit = state.seen in fault.calls or (fault.rate and self._rng.random() < fault.rate)
+                if always or hit:
                     state.fired += 1
                     chosen = fault
         return chosen

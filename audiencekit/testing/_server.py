@@ -86,6 +86,7 @@ class EmulatorServer:
         for port in self._ports:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited on accept
             sock.bind((self.host, port))
             sock.listen(512)
             sock.setblocking(False)
