@@ -32,6 +32,7 @@ DEFAULT_BATCH_PROJECT = "project_emulator"
 VERSION_RE = re.compile(r"^2\.\d+$")
 AUDIENCE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 TYPED_KEY_RE = re.compile(r"^(date|url)\((.*)\)$")
+_PLAIN = frozenset({str, int, float, bool})
 
 
 @attrs.define(kw_only=True)
@@ -318,66 +319,75 @@ class BatchEmulator(EmulatorApp):
     # -- validation of ids ----------------------------------------------------------------------
 
     def _ids(self, body: Mapping[str, Any], *, with_action: bool) -> dict[str, Any]:
+        config = self.config
         ids = body.get("ids")
         if not isinstance(ids, list):
             raise ProviderError(400, "Missing or invalid parameter: ids")
-        if len(ids) > self.config.max_ids:
-            raise ProviderError(400, f"ids supports up to {self.config.max_ids:,} elements")
-        if not ids and self.config.reject_empty_ids:
+        if len(ids) > config.max_ids:
+            raise ProviderError(400, f"ids supports up to {config.max_ids:,} elements")
+        if not ids and config.reject_empty_ids:
             raise ProviderError(400, "ids must not be empty")
+        keys: dict[str, str | None] = {}  # attribute key → its type prefix, checked once a call
         ops: dict[str, dict[str, Any] | None] = {}
+        max_length = config.max_id_length
         for index, item in enumerate(ids):
-            where = f"ids[{index}]"
-            if not isinstance(item, dict):
-                raise ProviderError(400, f"{where} must be an object")
+            if type(item) is not dict:
+                raise ProviderError(400, f"ids[{index}] must be an object")
             member_id = item.get("id")
-            if not isinstance(member_id, str) or not member_id:
-                raise ProviderError(400, f"{where}.id must be a non-empty string")
-            if len(member_id) > self.config.max_id_length:
-                raise ProviderError(400, f"{where}.id is too long")
+            if type(member_id) is not str or not member_id or len(member_id) > max_length:
+                raise ProviderError(400, f"ids[{index}].id must be a string of 1 to {max_length}")
             action = item.get("action", "add")
-            if with_action and action not in ("add", "remove"):
-                raise ProviderError(400, f"{where}.action must be 'add' or 'remove'")
-            if not with_action and "action" in item:
-                raise ProviderError(400, f"{where}.action is not accepted by replace")
+            if with_action:
+                if action != "add" and action != "remove":
+                    raise ProviderError(400, f"ids[{index}].action must be 'add' or 'remove'")
+            elif "action" in item:
+                raise ProviderError(400, f"ids[{index}].action is not accepted by replace")
             attributes = item.get("attributes")
+            ops.pop(member_id, None)  # last action per id wins, and takes the last place
             if action == "remove":
-                if attributes is not None and self.config.reject_remove_attributes:
-                    raise ProviderError(400, f"{where}.attributes: only accepted for add action")
-                ops.pop(member_id, None)  # last action per id wins
+                if attributes is not None and config.reject_remove_attributes:
+                    raise ProviderError(400, f"ids[{index}].attributes: only for the add action")
                 ops[member_id] = None
+            elif attributes is None:
+                ops[member_id] = {}
             else:
-                ops.pop(member_id, None)
-                ops[member_id] = self._attributes(attributes, where)
+                ops[member_id] = self._attributes(attributes, index, keys)
         return ops
 
-    def _attributes(self, attributes: Any, where: str) -> dict[str, Any]:
-        if attributes is None:
-            return {}
-        if not isinstance(attributes, dict):
-            raise ProviderError(400, f"{where}.attributes must be an object")
+    def _attributes(
+        self, attributes: Any, index: int, keys: dict[str, str | None]
+    ) -> dict[str, Any]:
+        if type(attributes) is not dict:
+            raise ProviderError(400, f"ids[{index}].attributes must be an object")
         if len(attributes) > self.config.max_attributes:
             raise ProviderError(
-                400, f"{where}.attributes supports up to {self.config.max_attributes} elements"
+                400, f"ids[{index}].attributes supports up to {self.config.max_attributes}"
             )
-        pattern = self.config.attribute_name_pattern
         for key, value in attributes.items():
-            typed = TYPED_KEY_RE.match(key)
-            kind, name = (typed.group(1), typed.group(2)) if typed else (None, key)
-            if pattern is not None and not re.match(pattern, name):
-                raise ProviderError(400, f"{where}.attributes: invalid attribute name {key!r}")
+            if key in keys:
+                kind = keys[key]
+            else:
+                kind = keys[key] = self._attribute_kind(key, f"ids[{index}].attributes")
+            if kind is None:
+                if type(value) in _PLAIN or (
+                    type(value) is list and all(type(v) is str for v in value)
+                ):
+                    continue
+                raise ProviderError(400, f"ids[{index}].{key}: unsupported value {value!r:.40}")
             if kind == "date":
                 if not isinstance(value, str) or not _is_rfc3339(value):
-                    raise ProviderError(400, f"{where}.attributes.{key}: not an RFC 3339 date")
-            elif kind == "url":
-                if not isinstance(value, str) or not value.startswith(("http://", "https://")):
-                    raise ProviderError(400, f"{where}.attributes.{key}: not a URL")
-            elif isinstance(value, list):
-                if not all(isinstance(v, str) for v in value):
-                    raise ProviderError(400, f"{where}.attributes.{key}: arrays hold strings")
-            elif value is None or not isinstance(value, (str, int, float, bool)):
-                raise ProviderError(400, f"{where}.attributes.{key}: unsupported value")
+                    raise ProviderError(400, f"ids[{index}].{key}: not an RFC 3339 date")
+            elif not isinstance(value, str) or not value.startswith(("http://", "https://")):
+                raise ProviderError(400, f"ids[{index}].{key}: not a URL")
         return attributes
+
+    def _attribute_kind(self, key: str, where: str) -> str | None:
+        typed = TYPED_KEY_RE.match(key)
+        kind, name = (typed.group(1), typed.group(2)) if typed else (None, key)
+        pattern = self.config.attribute_name_pattern
+        if pattern is not None and not re.match(pattern, name):
+            raise ProviderError(400, f"{where}: invalid attribute name {key!r}")
+        return kind
 
     # -- routes ---------------------------------------------------------------------------------
 

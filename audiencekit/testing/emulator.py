@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="views of its token before a Batch write is applied (default 0)",
     )
     parser.add_argument("--faults", metavar="FILE", help="a JSON fault plan for both emulators")
+    parser.add_argument(
+        "--no-request-bodies",
+        action="store_true",
+        help="log requests without their bodies (less memory for long benchmarks)",
+    )
     parser.add_argument("--json", action="store_true", help="print the endpoints as JSON")
     return parser
 
@@ -55,10 +60,13 @@ def main(argv: Sequence[str] | None = None, *, stop: threading.Event | None = No
     if args.faults:
         with open(args.faults, encoding="utf-8") as handle:
             plan = FaultPlan.from_dict(json.load(handle))
+    log_bodies = not args.no_request_bodies
     batch = BatchEmulator(
-        BatchConfig(index_delay=args.index_delay, index_polls=args.index_polls), faults=plan
+        BatchConfig(index_delay=args.index_delay, index_polls=args.index_polls),
+        faults=plan,
+        log_bodies=log_bodies,
     )
-    dexatel = DexatelEmulator(faults=plan)
+    dexatel = DexatelEmulator(faults=plan, log_bodies=log_bodies)
     server = EmulatorServer(
         dexatel=dexatel,
         batch=batch,

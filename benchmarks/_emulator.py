@@ -1,0 +1,33 @@
+"""Start the emulators in a process of their own, so they never share a GIL with the client."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+
+from audiencekit.testing import Endpoints
+
+
+@contextlib.contextmanager
+def emulator_process(*args: str) -> Iterator[Endpoints]:
+    """Run ``python -m audiencekit.testing.emulator --port 0 --json ARGS`` until the block ends."""
+    command = [sys.executable, "-m", "audiencekit.testing.emulator", "--port", "0", "--json"]
+    process = subprocess.Popen(
+        [*command, "--no-request-bodies", *args], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        ends = json.loads(process.stdout.readline())
+        yield Endpoints(
+            dexatel_url=ends["dexatel"]["url"],
+            dexatel_key=ends["dexatel"]["key"],
+            batch_url=ends["batch"]["url"],
+            batch_key=ends["batch"]["key"],
+            batch_project=ends["batch"]["project"],
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
