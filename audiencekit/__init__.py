@@ -1,5 +1,7 @@
 """audiencekit: one typed, async API for the audience endpoints of Dexatel and Batch."""
 
+from typing import TYPE_CHECKING
+
 from ._bulk import ChunkDone, ChunkSent, ProgressCallback, ProgressEvent
 from ._http import RetryPolicy
 from ._pages import AsyncPager, Page
@@ -25,7 +27,12 @@ from .errors import (
     RateLimitError,
     UnsupportedFeatureError,
     ValidationError,
+    WriteReplacedError,
 )
+
+if TYPE_CHECKING:
+    from .providers.batch import BatchBackend, BatchClient
+
 from .models import (
     Add,
     AttributeValue,
@@ -39,8 +46,25 @@ from .models import (
     Remove,
     Url,
 )
+from .providers import open_backend
 
 __version__ = "0.1.0"
+
+# The provider modules load on first use, keeping ``import audiencekit`` light.
+_LAZY = {
+    "BatchBackend": "audiencekit.providers.batch",
+    "BatchClient": "audiencekit.providers.batch",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'audiencekit' has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(module), name)
+
 
 __all__ = [
     "APIConnectionError",
@@ -55,6 +79,8 @@ __all__ = [
     "AudienceKitError",
     "AuthenticationError",
     "BadRequestError",
+    "BatchBackend",
+    "BatchClient",
     "BulkResult",
     "Capabilities",
     "Channel",
@@ -83,5 +109,7 @@ __all__ = [
     "UnsupportedFeatureError",
     "Url",
     "ValidationError",
+    "WriteReplacedError",
     "__version__",
+    "open_backend",
 ]

@@ -26,7 +26,7 @@ from .backend import Capabilities, Ids, Members, Operations
 from .errors import Problem, UnsupportedFeatureError, ValidationError
 from .models import Add, Audience, BulkResult, Channel, Member, PendingChunk, Remove
 
-__all__ = ["BaseBackend", "BulkPlan"]
+__all__ = ["BaseBackend", "BulkPlan", "aiterate"]
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -99,7 +99,24 @@ class BaseBackend:
     ) -> BulkResult:
         """Apply ``Add``/``Remove`` operations in order; the last one per id wins."""
         self._check_wait(wait)
-        plan = self._plan(audience_id, wait=wait)
+        return await self._execute(
+            audience_id,
+            operations,
+            self._plan(audience_id, wait=wait),
+            on_progress=on_progress,
+            raise_on_failure=raise_on_failure,
+        )
+
+    async def _execute(
+        self,
+        audience_id: str,
+        operations: Operations,
+        plan: BulkPlan,
+        *,
+        on_progress: ProgressCallback | None = None,
+        raise_on_failure: bool = True,
+    ) -> BulkResult:
+        """Run ``operations`` through the shared bulk engine with ``plan``."""
         return await run_bulk(
             operations,
             audience_id=audience_id,
@@ -190,10 +207,7 @@ def _map(
     """Wrap each item, keeping a sized input sized (so it is validated whole before sending)."""
     if isinstance(items, AsyncIterable):
         return _amap(items, wrap)
-    if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Iterable):
-        raise ValidationError(
-            [Problem(f"expected an iterable (list, generator, ...), got {type(items).__name__}")]
-        )
+    _check_iterable(items)
     if isinstance(items, Collection):
         return [wrap(item) for item in items]
     return (wrap(item) for item in items)
@@ -202,3 +216,21 @@ def _map(
 async def _amap(items: AsyncIterable[T], wrap: Callable[[T], U]) -> AsyncIterator[U]:
     async for item in items:
         yield wrap(item)
+
+
+def _check_iterable(items: object) -> None:
+    if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Iterable):
+        raise ValidationError(
+            [Problem(f"expected an iterable (list, generator, ...), got {type(items).__name__}")]
+        )
+
+
+async def aiterate(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
+    """Iterate a sync or async iterable asynchronously (a str is refused, not split)."""
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+        return
+    _check_iterable(items)
+    for item in items:
+        yield item

@@ -222,8 +222,8 @@ class _Tally:
         self.applied = 0
         self.failed: dict[str, AudienceKitError] = {}
         self.unknown: dict[str, AudienceKitError] = {}
-        self.pending: list[PendingChunk] = []
-        self.handles: list[str] = []
+        self.pending: list[tuple[int, PendingChunk]] = []
+        self.handles: list[tuple[int, str]] = []
         self.timed_out: list[str] = []
         self.chunks = 0
         self.retries = 0
@@ -246,7 +246,7 @@ class _Tally:
         self.retries += stats.retries
         self.polls += stats.polls
         if outcome.handle is not None:
-            self.handles.append(outcome.handle)
+            self.handles.append((seq, outcome.handle))
         for key in ids:
             self.failed.pop(key, None)
             self.unknown.pop(key, None)
@@ -254,7 +254,7 @@ class _Tally:
         if outcome.pending:
             assert outcome.handle is not None
             self.pending.append(
-                PendingChunk(handle=outcome.handle, audience_id=audience_id, ids=tuple(ids))
+                (seq, PendingChunk(handle=outcome.handle, audience_id=audience_id, ids=tuple(ids)))
             )
             pending = len(ids)
         unknown = {k: v for k, v in outcome.unknown.items() if k not in outcome.failed}
@@ -282,9 +282,9 @@ class _Tally:
             applied=self.applied,
             failed=self.failed,
             unknown=self.unknown,
-            pending=tuple(self.pending),
+            pending=tuple(chunk for _, chunk in sorted(self.pending, key=lambda p: p[0])),
             operations=operations,
-            handles=tuple(self.handles),
+            handles=tuple(handle for _, handle in sorted(self.handles)),
             chunks=self.chunks,
             retries=self.retries,
             polls=self.polls,

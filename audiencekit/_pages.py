@@ -12,6 +12,7 @@ from .errors import PaginationError
 __all__ = ["AsyncPager", "Page"]
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 @attrs.frozen
@@ -48,6 +49,16 @@ class AsyncPager(Generic[T]):
     def pages(self) -> AsyncIterator[Page[T]]:
         """Iterate the pages themselves (for their totals, or to work a page at a time)."""
         return _Pages(self._fetch, self._provider, self._what)
+
+    def map(self, func: Callable[[T], U]) -> AsyncPager[U]:
+        """A pager over the same pages whose items are ``func(item)``."""
+        fetch = self._fetch
+
+        async def mapped(token: str | None) -> Page[U]:
+            page = await fetch(token)
+            return Page([func(item) for item in page.items], page.next_token, page.total)
+
+        return AsyncPager(mapped, provider=self._provider, what=self._what)
 
 
 class _Pages(Generic[T]):

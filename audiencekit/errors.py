@@ -17,7 +17,8 @@
      │    │    ├── ConflictError            409
      │    │    ├── RateLimitError           429
      │    │    └── InternalServerError      5xx
-     │    └── PaginationError          the provider's paging went wrong (a repeated page token)
+     │    ├── PaginationError          the provider's paging went wrong (a repeated page token)
+     │    └── WriteReplacedError       the provider dropped a write: a replace overtook it
      ├── PartialFailureError           a bulk call finished, but some ids did not make it
      └── PollTimeoutError(TimeoutError) waited past max_wait; carries what is still pending
 
@@ -54,6 +55,7 @@ __all__ = [
     "RateLimitError",
     "UnsupportedFeatureError",
     "ValidationError",
+    "WriteReplacedError",
     "status_error_class",
 ]
 
@@ -239,6 +241,15 @@ class InternalServerError(APIStatusError):
 
 class PaginationError(APIError):
     """The provider's paging misbehaved (a page token came back twice); iterating stopped."""
+
+
+class WriteReplacedError(APIError):
+    """The provider reports the write as overtaken by a later replace (Batch ``REPLACED``): its
+    ids may or may not hold what it said. ``handle`` is the write's indexing token."""
+
+    def __init__(self, message: str, *, provider: str, handle: str) -> None:
+        super().__init__(message, provider=provider)
+        self.handle = handle
 
 
 _STATUS_CLASSES: Mapping[int, type[APIStatusError]] = {

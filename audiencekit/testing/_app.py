@@ -190,31 +190,35 @@ class EmulatorApp:
         method: str = scope["method"]
         path: str = scope["path"]
         body = await _read_body(receive)
-        status_box: list[int] = []
+        fault = self.faults.pick(
+            method, path, kinds=(FaultKind.STATUS, FaultKind.DROP, FaultKind.SLOW)
+        )
+        label = None if fault is None else f"{fault.kind.value}:{fault.timing.value}"
+        logged = False
 
         async def replay() -> Message:
             return {"type": "http.request", "body": body, "more_body": False}
 
-        async def recording_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status_box.append(int(message["status"]))
+        async def logging_send(message: Message) -> None:
+            # Log before the answer leaves, so a client never sees an answer the log lacks.
+            nonlocal logged
+            if message["type"] == "http.response.start" and not logged:
+                logged = True
+                self._log(method, path, scope, body, int(message["status"]), label)
             await send(message)
 
-        fault = self.faults.pick(
-            method, path, kinds=(FaultKind.STATUS, FaultKind.DROP, FaultKind.SLOW)
-        )
-        entry_fault = None if fault is None else f"{fault.kind.value}:{fault.timing.value}"
         try:
             if fault is not None and fault.kind is FaultKind.SLOW:
                 await anyio.sleep(fault.delay)
                 fault = None
             await self.before(method, path)
             if fault is None:
-                await self._app(scope, replay, recording_send)
+                await self._app(scope, replay, logging_send)
             else:
-                await self._faulty(fault, scope, replay, recording_send)
+                await self._faulty(fault, scope, replay, logging_send)
         finally:
-            self._log(method, path, scope, body, status_box[0] if status_box else 0, entry_fault)
+            if not logged:
+                self._log(method, path, scope, body, 0, label)
 
     async def _faulty(self, fault: Fault, scope: Scope, receive: Receive, send: Send) -> None:
         if fault.timing is Timing.AFTER:

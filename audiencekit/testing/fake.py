@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timezone
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import anyio
 import attrs
 
-from .._base import BaseBackend, BulkPlan
+from .._base import BaseBackend, BulkPlan, aiterate
 from .._bulk import Chunk, ChunkOutcome, check_operation
 from .._http import CallStats
 from .._pages import AsyncPager, Page
@@ -190,7 +190,7 @@ class FakeBackend(BaseBackend):
     async def replace_members(
         self, audience_id: str, members: Members, *, wait: bool = True
     ) -> BulkResult:
-        collected = [m async for m in _aiter(members)]
+        collected = [m async for m in aiterate(members)]
         problems: list[Problem] = []
         for member in collected:
             try:
@@ -264,12 +264,3 @@ class FakeBackend(BaseBackend):
                 audience.members[member_id] = op.member
             else:
                 audience.members.pop(member_id, None)
-
-
-async def _aiter(items: Members) -> AsyncIterator[Any]:
-    if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item
-    else:
-        for item in items:
-            yield item

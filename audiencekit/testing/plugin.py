@@ -49,6 +49,7 @@ def audiencekit_emulators(audiencekit_server: EmulatorServer) -> EmulatorServer:
     server.batch.config = BatchConfig()
     for emulator in (server.dexatel, server.batch):
         emulator.set_faults(FaultPlan())
+        emulator.log_bodies = True
         emulator.reset()
     return server
 

@@ -1,0 +1,87 @@
+"""What both providers' wire modules share: a cattrs converter and lenient reading of bodies.
+
+Provider answers are read leniently: unknown fields are kept in ``extra`` (never dropped, never an
+error), missing optional ones become None, and a body that does not have the expected shape is an
+:class:`~audiencekit.APIError` naming the provider, not a ``KeyError``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+import httpx
+
+from .errors import APIError
+from .models import Channel, IndexingState
+
+__all__ = ["dumps", "make_converter", "read_json", "structure"]
+
+T = TypeVar("T")
+
+
+def make_converter(parse_datetime: Callable[[str], datetime]) -> cattrs.Converter:
+    """A converter that reads the open enums and the provider's date format."""
+    converter = cattrs.Converter()
+    converter.register_structure_hook(Channel, lambda v, _: Channel(v))
+    converter.register_structure_hook(IndexingState, lambda v, _: IndexingState(v))
+    converter.register_structure_hook(datetime, lambda v, _: parse_datetime(v))
+    converter.register_unstructure_hook(datetime, lambda v: v.isoformat())
+    return converter
+
+
+def structure(converter: cattrs.Converter, data: Any, cls: type[T], *, provider: str) -> T:
+    """Build ``cls`` from a JSON object; fields it does not model go to its ``extra``."""
+    if not isinstance(data, Mapping):
+        raise APIError(
+            f"{provider} answered {type(data).__name__} where an object was expected",
+            provider=provider,
+            body=data,
+        )
+    names = {field.name for field in attrs.fields(cls)}  # type: ignore[arg-type]
+    known = {k: v for k, v in data.items() if k in names and v is not None}
+    if "extra" in names:
+        known["extra"] = {k: v for k, v in data.items() if k not in names}
+    try:
+        return converter.structure(known, cls)
+    except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
+        raise APIError(
+            f"{provider} answered a {cls.__name__} that could not be read: {exc}",
+            provider=provider,
+            body=data,
+        ) from None
+
+
+def read_json(response: httpx.Response, *, provider: str) -> Any:
+    """The JSON body of a successful answer, or an APIError saying what came instead."""
+    try:
+        return json.loads(response.content)
+    except ValueError:
+        raise APIError(
+            f"{provider} answered {response.status_code} with a body that is not JSON: "
+            f"{response.text[:200]!r}",
+            provider=provider,
+        ) from None
+
+
+def dumps(data: Any) -> bytes:
+    """Compact JSON, refusing NaN and infinities (which JSON cannot carry)."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def utc(when: datetime) -> datetime:
+    """``when`` in UTC; a naive datetime is taken to be UTC already (providers' dates are)."""
+    if when.tzinfo is None:
+        return when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc)
+
+
+def is_finite_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not (
+        isinstance(value, float) and not math.isfinite(value)
+    )

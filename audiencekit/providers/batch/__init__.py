@@ -1,0 +1,7 @@
+"""Batch's Audience API 2.x: the typed client and the backend."""
+
+from .backend import BatchBackend
+from .client import BatchClient
+from .wire import BatchAudience
+
+__all__ = ["BatchAudience", "BatchBackend", "BatchClient"]

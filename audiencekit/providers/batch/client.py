@@ -1,0 +1,189 @@
+"""``BatchClient``: every call of Batch's Audience API 2.x, typed, one request each.
+
+The client translates; it does not loop, chunk or wait (that is :class:`BatchBackend`'s job, done
+by the shared core). Base URL ``https://api.batch.com``, version 2.3 (the original update page's)
+unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from ..._http import CallStats, Clock, RetryPolicy, Sleep, Transport
+from ..._pages import AsyncPager, Page
+from ..._wire import dumps, read_json, structure
+from ...errors import APIError, ConfigurationError, Problem, ValidationError
+from .wire import PROVIDER, BatchAudience, check_audience_name, converter, error_detail
+
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_VERSION", "BatchClient"]
+
+DEFAULT_BASE_URL = "https://api.batch.com"
+DEFAULT_VERSION = "2.3"
+API_KEY_ENV = "BATCH_API_KEY"
+PROJECT_KEY_ENV = "BATCH_PROJECT_KEY"
+_VERSION_RE = re.compile(r"^2\.\d+$")
+
+
+class BatchClient:
+    """Batch's audience calls. Keys come from the arguments, else from the environment variables
+    ``BATCH_API_KEY`` (the REST API key) and ``BATCH_PROJECT_KEY``."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        project_key: str | None = None,
+        base_url: str = DEFAULT_BASE_URL,
+        api_version: str = DEFAULT_VERSION,
+        client: httpx.AsyncClient | None = None,
+        timeout: httpx.Timeout | float | None = None,
+        retry: RetryPolicy | None = None,
+        max_concurrency: int = 8,
+        rate_limit: float | None = None,
+        sleep: Sleep | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        project_key = project_key if project_key is not None else os.environ.get(PROJECT_KEY_ENV)
+        if not api_key:
+            raise ConfigurationError(f"batch: no REST API key (pass api_key= or set {API_KEY_ENV})")
+        if not project_key:
+            raise ConfigurationError(
+                f"batch: no project key (pass project_key= or set {PROJECT_KEY_ENV})"
+            )
+        if not _VERSION_RE.match(api_version):
+            raise ConfigurationError(f"batch: api_version must look like 2.3, got {api_version!r}")
+        self.api_version = api_version
+        self.transport = Transport(
+            provider=PROVIDER,
+            base_url=f"{base_url.rstrip('/')}/{api_version}",
+            auth_headers={"Authorization": f"Bearer {api_key}", "X-Batch-Project": project_key},
+            parse_error=error_detail,
+            client=client,
+            timeout=timeout,
+            retry=retry,
+            max_concurrency=max_concurrency,
+            rate_limit=rate_limit,
+            sleep=sleep,
+            clock=clock,
+            rng=rng,
+        )
+
+    def __repr__(self) -> str:
+        return f"<BatchClient {self.transport.base_url}>"
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+    async def __aenter__(self) -> BatchClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- writes: each answers 202 with an indexing token -----------------------------------------
+
+    async def create(self, name: str, *, display_name: str | None = None) -> str:
+        """Create an audience of custom user ids; returns the indexing token."""
+        _check_name(name)
+        body: dict[str, Any] = {"name": name, "type": "custom_ids"}
+        if display_name is not None:
+            body["display_name"] = display_name
+        # Not replay-safe: a replayed create of an audience that got created answers a conflict.
+        return await self._write("/audiences/create", dumps(body), replay_safe=False)
+
+    async def update(
+        self, name: str, ids: Sequence[dict[str, Any]], *, stats: CallStats | None = None
+    ) -> str:
+        """Add or remove ids (``[{"action", "id", "attributes"?}]``, at most 10,000)."""
+        return await self.update_raw(name, dumps({"name": name, "ids": list(ids)}), stats=stats)
+
+    async def update_raw(self, name: str, body: bytes, *, stats: CallStats | None = None) -> str:
+        """:meth:`update` with a body already encoded (the bulk path encodes once)."""
+        # Replay-safe: the last action per id wins, so sending the same update again is harmless.
+        return await self._write("/audiences/update", body, replay_safe=True, stats=stats)
+
+    async def replace(
+        self, name: str, ids: Sequence[dict[str, Any]], *, stats: CallStats | None = None
+    ) -> str:
+        """Replace every member with ``ids`` (``[{"id", "attributes"?}]``, at most 10,000)."""
+        body = dumps({"name": name, "ids": list(ids)})
+        return await self._write("/audiences/replace", body, replay_safe=True, stats=stats)
+
+    async def remove(self, name: str) -> str | None:
+        """Delete the audience; returns the indexing token when Batch gives one."""
+        response = await self.transport.request(
+            "POST", "/audiences/remove", content=dumps({"name": name}), replay_safe=True
+        )
+        body = read_json(response, provider=PROVIDER) if response.content else {}
+        token = body.get("indexing_token") if isinstance(body, dict) else None
+        return str(token) if token else None
+
+    async def _write(
+        self, path: str, body: bytes, *, replay_safe: bool, stats: CallStats | None = None
+    ) -> str:
+        response = await self.transport.request(
+            "POST", path, content=body, replay_safe=replay_safe, stats=stats
+        )
+        data = read_json(response, provider=PROVIDER)
+        token = data.get("indexing_token") if isinstance(data, dict) else None
+        if not isinstance(token, str) or not token:
+            raise APIError(
+                f"batch accepted {path} without an indexing token", provider=PROVIDER, body=data
+            )
+        return token
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def view(
+        self, name: str, *, indexing_token: str | None = None, stats: CallStats | None = None
+    ) -> BatchAudience:
+        """One audience, with the indexing state of ``indexing_token`` (else of its last write)."""
+        params = {"name": name}
+        if indexing_token is not None:
+            params["indexing_token"] = indexing_token
+        response = await self.transport.request(
+            "GET", "/audiences/view", params=params, replay_safe=True, stats=stats
+        )
+        return structure(
+            converter, read_json(response, provider=PROVIDER), BatchAudience, provider=PROVIDER
+        )
+
+    def list(self, *, limit: int = 100) -> AsyncPager[BatchAudience]:
+        """Every audience of the project, ``limit`` (1 to 100) a page."""
+        if not 1 <= limit <= 100:
+            raise ValidationError([Problem("limit must be between 1 and 100", field="limit")])
+
+        async def fetch(cursor: str | None) -> Page[BatchAudience]:
+            params: dict[str, str | int] = {"limit": limit}
+            if cursor is not None:
+                params["from"] = cursor
+            response = await self.transport.request(
+                "GET", "/audiences/list", params=params, replay_safe=True
+            )
+            data = read_json(response, provider=PROVIDER)
+            if not isinstance(data, dict) or not isinstance(data.get("audiences"), list):
+                raise APIError("batch answered a list without audiences", provider=PROVIDER)
+            items = [
+                structure(converter, item, BatchAudience, provider=PROVIDER)
+                for item in data["audiences"]
+            ]
+            # The end is has_more == false, or a missing next_from (the last page's shape is
+            # not documented).
+            more = data.get("has_more", True) and data.get("next_from")
+            return Page(items, str(data["next_from"]) if more else None, data.get("count"))
+
+        return AsyncPager(fetch, provider=PROVIDER, what="audiences")
+
+
+def _check_name(name: object) -> None:
+    problems = check_audience_name(name)
+    if problems:
+        raise ValidationError(problems)

@@ -1,0 +1,164 @@
+"""Batch's wire format: its models, typed attributes, and error bodies.
+
+Facts from ``shared/provider-docs`` (003 update page, batch-reference.md, the OpenAPI excerpt).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import attrs
+import httpx
+
+from ..._http import ErrorDetail
+from ..._wire import is_finite_number, make_converter, utc
+from ...errors import APIStatusError, ConflictError, NotFoundError, Problem
+from ...models import Add, AttributeValue, IndexingState, Member, Operation, Url
+
+__all__ = [
+    "MAX_ATTRIBUTES",
+    "MAX_IDS",
+    "BatchAudience",
+    "check_audience_name",
+    "check_member",
+    "encode_attributes",
+    "encode_operation",
+    "error_detail",
+    "parse_datetime",
+]
+
+PROVIDER = "batch"
+#: Ids per update or replace call [confirmed].
+MAX_IDS = 10_000
+#: Attributes per id [confirmed on the 2.1-2.3 pages].
+MAX_ATTRIBUTES = 15
+#: Audience names: letters, digits, "_" and "-", up to 255, case-sensitive [confirmed].
+AUDIENCE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+#: Assumed from the SDK docs (not stated for the Audience API): attribute names are letters,
+#: digits and "_", up to 30 characters. The emulator applies the same rule.
+ATTRIBUTE_NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,30}$")
+#: Assumed from the SDK docs (1024 characters on Android): the longest custom user id.
+MAX_ID_LENGTH = 1024
+
+
+def parse_datetime(value: str) -> datetime:
+    """RFC 3339, as Batch writes ``created``/``updated`` ("2023-08-12T22:30:05Z"), in UTC."""
+    return utc(datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00")))
+
+
+@attrs.frozen(kw_only=True)
+class BatchAudience:
+    """An audience as Batch describes it (``oneAudience``)."""
+
+    name: str
+    display_name: str | None = None
+    type: str | None = None
+    nb_ids: int | None = None
+    indexing_state: IndexingState = IndexingState.UNKNOWN
+    created: datetime | None = None
+    updated: datetime | None = None
+    extra: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+converter = make_converter(parse_datetime)
+
+
+def check_audience_name(name: object) -> list[Problem]:
+    if not isinstance(name, str) or not AUDIENCE_NAME_RE.match(name):
+        return [
+            Problem(
+                "a Batch audience name is 1 to 255 letters, digits, '_' or '-'",
+                id=name if isinstance(name, str) else None,
+                field="name",
+            )
+        ]
+    return []
+
+
+def check_member(member: Member) -> list[Problem]:
+    """Everything Batch would refuse about a member, found before sending."""
+    problems: list[Problem] = []
+    if len(member.id) > MAX_ID_LENGTH:
+        problems.append(Problem(f"longer than {MAX_ID_LENGTH} characters", id=member.id[:40]))
+    attributes = member.attributes
+    if len(attributes) > MAX_ATTRIBUTES:
+        problems.append(
+            Problem(
+                f"{len(attributes)} attributes; Batch takes at most {MAX_ATTRIBUTES}",
+                id=member.id,
+                field="attributes",
+            )
+        )
+    for name, value in attributes.items():
+        message = _attribute_problem(name, value)
+        if message is not None:
+            problems.append(Problem(message, id=member.id, field=name))
+    return problems
+
+
+def _attribute_problem(name: str, value: object) -> str | None:
+    if not ATTRIBUTE_NAME_RE.match(name):
+        return "attribute names are 1 to 30 letters, digits or '_'"
+    if isinstance(value, Url) and not value.startswith(("http://", "https://")):
+        return "a Url must start with http:// or https://"
+    if isinstance(value, (str, bool)):
+        return None
+    if isinstance(value, (int, float)):
+        return None if is_finite_number(value) else "numbers must be finite"
+    if isinstance(value, datetime):
+        return None if value.tzinfo is not None else "a datetime must be timezone-aware"
+    if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
+        if all(isinstance(item, str) for item in value):
+            return None
+        return "a list attribute holds strings only"
+    return f"unsupported attribute type {type(value).__name__}"
+
+
+def encode_attributes(attributes: Mapping[str, AttributeValue]) -> dict[str, Any]:
+    """Python values as Batch's typed attributes: ``date(name)`` for datetimes, ``url(name)``
+    for :class:`~audiencekit.Url`, lists of strings as arrays (values already checked)."""
+    wire: dict[str, Any] = {}
+    for name, value in attributes.items():
+        if isinstance(value, Url):
+            wire[f"url({name})"] = str(value)
+        elif isinstance(value, datetime):
+            wire[f"date({name})"] = utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+        elif isinstance(value, (str, bool, int, float)):
+            wire[name] = value
+        else:
+            wire[name] = list(value)
+    return wire
+
+
+def encode_operation(op: Operation) -> dict[str, Any]:
+    """One element of an update call's ``ids``."""
+    if isinstance(op, Add):
+        attributes = op.member.attributes
+        if attributes:
+            return {"action": "add", "id": op.id, "attributes": encode_attributes(attributes)}
+        return {"action": "add", "id": op.id}
+    return {"action": "remove", "id": op.id}
+
+
+#: Error codes whose meaning is clearer than their status (the codes are the emulator's and
+#: third parties': Batch documents none for the 2.x audience API).
+_CODE_CLASSES: Mapping[str, type[APIStatusError]] = {
+    "AUDIENCE_NOT_FOUND": NotFoundError,
+    "AUDIENCE_ALREADY_EXISTS": ConflictError,
+    "AUDIENCE_EXISTS": ConflictError,
+}
+
+
+def error_detail(response: httpx.Response, body: Any) -> ErrorDetail:
+    """Read Batch's ``{"error_code", "error_message"}``, or whatever else came."""
+    if isinstance(body, Mapping) and ("error_message" in body or "error_code" in body):
+        code = body.get("error_code")
+        return ErrorDetail(
+            str(body.get("error_message") or code or response.reason_phrase),
+            code=None if code is None else str(code),
+            kind=_CODE_CLASSES.get(str(code)),
+        )
+    return ErrorDetail(str(body)[:500] if body else response.reason_phrase)
