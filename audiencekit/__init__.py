@@ -32,6 +32,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .providers.batch import BatchBackend, BatchClient
+    from .providers.dexatel import DexatelBackend, DexatelClient
 
 from .models import (
     Add,
@@ -54,6 +55,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "BatchBackend": "audiencekit.providers.batch",
     "BatchClient": "audiencekit.providers.batch",
+    "DexatelBackend": "audiencekit.providers.dexatel",
+    "DexatelClient": "audiencekit.providers.dexatel",
 }
 
 
@@ -88,6 +91,8 @@ __all__ = [
     "ChunkSent",
     "ConfigurationError",
     "ConflictError",
+    "DexatelBackend",
+    "DexatelClient",
     "IndexingState",
     "InternalServerError",
     "Member",

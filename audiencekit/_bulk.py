@@ -22,7 +22,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar
 
 import anyio
 import attrs
@@ -47,11 +47,14 @@ __all__ = [
     "ProgressCallback",
     "ProgressEvent",
     "Sender",
+    "create_once",
+    "fan_out",
     "is_ambiguous",
     "run_bulk",
 ]
 
 Operations: TypeAlias = Iterable[Operation] | AsyncIterable[Operation]
+T = TypeVar("T")
 
 
 @attrs.frozen
@@ -118,6 +121,54 @@ def is_ambiguous(error: BaseException) -> bool:
     if isinstance(error, APIStatusError):
         return isinstance(error, InternalServerError) or error.status == 408
     return isinstance(error, PollTimeoutError)
+
+
+async def fan_out(
+    ops: Mapping[str, Operation],
+    apply_one: Callable[[Operation], Awaitable[object]],
+    *,
+    limit: int,
+) -> ChunkOutcome:
+    """Apply the operations of a chunk one request (or a few) each, at most ``limit`` at once,
+    for providers without a bulk call; an operation that raises lands in failed or unknown."""
+    failed: dict[str, AudienceKitError] = {}
+    unknown: dict[str, AudienceKitError] = {}
+    limiter = anyio.CapacityLimiter(limit)
+
+    async def one(op: Operation) -> None:
+        async with limiter:
+            try:
+                await apply_one(op)
+            except AudienceKitError as exc:
+                (unknown if is_ambiguous(exc) else failed)[op.id] = exc
+
+    async with anyio.create_task_group() as tg:
+        for op in ops.values():
+            tg.start_soon(one, op)
+    return ChunkOutcome(failed=failed, unknown=unknown)
+
+
+async def create_once(
+    create: Callable[[], Awaitable[T]],
+    find: Callable[[], Awaitable[T | None]],
+    *,
+    attempts: int = 3,
+) -> T:
+    """Create something that must exist once, with a call that is not safe to replay.
+
+    After an ambiguous failure (the provider may have done it), look it up before trying again:
+    found, it is the result; not found, the create is sent again, ``attempts`` times in all.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return await create()
+        except AudienceKitError as exc:
+            if attempt == attempts or not is_ambiguous(exc):
+                raise
+            found = await find()
+            if found is not None:
+                return found
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def check_operation(op: object) -> Operation:

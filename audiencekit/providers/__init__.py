@@ -12,6 +12,7 @@ __all__ = ["open_backend", "provider_names"]
 
 _REGISTRY = {
     "batch": "audiencekit.providers.batch:BatchBackend",
+    "dexatel": "audiencekit.providers.dexatel:DexatelBackend",
     "fake": "audiencekit.testing.fake:FakeBackend",
 }
 

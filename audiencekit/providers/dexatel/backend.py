@@ -1,0 +1,283 @@
+"""``DexatelBackend``: Dexatel audiences behind :class:`~audiencekit.AudienceBackend`.
+
+Dexatel has no bulk call for an existing audience: each member is one contact, created, updated
+or deleted by its own request (run concurrently by the shared core). Members are keyed by their
+phone number, normalised to E.164 (see :func:`~.wire.normalize_number`); their attributes are the
+contact fields first_name, last_name, custom1 (alias timestamp) and custom2 (alias date).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from collections.abc import AsyncIterator
+from typing import ClassVar
+
+import anyio
+import httpx
+
+from ..._base import BaseBackend, BulkPlan
+from ..._bulk import Chunk, ChunkOutcome, create_once, fan_out
+from ..._http import CallStats, Clock, RetryPolicy, Sleep
+from ..._pages import AsyncPager
+from ...backend import Capabilities
+from ...errors import ConflictError, NotFoundError, Problem, ValidationError
+from ...models import Add, Audience, Channel, Member, Operation, Remove
+from .client import DEFAULT_BASE_URL, DEFAULT_PAGE_SIZE, DexatelClient
+from .wire import (
+    CONTACT_FIELDS,
+    PROVIDER,
+    DexatelAudience,
+    DexatelContact,
+    check_contact_fields,
+    normalize_number,
+)
+
+__all__ = ["DexatelBackend"]
+
+
+def _key(number: str) -> str:
+    """Numbers compare without their "+" (Dexatel may store either form)."""
+    return number.lstrip("+")
+
+
+class _Directory:
+    """Finds a number's contact in one audience, during one bulk call.
+
+    Looking numbers up one at a time costs a search each; reading the whole audience costs one
+    request a page. It starts with searches and switches to one full read once it has made as
+    many lookups as that read costs, so it never pays more than twice the cheaper way. An empty
+    audience needs neither.
+    """
+
+    def __init__(self, client: DexatelClient, audience_id: str) -> None:
+        self._client = client
+        self._audience_id = audience_id
+        self._index: dict[str, DexatelContact] | None = None
+        self._pages: int | None = None
+        self._lookups = 0
+        self._lock = anyio.Lock()
+        self._unsure: set[str] = set()
+        self._reading = False
+
+    async def plan(self, lookups: int) -> None:
+        """Account for ``lookups`` to come; read the whole audience if that is now cheaper."""
+        self._lookups += lookups
+        if self._index is None:
+            async with self._lock:
+                await self._read_all_if_cheaper()
+
+    async def _read_all_if_cheaper(self) -> None:
+        if self._index is None:
+            if self._pages is None:
+                audience = await self._client.get_audience(self._audience_id)
+                self._pages = math.ceil((audience.contacts_count or 0) / DEFAULT_PAGE_SIZE)
+            if self._pages <= self._lookups:
+                self._reading = True
+                try:
+                    self._index = {
+                        _key(c.number): c
+                        async for c in self._client.list_contacts(self._audience_id)
+                    }
+                finally:
+                    self._reading = False
+
+    async def find(self, number: str, *, fresh: bool = False) -> DexatelContact | None:
+        """The contact of ``number``, or None; ``fresh`` asks the provider even with an index."""
+        key = _key(number)
+        if self._index is not None and not fresh and key not in self._unsure:
+            return self._index.get(key)
+        async for contact in self._client.list_contacts(self._audience_id, search=number):
+            if _key(contact.number) == key:
+                return self.remember(contact)
+        self.forget(number)
+        return None
+
+    # A number written while the index was being read may be missing from it or stale: it is
+    # "unsure", and looked up afresh once.
+
+    def remember(self, contact: DexatelContact) -> DexatelContact:
+        key = _key(contact.number)
+        if self._index is None:
+            if self._reading:
+                self._unsure.add(key)
+        else:
+            self._index[key] = contact
+            self._unsure.discard(key)
+        return contact
+
+    def forget(self, number: str) -> None:
+        key = _key(number)
+        if self._index is None:
+            if self._reading:
+                self._unsure.add(key)
+        else:
+            self._index.pop(key, None)
+            self._unsure.discard(key)
+
+
+class DexatelBackend(BaseBackend):
+    """Dexatel's audiences as an :class:`~audiencekit.AudienceBackend`.
+
+    Pass a :class:`DexatelClient`, or the key and settings to build one (the key defaults to
+    ``DEXATEL_API_KEY``). ``concurrency`` contact requests are in flight at once, under the
+    client's ``rate_limit`` (requests per second) when one is set; a 429 backs off and retries.
+    Campaigns and templates are on ``backend.client``.
+    """
+
+    provider = PROVIDER
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        list_members=True,
+        rename=True,
+        replace=False,
+        campaigns=True,
+        deferred_writes=False,
+        max_batch=1,
+        max_attributes=len(CONTACT_FIELDS),
+    )
+
+    def __init__(
+        self,
+        client: DexatelClient | None = None,
+        *,
+        api_key: str | None = None,
+        base_url: str = DEFAULT_BASE_URL,
+        http_client: httpx.AsyncClient | None = None,
+        timeout: httpx.Timeout | float | None = None,
+        retry: RetryPolicy | None = None,
+        rate_limit: float | None = None,
+        concurrency: int = 8,
+        chunk_size: int = 100,
+        sleep: Sleep | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if concurrency < 1 or chunk_size < 1:
+            raise ValueError("concurrency and chunk_size must be at least 1")
+        self.client = client or DexatelClient(
+            api_key=api_key,
+            base_url=base_url,
+            client=http_client,
+            timeout=timeout,
+            retry=retry,
+            max_concurrency=concurrency,
+            rate_limit=rate_limit,
+            sleep=sleep,
+            clock=clock,
+            rng=rng,
+        )
+        self.concurrency = concurrency
+        self.chunk_size = chunk_size
+
+    def __repr__(self) -> str:
+        return f"<DexatelBackend {self.client.transport.base_url}>"
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    # -- audiences --------------------------------------------------------------------------
+
+    def _audience(self, found: DexatelAudience) -> Audience:
+        extra = dict(found.extra)
+        extra.update(account_id=found.account_id, links=dict(found.links))
+        return Audience(
+            id=found.id,
+            name=found.name,
+            provider=PROVIDER,
+            channel=found.channel,
+            size=found.contacts_count,
+            created_at=found.create_date,
+            updated_at=found.update_date,
+            extra=extra,
+        )
+
+    async def create_audience(self, name: str, *, channel: Channel | str | None = None) -> Audience:
+        """Create an audience; Dexatel needs its ``channel`` (SMS, VIBER or WHATSAPP)."""
+        if channel is None:
+            raise ValidationError([Problem("a Dexatel audience needs a channel", field="channel")])
+        return self._audience(await self.client.create_audience(name, channel))
+
+    async def get_audience(self, audience_id: str) -> Audience:
+        return self._audience(await self.client.get_audience(audience_id))
+
+    def list_audiences(self) -> AsyncPager[Audience]:
+        return self.client.list_audiences().map(self._audience)
+
+    async def rename_audience(self, audience_id: str, name: str) -> Audience:
+        return self._audience(await self.client.update_audience(audience_id, name=name))
+
+    async def delete_audience(self, audience_id: str) -> None:
+        await self.client.delete_audience(audience_id)
+
+    async def iter_members(self, audience_id: str) -> AsyncIterator[Member]:
+        async for contact in self.client.list_contacts(audience_id):
+            yield Member(contact.number, attributes=contact.fields)
+
+    # -- bulk ---------------------------------------------------------------------------------
+
+    def _plan(self, audience_id: str, *, wait: bool) -> BulkPlan:
+        client = self.client
+        directory = _Directory(client, audience_id)
+
+        async def update_if_needed(
+            contact: DexatelContact, fields: dict[str, str], stats: CallStats
+        ) -> None:
+            differ = {k: v for k, v in fields.items() if contact.fields.get(k) != v}
+            if differ:
+                directory.remember(
+                    await client.update_contact(audience_id, contact.id, stats=stats, **differ)
+                )
+
+        async def add(member: Member, stats: CallStats) -> None:
+            number, fields = member.id, {k: str(v) for k, v in member.attributes.items()}
+            existing = await directory.find(number)
+            if existing is None:
+                try:
+                    created = await create_once(
+                        lambda: client.create_contact(audience_id, number, stats=stats, **fields),
+                        lambda: directory.find(number, fresh=True),
+                    )
+                except ConflictError:  # "Contact already exists": an upsert updates it instead
+                    existing = await directory.find(number, fresh=True)
+                    if existing is None:
+                        raise
+                else:
+                    existing = directory.remember(created)
+            await update_if_needed(existing, fields, stats)
+
+        async def remove(number: str, stats: CallStats) -> None:
+            existing = await directory.find(number)
+            if existing is None:
+                return  # already absent
+            with contextlib.suppress(NotFoundError):  # deleted meanwhile: absent all the same
+                await client.delete_contact(audience_id, existing.id, stats=stats)
+            directory.forget(number)
+
+        async def send(chunk: Chunk) -> ChunkOutcome:
+            await directory.plan(len(chunk))
+
+            async def apply_one(op: Operation) -> None:
+                if isinstance(op, Add):
+                    await add(op.member, chunk.stats)
+                else:
+                    await remove(op.id, chunk.stats)
+
+            return await fan_out(chunk.ops, apply_one, limit=self.concurrency)
+
+        return BulkPlan(send=send, prepare=_prepare, chunk_size=self.chunk_size, concurrency=2)
+
+
+def _prepare(op: Operation) -> Operation:
+    """Normalise the number and the field names; refuse what Dexatel would refuse."""
+    number = normalize_number(op.id)
+    if number is None:
+        raise ValidationError(
+            [Problem("not a phone number (E.164: + and 7 to 15 digits)", id=op.id)]
+        )
+    if isinstance(op, Remove):
+        return op if number == op.id else Remove(number)
+    fields, problems = check_contact_fields(op.member.attributes)
+    if problems:
+        raise ValidationError([Problem(p.message, id=op.id, field=p.field) for p in problems])
+    return Add(Member(number, attributes=fields))
