@@ -20,11 +20,18 @@ from typing import ClassVar, TypeVar
 
 import attrs
 
-from ._bulk import Preparer, ProgressCallback, Sender, Settler, run_bulk, settle_pending
+from ._bulk import (
+    ProgressCallback,
+    Sender,
+    Settler,
+    check_operation,
+    run_bulk,
+    settle_pending,
+)
 from ._pages import AsyncPager
 from .backend import Capabilities, Ids, Members, Operations
 from .errors import Problem, UnsupportedFeatureError, ValidationError
-from .models import Add, Audience, BulkResult, Channel, Member, PendingChunk, Remove
+from .models import Add, Audience, BulkResult, Channel, Member, Operation, PendingChunk, Remove
 
 __all__ = ["BaseBackend", "BulkPlan", "aiterate"]
 
@@ -40,7 +47,6 @@ class BulkPlan:
     send: Sender
     chunk_size: int
     concurrency: int
-    prepare: Preparer | None = None
     settle: Settler | None = None
 
 
@@ -54,6 +60,11 @@ class BaseBackend:
 
     def _plan(self, audience_id: str, *, wait: bool) -> BulkPlan:
         raise NotImplementedError
+
+    def _refine(self, operation: Operation) -> Operation:
+        """Check an operation (already checked as provider-neutral) the way the provider would,
+        and return it in the provider's canonical form; raise ValidationError."""
+        return operation
 
     async def aclose(self) -> None:
         """Release connections; the backend cannot be used afterwards."""
@@ -87,6 +98,11 @@ class BaseBackend:
         raise NotImplementedError
 
     # -- bulk calls, the same for every provider ----------------------------------------------
+
+    def prepare(self, operation: Operation) -> Operation:
+        """Check ``operation`` as a bulk call would before sending, and return it in this
+        backend's canonical form (a normalised phone number, say); raises ValidationError."""
+        return self._refine(check_operation(operation))
 
     async def apply(
         self,
@@ -122,7 +138,7 @@ class BaseBackend:
             audience_id=audience_id,
             send=plan.send,
             settle=plan.settle,
-            prepare=plan.prepare,
+            prepare=self._refine,
             chunk_size=plan.chunk_size,
             concurrency=plan.concurrency,
             on_progress=on_progress,
@@ -166,7 +182,11 @@ class BaseBackend:
         )
 
     async def wait(
-        self, pending: Sequence[PendingChunk] | BulkResult, *, raise_on_failure: bool = True
+        self,
+        pending: Sequence[PendingChunk] | BulkResult,
+        *,
+        on_progress: ProgressCallback | None = None,
+        raise_on_failure: bool = True,
     ) -> BulkResult:
         """Wait for chunks sent earlier with ``wait=False`` (or left by a timed-out call)."""
         chunks = pending.pending if isinstance(pending, BulkResult) else tuple(pending)
@@ -180,7 +200,11 @@ class BaseBackend:
 
         concurrency = self._plan(chunks[0].audience_id, wait=True).concurrency if chunks else 1
         return await settle_pending(
-            chunks, settle_for=settler, concurrency=concurrency, raise_on_failure=raise_on_failure
+            chunks,
+            settle_for=settler,
+            concurrency=concurrency,
+            on_progress=on_progress,
+            raise_on_failure=raise_on_failure,
         )
 
     def _check_wait(self, wait: bool) -> None:

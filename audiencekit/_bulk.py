@@ -66,6 +66,9 @@ class Chunk:
 
     seq: int
     ops: Mapping[str, Operation]
+    #: The input positions (1-based) of the first and the last operation read into the chunk.
+    first: int = 0
+    last: int = 0
     stats: CallStats = attrs.field(factory=CallStats, eq=False)
 
     def __len__(self) -> int:
@@ -85,15 +88,23 @@ class ChunkOutcome:
 
 @attrs.frozen(kw_only=True)
 class ChunkSent:
-    """A chunk of ``size`` ids was handed to the provider."""
+    """A chunk of ``size`` ids is being handed to the provider: the operations ``first`` to
+    ``last`` of the input (1-based), collapsed to one per id in ``ops``."""
 
     chunk: int
     size: int
+    first: int
+    last: int
+    ops: Mapping[str, Operation] = attrs.field(repr=False, eq=False)
 
 
 @attrs.frozen(kw_only=True)
 class ChunkDone:
-    """A chunk finished; the ``*_total`` fields count the whole call so far."""
+    """A chunk finished (or was accepted, when ``pending``); ``*_total`` count the call so far.
+
+    ``failed_ids`` and ``unknown_ids`` name the ids that did not make it; every other id of
+    ``ids`` was applied, or is pending under ``handle``.
+    """
 
     chunk: int
     size: int
@@ -105,6 +116,10 @@ class ChunkDone:
     failed_total: int
     unknown_total: int
     operations_read: int
+    handle: str | None = None
+    ids: tuple[str, ...] = attrs.field(default=(), repr=False)
+    failed_ids: tuple[str, ...] = attrs.field(default=(), repr=False)
+    unknown_ids: tuple[str, ...] = attrs.field(default=(), repr=False)
 
 
 ProgressEvent: TypeAlias = ChunkSent | ChunkDone
@@ -156,18 +171,21 @@ async def create_once(
 ) -> T:
     """Create something that must exist once, with a call that is not safe to replay.
 
-    After an ambiguous failure (the provider may have done it), look it up before trying again:
-    found, it is the result; not found, the create is sent again, ``attempts`` times in all.
+    After an ambiguous failure (the provider may have done it), look it up before anything else:
+    found, it is the result; not found, the create is sent again, ``attempts`` times in all. The
+    error of the last attempt is raised only if a last lookup does not find it either.
     """
     for attempt in range(1, attempts + 1):
         try:
             return await create()
         except AudienceKitError as exc:
-            if attempt == attempts or not is_ambiguous(exc):
+            if not is_ambiguous(exc):
                 raise
             found = await find()
             if found is not None:
                 return found
+            if attempt == attempts:
+                raise
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -210,6 +228,7 @@ class _Chunker:
         self._ops: dict[str, Operation] = {}
         self._problems: list[Problem] = []
         self._seq = 0
+        self._first = 1
         self.read = 0
 
     def feed(self, op: Operation) -> Chunk | None:
@@ -225,21 +244,22 @@ class _Chunker:
                 return None
         ops = self._ops
         if len(ops) >= self._size and op.id not in ops:
-            chunk = self._close()
+            chunk = self._close(last=self.read - 1)
             self._ops[op.id] = op
             return chunk
         ops[op.id] = op
         return None
 
     def flush(self) -> Chunk | None:
-        return self._close() if self._ops or self._problems else None
+        return self._close(last=self.read) if self._ops or self._problems else None
 
-    def _close(self) -> Chunk:
+    def _close(self, *, last: int) -> Chunk:
         if self._problems:
             problems, self._problems = self._problems, []
             raise ValidationError(problems)
-        chunk = Chunk(self._seq, self._ops)
+        chunk = Chunk(self._seq, self._ops, first=self._first, last=last)
         self._seq += 1
+        self._first = last + 1
         self._ops = {}
         return chunk
 
@@ -273,13 +293,14 @@ class _Tally:
         self.applied = 0
         self.failed: dict[str, AudienceKitError] = {}
         self.unknown: dict[str, AudienceKitError] = {}
-        self.pending: list[tuple[int, PendingChunk]] = []
-        self.handles: list[tuple[int, str]] = []
+        self.pending: dict[int, PendingChunk] = {}
+        self.handles: dict[int, str] = {}
         self.timed_out: list[str] = []
         self.chunks = 0
         self.retries = 0
         self.polls = 0
         self.read = 0
+        self._counted: dict[int, tuple[int, int]] = {}  # pending chunk -> (retries, polls)
 
     def emit(self, event: ProgressEvent) -> None:
         if self._on_progress is not None:
@@ -293,20 +314,29 @@ class _Tally:
         outcome: ChunkOutcome,
         stats: CallStats,
     ) -> None:
+        """Account for one chunk. A pending chunk recorded again (once settled) replaces its
+        first record."""
+        if seq in self._counted:
+            retries, polls = self._counted.pop(seq)
+            self.pending.pop(seq, None)
+            self.chunks -= 1
+            self.retries -= retries
+            self.polls -= polls
         self.chunks += 1
         self.retries += stats.retries
         self.polls += stats.polls
         if outcome.handle is not None:
-            self.handles.append((seq, outcome.handle))
+            self.handles[seq] = outcome.handle
         for key in ids:
             self.failed.pop(key, None)
             self.unknown.pop(key, None)
         pending = 0
         if outcome.pending:
             assert outcome.handle is not None
-            self.pending.append(
-                (seq, PendingChunk(handle=outcome.handle, audience_id=audience_id, ids=tuple(ids)))
+            self.pending[seq] = PendingChunk(
+                handle=outcome.handle, audience_id=audience_id, ids=tuple(ids)
             )
+            self._counted[seq] = (stats.retries, stats.polls)
             pending = len(ids)
         unknown = {k: v for k, v in outcome.unknown.items() if k not in outcome.failed}
         self.failed.update(outcome.failed)
@@ -325,6 +355,10 @@ class _Tally:
                 failed_total=len(self.failed),
                 unknown_total=len(self.unknown),
                 operations_read=self.read,
+                handle=outcome.handle,
+                ids=tuple(ids),
+                failed_ids=tuple(outcome.failed),
+                unknown_ids=tuple(unknown),
             )
         )
 
@@ -333,9 +367,9 @@ class _Tally:
             applied=self.applied,
             failed=self.failed,
             unknown=self.unknown,
-            pending=tuple(chunk for _, chunk in sorted(self.pending, key=lambda p: p[0])),
+            pending=tuple(chunk for _, chunk in sorted(self.pending.items())),
             operations=operations,
-            handles=tuple(handle for _, handle in sorted(self.handles)),
+            handles=tuple(handle for _, handle in sorted(self.handles.items())),
             chunks=self.chunks,
             retries=self.retries,
             polls=self.polls,
@@ -386,7 +420,11 @@ class _Engine:
         flight = _Flight(chunk)
         for key in chunk.ops:
             self._by_id[key] = flight
-        self.tally.emit(ChunkSent(chunk=chunk.seq, size=len(chunk)))
+        self.tally.emit(
+            ChunkSent(
+                chunk=chunk.seq, size=len(chunk), first=chunk.first, last=chunk.last, ops=chunk.ops
+            )
+        )
         tg.start_soon(self._run, flight, tg)
 
     async def _run(self, flight: _Flight, tg: anyio.abc.TaskGroup) -> None:
@@ -397,7 +435,10 @@ class _Engine:
                 outcome = self._failed(flight.chunk.ops, exc)
             flight.outcome = outcome
             if outcome.pending:
+                # Recorded at once (no await in between), so that a caller checkpointing the
+                # handle from the progress event cannot be cancelled before it learns of it.
                 self._unsettled.append(flight)
+                self._record(flight)
             else:
                 self._finish(flight)
         except Exception as exc:  # a bug, not a provider failure: stop everything, raise it
@@ -434,18 +475,15 @@ class _Engine:
 
     def _finish(self, flight: _Flight) -> None:
         flight.settled = True
-        assert flight.outcome is not None
         for key in flight.chunk.ops:
             if self._by_id.get(key) is flight:
                 del self._by_id[key]
-        chunk = flight.chunk
-        self.tally.record(chunk.seq, self._audience_id, chunk.ops, flight.outcome, chunk.stats)
+        self._record(flight)
 
-    def close(self) -> None:
-        """Record the chunks still unsettled as pending: the caller waits for them later."""
-        for flight in self._unsettled:
-            self._finish(flight)
-        self._unsettled.clear()
+    def _record(self, flight: _Flight) -> None:
+        chunk = flight.chunk
+        assert flight.outcome is not None
+        self.tally.record(chunk.seq, self._audience_id, chunk.ops, flight.outcome, chunk.stats)
 
 
 async def run_bulk(
@@ -512,7 +550,6 @@ async def run_bulk(
                 await ops.aclose()
     if engine.crashed is not None:
         raise engine.crashed
-    engine.close()
     result = tally.result(chunker.read)
     if isinstance(stopped, ValidationError):
         stopped.result = result
@@ -526,13 +563,15 @@ async def settle_pending(
     *,
     settle_for: Callable[[str], Settler],
     concurrency: int,
+    on_progress: ProgressCallback | None = None,
     raise_on_failure: bool = True,
 ) -> BulkResult:
     """Wait for chunks sent earlier (``BulkResult.pending``) and account for their ids.
 
-    ``settle_for(audience_id)`` gives the provider's settler for that audience.
+    ``settle_for(audience_id)`` gives the provider's settler for that audience; ``on_progress``
+    hears a :class:`ChunkDone` for each chunk (numbered by its place in ``pending``).
     """
-    tally = _Tally(None)
+    tally = _Tally(on_progress)
     slots = anyio.Semaphore(concurrency)
 
     async def one(seq: int, item: PendingChunk) -> None:

@@ -121,8 +121,19 @@ class AudienceBackend(Protocol):
         """Make the audience hold exactly ``members``."""
         ...
 
-    async def wait(self, pending: Sequence[PendingChunk] | BulkResult) -> BulkResult:
+    async def wait(
+        self,
+        pending: Sequence[PendingChunk] | BulkResult,
+        *,
+        on_progress: ProgressCallback | None = None,
+        raise_on_failure: bool = True,
+    ) -> BulkResult:
         """Wait for chunks sent earlier with ``wait=False`` (or left by a timed-out call)."""
+        ...
+
+    def prepare(self, operation: Operation) -> Operation:
+        """Check ``operation`` as a bulk call would before sending, and return it in this
+        backend's canonical form (a normalised phone number, say); raises ValidationError."""
         ...
 
     def iter_members(self, audience_id: str) -> AsyncIterator[Member]:

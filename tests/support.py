@@ -192,12 +192,11 @@ class TokenBackend(BaseBackend):
         return BulkPlan(
             send=send,
             settle=settle,
-            prepare=self._prepare,
             chunk_size=self.chunk_size,
             concurrency=self.concurrency,
         )
 
-    def _prepare(self, op: Operation) -> Operation:
+    def _refine(self, op: Operation) -> Operation:
         if isinstance(op, Add) and len(op.member.attributes) > 3:
             raise ValidationError([Problem("more than 3 attributes", id=op.id, field="attributes")])
         return op

@@ -14,7 +14,7 @@ import anyio
 import httpx
 
 from ..._base import BaseBackend, BulkPlan, aiterate
-from ..._bulk import Chunk, ChunkOutcome, Settler, check_operation
+from ..._bulk import Chunk, ChunkOutcome, Settler
 from ..._http import CallStats, Clock, RetryPolicy, Sleep
 from ..._pages import AsyncPager
 from ..._poll import PollPolicy, wait_until
@@ -172,7 +172,7 @@ class BatchBackend(BaseBackend):
         problems: list[Problem] = []
         async for member in aiterate(members):
             try:
-                op = self._prepare(check_operation(Add(member)))
+                op = self.prepare(Add(member))
             except ValidationError as exc:
                 problems.extend(exc.problems)
                 continue
@@ -224,12 +224,11 @@ class BatchBackend(BaseBackend):
         return BulkPlan(
             send=send,
             settle=settle,
-            prepare=self._prepare,
             chunk_size=self.chunk_size,
             concurrency=self.concurrency,
         )
 
-    def _prepare(self, op: Operation) -> Operation:
+    def _refine(self, op: Operation) -> Operation:
         if isinstance(op, Add):
             problems = check_member(op.member)
             if problems:

@@ -219,6 +219,7 @@ class DexatelBackend(BaseBackend):
     def _plan(self, audience_id: str, *, wait: bool) -> BulkPlan:
         client = self.client
         directory = _Directory(client, audience_id)
+        attempts = client.transport.retry.max_retries + 1
 
         async def update_if_needed(
             contact: DexatelContact, fields: dict[str, str], stats: CallStats
@@ -237,6 +238,7 @@ class DexatelBackend(BaseBackend):
                     created = await create_once(
                         lambda: client.create_contact(audience_id, number, stats=stats, **fields),
                         lambda: directory.find(number, fresh=True),
+                        attempts=attempts,
                     )
                 except ConflictError:  # "Contact already exists": an upsert updates it instead
                     existing = await directory.find(number, fresh=True)
@@ -265,10 +267,13 @@ class DexatelBackend(BaseBackend):
 
             return await fan_out(chunk.ops, apply_one, limit=self.concurrency)
 
-        return BulkPlan(send=send, prepare=_prepare, chunk_size=self.chunk_size, concurrency=2)
+        return BulkPlan(send=send, chunk_size=self.chunk_size, concurrency=2)
+
+    def _refine(self, op: Operation) -> Operation:
+        return _refine(op)
 
 
-def _prepare(op: Operation) -> Operation:
+def _refine(op: Operation) -> Operation:
     """Normalise the number and the field names; refuse what Dexatel would refuse."""
     number = normalize_number(op.id)
     if number is None:
