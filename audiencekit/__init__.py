@@ -2,7 +2,7 @@
 
 from typing import TYPE_CHECKING
 
-from ._bulk import ChunkDone, ChunkSent, ProgressCallback, ProgressEvent
+from ._bulk import ChunkAccepted, ChunkDone, ChunkSent, ProgressCallback, ProgressEvent
 from ._http import RetryPolicy
 from ._pages import AsyncPager, Page
 from ._poll import PollPolicy
@@ -87,6 +87,7 @@ __all__ = [
     "BulkResult",
     "Capabilities",
     "Channel",
+    "ChunkAccepted",
     "ChunkDone",
     "ChunkSent",
     "ConfigurationError",

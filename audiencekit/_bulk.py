@@ -41,6 +41,7 @@ from .models import Add, BulkResult, Member, Operation, PendingChunk, Remove
 
 __all__ = [
     "Chunk",
+    "ChunkAccepted",
     "ChunkDone",
     "ChunkOutcome",
     "ChunkSent",
@@ -70,9 +71,16 @@ class Chunk:
     first: int = 0
     last: int = 0
     stats: CallStats = attrs.field(factory=CallStats, eq=False)
+    on_accept: Callable[[str], None] | None = attrs.field(default=None, eq=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.ops)
+
+    def accepted(self, handle: str) -> None:
+        """Report that the provider accepted the chunk's write under ``handle`` (before it is
+        applied): a :class:`ChunkAccepted` event, so that a caller can checkpoint the handle."""
+        if self.on_accept is not None:
+            self.on_accept(handle)
 
 
 @attrs.frozen(kw_only=True)
@@ -99,6 +107,17 @@ class ChunkSent:
 
 
 @attrs.frozen(kw_only=True)
+class ChunkAccepted:
+    """The provider accepted a chunk's write under ``handle``; it is not applied yet."""
+
+    chunk: int
+    handle: str
+    first: int
+    last: int
+    ids: tuple[str, ...] = attrs.field(repr=False)
+
+
+@attrs.frozen(kw_only=True)
 class ChunkDone:
     """A chunk finished (or was accepted, when ``pending``); ``*_total`` count the call so far.
 
@@ -122,7 +141,7 @@ class ChunkDone:
     unknown_ids: tuple[str, ...] = attrs.field(default=(), repr=False)
 
 
-ProgressEvent: TypeAlias = ChunkSent | ChunkDone
+ProgressEvent: TypeAlias = ChunkSent | ChunkAccepted | ChunkDone
 ProgressCallback: TypeAlias = Callable[[ProgressEvent], None]
 Sender: TypeAlias = Callable[[Chunk], Awaitable[ChunkOutcome]]
 Settler: TypeAlias = Callable[[str, Sequence[str], CallStats], Awaitable[ChunkOutcome]]
@@ -417,6 +436,14 @@ class _Engine:
         for flight in blockers.values():
             await self._settle_flight(flight)
         await self._slots.acquire()
+        tally = self.tally
+
+        def on_accept(handle: str) -> None:
+            ids = tuple(chunk.ops)
+            tally.emit(ChunkAccepted(chunk=chunk.seq, handle=handle, first=chunk.first,
+                                     last=chunk.last, ids=ids))  # fmt: skip
+
+        chunk = attrs.evolve(chunk, on_accept=on_accept)
         flight = _Flight(chunk)
         for key in chunk.ops:
             self._by_id[key] = flight

@@ -8,9 +8,10 @@ inferred or unknown, the behaviour here is an assumption; each is a field of
 from __future__ import annotations
 
 import base64
+import itertools
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -227,6 +228,23 @@ class DexatelEmulator(EmulatorApp):
             for name, account in self.accounts.items()
         }
 
+    def seed_contacts(self, audience_id: str, contacts: Iterable[Mapping[str, str]]) -> int:
+        """Add contacts straight into an audience's state, without requests (for large test
+        fixtures); each is a ``{"number": ..., "first_name": ...}`` mapping. Returns the count."""
+        with self.lock:
+            audience = next(
+                a
+                for account in self.accounts.values()
+                for a in account.audiences.values()
+                if a.id == audience_id
+            )
+            now = self.config.now()
+            before = len(audience.contacts)
+            for item in contacts:
+                fields = self._check_contact(dict(item), new=True)
+                self._insert_contact(audience, fields, now, duplicate_ok=True)
+            return len(audience.contacts) - before
+
     # -- plumbing -------------------------------------------------------------------------------
 
     def _account(self, request: Request) -> _Account:
@@ -253,7 +271,9 @@ class DexatelEmulator(EmulatorApp):
                                 missing_code)  # fmt: skip
         return body["data"]
 
-    def _page(self, request: Request, items: list[Any], render: Callable[[Any], Any]) -> Response:
+    def _page(
+        self, request: Request, items: Collection[Any], render: Callable[[Any], Any]
+    ) -> Response:
         params = request.query_params
         raw_size = params.get("page_size")
         try:
@@ -263,7 +283,8 @@ class DexatelEmulator(EmulatorApp):
         size = max(1, min(size, self.config.max_page_size))
         token = params.get("page_token")
         offset = _decode_token(token) if token else 0
-        page = items[offset : offset + size]
+        # islice, not a copy of the whole list: a long listing stays linear, page after page
+        page = list(itertools.islice(items, offset, offset + size))
 
         def link(at: int | None) -> str | None:
             if at is None:
@@ -490,13 +511,18 @@ class DexatelEmulator(EmulatorApp):
         search = (request.query_params.get("filter[search]") or "").lower()
         with self.lock:
             audience = self._audience(account, request)
-            items = [
-                c
-                for c in audience.contacts.values()
-                if not search
-                or any(search in (v or "").lower() for v in (c.number, c.first_name, c.last_name))
-            ]
-        return self._page(request, items, self._contact_json)
+            items: Collection[_Contact] = (
+                [
+                    c
+                    for c in audience.contacts.values()
+                    if any(
+                        search in (v or "").lower() for v in (c.number, c.first_name, c.last_name)
+                    )
+                ]
+                if search
+                else audience.contacts.values()
+            )
+            return self._page(request, items, self._contact_json)
 
     async def create_contact(self, request: Request) -> Response:
         account = self._account(request)

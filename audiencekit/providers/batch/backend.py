@@ -216,7 +216,11 @@ class BatchBackend(BaseBackend):
         async def send(chunk: Chunk) -> ChunkOutcome:
             ids = [encode_operation(op) for op in chunk.ops.values()]
             body = dumps({"name": audience_id, "ids": ids})
-            token = await client.update_raw(audience_id, body, stats=chunk.stats)
+            # A cancellation waits for the answer: a write either was not sent, or its token
+            # is known (and reported at once, for checkpoints), never lost in between.
+            with anyio.CancelScope(shield=True):
+                token = await client.update_raw(audience_id, body, stats=chunk.stats)
+            chunk.accepted(token)
             if not wait:
                 return ChunkOutcome(handle=token, pending=True)
             return await settle(token, tuple(chunk.ops), chunk.stats)
