@@ -31,8 +31,11 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from .mirror import Mirror, MirrorError
     from .providers.batch import BatchBackend, BatchClient
     from .providers.dexatel import DexatelBackend, DexatelClient
+    from .state import StateStore
+    from .writer import AudienceWriter
 
 from .models import (
     Add,
@@ -57,6 +60,10 @@ _LAZY = {
     "BatchClient": "audiencekit.providers.batch",
     "DexatelBackend": "audiencekit.providers.dexatel",
     "DexatelClient": "audiencekit.providers.dexatel",
+    "AudienceWriter": "audiencekit.writer",
+    "Mirror": "audiencekit.mirror",
+    "MirrorError": "audiencekit.mirror",
+    "StateStore": "audiencekit.state",
 }
 
 
@@ -80,6 +87,7 @@ __all__ = [
     "Audience",
     "AudienceBackend",
     "AudienceKitError",
+    "AudienceWriter",
     "AuthenticationError",
     "BadRequestError",
     "BatchBackend",
@@ -97,6 +105,8 @@ __all__ = [
     "IndexingState",
     "InternalServerError",
     "Member",
+    "Mirror",
+    "MirrorError",
     "NotFoundError",
     "Operation",
     "Page",
@@ -112,6 +122,7 @@ __all__ = [
     "RateLimitError",
     "Remove",
     "RetryPolicy",
+    "StateStore",
     "UnsupportedFeatureError",
     "Url",
     "ValidationError",

@@ -33,7 +33,7 @@ from .backend import Capabilities, Ids, Members, Operations
 from .errors import Problem, UnsupportedFeatureError, ValidationError
 from .models import Add, Audience, BulkResult, Channel, Member, Operation, PendingChunk, Remove
 
-__all__ = ["BaseBackend", "BulkPlan", "aiterate"]
+__all__ = ["BaseBackend", "BulkPlan", "aiterate", "map_items"]
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -157,7 +157,7 @@ class BaseBackend:
         """Add (or update) members; existing members get the attributes given."""
         return await self.apply(
             audience_id,
-            _map(members, Add),
+            map_items(members, Add),
             wait=wait,
             on_progress=on_progress,
             raise_on_failure=raise_on_failure,
@@ -175,7 +175,7 @@ class BaseBackend:
         """Remove members by id; an id already absent counts as applied."""
         return await self.apply(
             audience_id,
-            _map(ids, Remove),
+            map_items(ids, Remove),
             wait=wait,
             on_progress=on_progress,
             raise_on_failure=raise_on_failure,
@@ -225,7 +225,7 @@ class BaseBackend:
         await self.aclose()
 
 
-def _map(
+def map_items(
     items: Iterable[T] | AsyncIterable[T], wrap: Callable[[T], U]
 ) -> Iterable[U] | AsyncIterable[U]:
     """Wrap each item, keeping a sized input sized (so it is validated whole before sending)."""

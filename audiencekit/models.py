@@ -177,6 +177,8 @@ class BulkResult:
     retries: int = 0
     polls: int = 0
     elapsed: float = 0.0
+    #: For a mirror: the result of each backend, by name.
+    parts: Mapping[str, BulkResult] = attrs.field(factory=dict, converter=_frozen_mapping)
 
     @property
     def ok(self) -> bool:
