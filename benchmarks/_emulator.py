@@ -30,4 +30,4 @@ def emulator_process(*args: str) -> Iterator[Endpoints]:
         )
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        process.communicate(timeout=10)  # reaps it and closes its pipe
