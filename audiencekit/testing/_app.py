@@ -143,6 +143,10 @@ class EmulatorApp:
     async def before(self, method: str, path: str) -> None:
         """Hook run before each provider request (Batch applies due writes here)."""
 
+    def seed(self, data: Any) -> Any:
+        """``POST /_emulator/seed``: load test data without provider requests (if supported)."""
+        raise LookupError("this emulator takes no seed data")
+
     # -- public ---------------------------------------------------------------------------------
 
     def reset(self) -> None:
@@ -314,6 +318,11 @@ class EmulatorApp:
         elif what == "reset" and method == "POST":
             self.reset()
             response = Response(status_code=204)
+        elif what == "seed" and method == "POST":
+            try:
+                response = json_response(self.seed(json.loads(await request.body())))
+            except (LookupError, ValueError, TypeError, ProviderError) as exc:
+                response = json_response({"error": f"bad seed: {exc}"}, 400)
         elif what == "faults" and method == "GET":
             response = json_response(self.faults.to_dict() | {"fired": self.faults.fired()})
         elif what == "faults" and method == "PUT":

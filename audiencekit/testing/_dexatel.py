@@ -233,17 +233,26 @@ class DexatelEmulator(EmulatorApp):
         fixtures); each is a ``{"number": ..., "first_name": ...}`` mapping. Returns the count."""
         with self.lock:
             audience = next(
-                a
-                for account in self.accounts.values()
-                for a in account.audiences.values()
-                if a.id == audience_id
+                (
+                    a
+                    for account in self.accounts.values()
+                    for a in account.audiences.values()
+                    if a.id == audience_id
+                ),
+                None,
             )
+            if audience is None:
+                raise LookupError(f"no audience {audience_id!r}")
             now = self.config.now()
             before = len(audience.contacts)
             for item in contacts:
                 fields = self._check_contact(dict(item), new=True)
                 self._insert_contact(audience, fields, now, duplicate_ok=True)
             return len(audience.contacts) - before
+
+    def seed(self, data: Any) -> Any:
+        """``{"audience_id": ..., "contacts": [{"number": ...}, ...]}`` → how many were added."""
+        return {"added": self.seed_contacts(data["audience_id"], data["contacts"])}
 
     # -- plumbing -------------------------------------------------------------------------------
 
