@@ -9,8 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from types import MappingProxyType
-from typing import Any, TypeAlias
+from typing import Any, NoReturn, TypeAlias
 
 import attrs
 
@@ -87,13 +86,32 @@ class Url(str):
 AttributeValue: TypeAlias = str | int | float | bool | datetime | Url | Sequence[str]
 Attributes: TypeAlias = Mapping[str, AttributeValue]
 
-_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+class FrozenDict(dict[str, Any]):
+    """A dict that refuses to change: one object (not a dict behind a proxy), and JSON-ready as
+    it is, so the millions of members a bulk call streams cost as little as possible."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("this mapping cannot be changed; build a new one")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse
+    __ior__ = _refuse
+
+    def __repr__(self) -> str:
+        return f"FrozenDict({dict.__repr__(self)})"
+
+
+_EMPTY: Mapping[str, Any] = FrozenDict()
 
 
 def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     if not value:
         return _EMPTY
-    return MappingProxyType(dict(value))
+    if type(value) is FrozenDict:
+        return value
+    return FrozenDict(value)
 
 
 @attrs.frozen(kw_only=True)

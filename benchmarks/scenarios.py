@@ -182,7 +182,9 @@ async def dexatel_read_loop(ends: dict[str, Any], n: int) -> dict[str, Any]:
         for audience_id in audiences:
             params = {"page_size": "100"}
             while True:
-                body = (await client.get(f"/audiences/{audience_id}/contacts", params=params)).json()
+                body = (
+                    await client.get(f"/audiences/{audience_id}/contacts", params=params)
+                ).json()
                 read += len(body["data"])
                 link = body["pagination"]["links"]["next"]
                 if not link:

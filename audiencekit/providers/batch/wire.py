@@ -16,7 +16,7 @@ import httpx
 from ..._http import ErrorDetail
 from ..._wire import is_finite_number, make_converter, utc
 from ...errors import APIStatusError, ConflictError, NotFoundError, Problem
-from ...models import Add, AttributeValue, IndexingState, Member, Operation, Url
+from ...models import AttributeValue, IndexingState, Member, Operation, Remove, Url
 
 __all__ = [
     "MAX_ATTRIBUTES",
@@ -78,12 +78,25 @@ def check_audience_name(name: object) -> list[Problem]:
     return []
 
 
+_PLAIN = frozenset({str, int, bool})
+_SCALARS = frozenset({str, int, bool, float})
+_GOOD_NAMES: set[str] = set()  # attribute names already checked (bounded below)
+
+
 def check_member(member: Member) -> list[Problem]:
     """Everything Batch would refuse about a member, found before sending."""
+    # On the hot path of every Batch add: the common cases (plain values, names seen before)
+    # cost a set lookup each.
+    attributes = member.attributes
+    if (
+        len(member.id) <= MAX_ID_LENGTH
+        and len(attributes) <= MAX_ATTRIBUTES
+        and all(type(value) in _PLAIN and name in _GOOD_NAMES for name, value in attributes.items())
+    ):
+        return []
     problems: list[Problem] = []
     if len(member.id) > MAX_ID_LENGTH:
         problems.append(Problem(f"longer than {MAX_ID_LENGTH} characters", id=member.id[:40]))
-    attributes = member.attributes
     if len(attributes) > MAX_ATTRIBUTES:
         problems.append(
             Problem(
@@ -96,6 +109,8 @@ def check_member(member: Member) -> list[Problem]:
         message = _attribute_problem(name, value)
         if message is not None:
             problems.append(Problem(message, id=member.id, field=name))
+        elif len(_GOOD_NAMES) < 10_000:
+            _GOOD_NAMES.add(name)
     return problems
 
 
@@ -117,12 +132,16 @@ def _attribute_problem(name: str, value: object) -> str | None:
     return f"unsupported attribute type {type(value).__name__}"
 
 
-def encode_attributes(attributes: Mapping[str, AttributeValue]) -> dict[str, Any]:
+def encode_attributes(attributes: Mapping[str, AttributeValue]) -> Mapping[str, Any]:
     """Python values as Batch's typed attributes: ``date(name)`` for datetimes, ``url(name)``
     for :class:`~audiencekit.Url`, lists of strings as arrays (values already checked)."""
+    if _SCALARS.issuperset(map(type, attributes.values())):
+        return attributes  # nothing to convert: a dict (FrozenDict) already
     wire: dict[str, Any] = {}
     for name, value in attributes.items():
-        if isinstance(value, Url):
+        if type(value) in _SCALARS:
+            wire[name] = value
+        elif isinstance(value, Url):
             wire[f"url({name})"] = str(value)
         elif isinstance(value, datetime):
             wire[f"date({name})"] = utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -135,12 +154,12 @@ def encode_attributes(attributes: Mapping[str, AttributeValue]) -> dict[str, Any
 
 def encode_operation(op: Operation) -> dict[str, Any]:
     """One element of an update call's ``ids``."""
-    if isinstance(op, Add):
-        attributes = op.member.attributes
-        if attributes:
-            return {"action": "add", "id": op.id, "attributes": encode_attributes(attributes)}
-        return {"action": "add", "id": op.id}
-    return {"action": "remove", "id": op.id}
+    if type(op) is Remove:
+        return {"action": "remove", "id": op.id}
+    attributes = op.member.attributes  # type: ignore[union-attr]
+    if attributes:
+        return {"action": "add", "id": op.id, "attributes": encode_attributes(attributes)}
+    return {"action": "add", "id": op.id}
 
 
 #: Error codes whose meaning is clearer than their status (the codes are the emulator's and

@@ -1,0 +1,173 @@
+"""Run every benchmark and print one table: ``.venv/bin/python -m benchmarks [--scale 0.1]``.
+
+Each row compares audiencekit with a baseline measured in the same run, against the same
+loopback emulator, each in a process of its own (CPU time and peak memory are per process):
+
+- Batch, 1,000,000 adds, the emulator indexing each write in 200 ms. Baseline A: the sequential
+  script a user would write. Baseline B, the floor: the same payloads posted with raw httpx at
+  the same concurrency, no polling. Targets: wall >= 3x faster than A; CPU <= 1.5x B.
+- Memory: peak RSS streaming 500,000 vs 5,000,000 operations. Target: growth <= 20 MB.
+- Dexatel: reading 100,000 contacts (vs a plain page loop), adding 5,000 under a rate limit
+  (vs sequential creates at the same rate).
+- ``import audiencekit`` vs ``import httpx``.
+
+``--scale`` shrinks every size (0.1 for a quick look); ``--only NAME`` runs one group.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from ._emulator import emulator_process
+
+
+def run_scenario(
+    name: str,
+    ends: dict[str, Any],
+    n: int,
+    setup: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Reset both emulators, run ``setup`` (seeding, say), run the scenario in a fresh process,
+    and count the requests the emulators received."""
+    dexatel_root = ends["dexatel"]["url"].rsplit("/v1", 1)[0]
+    for url in (dexatel_root, ends["batch"]["url"]):
+        httpx.post(f"{url}/_emulator/reset").raise_for_status()
+    if setup is not None:
+        setup(ends)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.scenarios", name, json.dumps(ends), str(n)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
+    measured: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    log = httpx.get(f"{ends['batch']['url']}/_emulator/requests", timeout=60).json()
+    measured["update_calls"] = sum(1 for r in log if r["path"].endswith("/update"))
+    measured["view_calls"] = sum(1 for r in log if r["path"].endswith("/view"))
+    log = httpx.get(f"{dexatel_root}/_emulator/requests", timeout=60).json()
+    measured["contact_requests"] = sum(1 for r in log if "/contacts" in r["path"])
+    return measured
+
+
+def endpoints(ends: Any) -> dict[str, Any]:
+    return {
+        "dexatel": {"url": ends.dexatel_url, "key": ends.dexatel_key},
+        "batch": {"url": ends.batch_url, "key": ends.batch_key, "project": ends.batch_project},
+    }
+
+
+Row = tuple[str, float, float, str]
+
+
+def batch_rows(n: int) -> list[Row]:
+    with emulator_process("--index-delay", "0.2") as ends:
+        e = endpoints(ends)
+        ours = run_scenario("batch_audiencekit", e, n)
+        seq = run_scenario("batch_sequential", e, n)
+        floor = run_scenario("batch_raw_floor", e, n)
+    assert ours["applied"] == n
+    return [
+        ("batch update calls", ours["update_calls"], seq["update_calls"], "A"),
+        ("batch view calls", ours["view_calls"], seq["view_calls"], "A"),
+        ("batch wall s (vs A, sequential)", ours["wall"], seq["wall"], "A"),
+        ("batch wall s (vs B, raw floor)", ours["wall"], floor["wall"], "B"),
+        ("batch client CPU s (vs B)", ours["cpu"], floor["cpu"], "B"),
+        ("batch peak RSS MB (vs B)", ours["rss_mb"], floor["rss_mb"], "B"),
+    ]
+
+
+def memory_rows(small: int, large: int) -> list[Row]:
+    with emulator_process() as ends:
+        e = endpoints(ends)
+        low = run_scenario("batch_audiencekit", e, small)
+        high = run_scenario("batch_audiencekit", e, large)
+    return [(f"peak RSS MB, {large:,} vs {small:,} ops", high["rss_mb"], low["rss_mb"], "self")]
+
+
+def dexatel_rows(read: int, add: int) -> list[Row]:
+    contacts = [{"number": f"+1555{i:07d}", "first_name": f"n{i}"} for i in range(read)]
+
+    def seed(ends: dict[str, Any]) -> None:
+        root = ends["dexatel"]["url"]
+        made = httpx.post(
+            f"{root}/audiences",
+            headers={"X-Dexatel-Key": ends["dexatel"]["key"]},
+            json={"data": {"name": "read", "channel": "SMS"}},
+        ).json()["data"]
+        httpx.post(
+            f"{root.rsplit('/v1', 1)[0]}/_emulator/seed",
+            json={"audience_id": made["id"], "contacts": contacts},
+            timeout=120,
+        ).raise_for_status()
+        ends["extra"] = json.dumps([made["id"]])
+
+    with emulator_process() as ends:
+        e = endpoints(ends)
+        ours = run_scenario("dexatel_read_audiencekit", e, read, seed)
+        loop = run_scenario("dexatel_read_loop", e, read, seed)
+        assert ours["read"] == loop["read"] == read
+        adds = run_scenario("dexatel_add_audiencekit", e, add)
+        sequential = run_scenario("dexatel_add_sequential", e, add)
+    return [
+        (f"dexatel read {read:,}: list requests", ours["contact_requests"],
+         loop["contact_requests"], "page loop"),
+        (f"dexatel read {read:,}: wall s", ours["wall"], loop["wall"], "page loop"),
+        (f"dexatel add {add:,} at 200 req/s: wall s", adds["wall"], sequential["wall"],
+         "sequential"),
+    ]  # fmt: skip
+
+
+def import_rows() -> list[Row]:
+    def best(module: str) -> float:
+        code = (
+            f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+        )
+        runs = [
+            float(
+                subprocess.run(
+                    [sys.executable, "-c", code], capture_output=True, text=True, check=True
+                ).stdout
+            )  # fmt: skip
+            for _ in range(7)
+        ]
+        return min(runs)
+
+    return [("import ms (audiencekit vs httpx)", best("audiencekit") * 1e3, best("httpx") * 1e3,
+             "httpx")]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--only", choices=["batch", "memory", "dexatel", "import"])
+    args = parser.parse_args()
+    scale = args.scale
+
+    def size(n: int) -> int:
+        return max(1, int(n * scale))
+
+    rows: list[Row] = []
+    if args.only in (None, "batch"):
+        rows += batch_rows(size(1_000_000))
+    if args.only in (None, "memory"):
+        rows += memory_rows(size(500_000), size(5_000_000))
+    if args.only in (None, "dexatel"):
+        rows += dexatel_rows(size(100_000), size(5_000))
+    if args.only in (None, "import"):
+        rows += import_rows()
+
+    print(f"\n{'metric':<44} {'audiencekit':>12} {'baseline':>12} {'ratio':>8}  vs")
+    for metric, ours, base, against in rows:
+        ratio = ours / base if base else float("nan")
+        print(f"{metric:<44} {ours:>12,.2f} {base:>12,.2f} {ratio:>8.2f}  {against}")
+
+
+if __name__ == "__main__":
+    main()
