@@ -129,12 +129,9 @@ def import_rows() -> list[Row]:
         code = (
             f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
         )
+        command = [sys.executable, "-c", code]
         runs = [
-            float(
-                subprocess.run(
-                    [sys.executable, "-c", code], capture_output=True, text=True, check=True
-                ).stdout
-            )  # fmt: skip
+            float(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
             for _ in range(7)
         ]
         return min(runs)
