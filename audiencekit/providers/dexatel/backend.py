@@ -210,9 +210,8 @@ class DexatelBackend(BaseBackend):
     async def delete_audience(self, audience_id: str) -> None:
         await self.client.delete_audience(audience_id)
 
-    async def iter_members(self, audience_id: str) -> AsyncIterator[Member]:
-        async for contact in self.client.list_contacts(audience_id):
-            yield Member(contact.number, attributes=contact.fields)
+    def iter_members(self, audience_id: str) -> AsyncIterator[Member]:
+        return aiter(self.client.list_members(audience_id))
 
     # -- bulk ---------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -21,7 +21,7 @@ from ..._pages import AsyncPager, Page
 from ..._poll import PollPolicy, wait_until
 from ..._wire import dumps, read_json, structure
 from ...errors import APIError, ConfigurationError, Problem, ValidationError
-from ...models import Channel
+from ...models import Channel, Member
 from .wire import (
     AUDIENCE_NAME_RE,
     MAX_INITIAL_CONTACTS,
@@ -38,6 +38,7 @@ from .wire import (
     converter,
     error_detail,
     format_datetime,
+    member_from_wire,
     next_page_token,
     normalize_number,
     wire_fields,
@@ -131,11 +132,20 @@ class DexatelClient:
         return structure(converter, data, cls, provider=PROVIDER)
 
     def _pager(
-        self, path: str, cls: type[M], filters: Mapping[str, str | None], page_size: int, what: str
+        self,
+        path: str,
+        cls: type[M] | Callable[[Any], M],
+        filters: Mapping[str, str | None],
+        page_size: int,
+        what: str,
     ) -> AsyncPager[M]:
+        """A pager over a Dexatel list; each item read into ``cls`` (a model, or a function)."""
         if not 1 <= page_size <= 1_000:
             raise ValidationError([Problem("page_size must be between 1 and 1000")])
         base = {k: v for k, v in filters.items() if v is not None}
+        read: Callable[[Any], M] = (
+            (lambda item: self._one(item, cls)) if isinstance(cls, type) else cls
+        )
 
         async def fetch(token: str | None) -> Page[M]:
             params = base | {"page_size": str(page_size)}
@@ -148,7 +158,7 @@ class DexatelClient:
             pagination = body.get("pagination") or {}
             links = pagination.get("links") or {} if isinstance(pagination, Mapping) else {}
             return Page(
-                [self._one(item, cls) for item in body["data"]],
+                [read(item) for item in body["data"]],
                 next_page_token(links.get("next") if isinstance(links, Mapping) else None),
                 pagination.get("total") if isinstance(pagination, Mapping) else None,
             )
@@ -220,6 +230,15 @@ class DexatelClient:
             {"filter[search]": search},
             page_size,
             "contacts",
+        )
+
+    def list_members(
+        self, audience_id: str, *, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> AsyncPager[Member]:
+        """The contacts of an audience read straight into members (number and the fields that
+        are set): the quick way to read a large audience."""
+        return self._pager(
+            f"/audiences/{_id(audience_id)}/contacts", member_from_wire, {}, page_size, "contacts"
         )
 
     async def create_contact(

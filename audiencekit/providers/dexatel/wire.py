@@ -17,8 +17,8 @@ import httpx
 
 from ..._http import ErrorDetail
 from ..._wire import make_converter, utc
-from ...errors import APIStatusError, ConflictError, NotFoundError, Problem
-from ...models import Channel, _OpenEnum
+from ...errors import APIError, APIStatusError, ConflictError, NotFoundError, Problem
+from ...models import Channel, Member, _OpenEnum
 
 __all__ = [
     "CONTACT_FIELDS",
@@ -31,6 +31,7 @@ __all__ = [
     "check_contact_fields",
     "error_detail",
     "format_datetime",
+    "member_from_wire",
     "next_page_token",
     "normalize_number",
     "parse_datetime",
@@ -227,6 +228,25 @@ def contact_from_wire(data: Mapping[str, Any]) -> dict[str, Any]:
             if out.get(canonical) is None:
                 out[canonical] = value
     return out
+
+
+_READ_FIELDS = (("first_name", None), ("last_name", None), ("custom1", "timestamp"),
+                ("custom2", "date"))  # fmt: skip
+
+
+def member_from_wire(data: Any) -> Member:
+    """A contact body as a member: its number, and the contact fields that are set."""
+    number = data.get("number") if isinstance(data, Mapping) else None
+    if not isinstance(number, str):
+        raise APIError("dexatel listed a contact without a number", provider=PROVIDER, body=data)
+    fields = {}
+    for name, legacy in _READ_FIELDS:
+        value = data.get(name)
+        if value is None and legacy is not None:
+            value = data.get(legacy)
+        if value is not None:
+            fields[name] = value
+    return Member(number, attributes=fields)
 
 
 def next_page_token(link: object) -> str | None:
