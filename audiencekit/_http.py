@@ -307,9 +307,12 @@ class Transport:
             await self._rate.acquire()
         try:
             async with self._limiter:
-                response = await self._client.request(
+                request = self._client.build_request(
                     method, url, headers=headers, json=json, content=content, params=params
                 )
+                if content is not None:
+                    request.stream = _Body(content)
+                response = await self._client.send(request)
                 await response.aread()
                 return response
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
@@ -353,6 +356,26 @@ class Transport:
             request_id=response.headers.get("x-request-id") or response.headers.get("request-id"),
             body=body,
         )
+
+
+class _Body(httpx.AsyncByteStream):
+    """A request body as a plain async iterator. httpx's own is an async generator, which trio
+    reports as garbage collected unfinished when a request is cancelled mid-send (encode/httpx
+    issue 3686); this one has nothing to finalise."""
+
+    def __init__(self, content: bytes) -> None:
+        self._content = content
+        self._sent = False
+
+    def __aiter__(self) -> _Body:
+        self._sent = False
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._sent:
+            raise StopAsyncIteration
+        self._sent = True
+        return self._content
 
 
 def _redact_value(value: Any, redact: Callable[[str], str]) -> Any:

@@ -1,10 +1,57 @@
-"""Shared fixtures: every async test runs under asyncio and trio."""
+"""Shared fixtures: every async test runs under asyncio and trio, and no test logs a secret."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+
 import pytest
+
+from audiencekit.testing._batch import DEFAULT_BATCH_KEY
+from audiencekit.testing._dexatel import DEFAULT_DEXATEL_KEY
+
+#: Every key the suite uses that is long enough to recognise in a log line.
+SECRETS = (
+    DEFAULT_BATCH_KEY,
+    DEFAULT_DEXATEL_KEY,
+    "sk_test_4f1d9c2b7a0e48e5b61c",
+    "secret-key-123",
+    "k-from-env",
+)
 
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+class _Recorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.leaks: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            text += f" {record.exc_info[1]}"
+        self.leaks += [text for secret in SECRETS if secret in text]
+
+
+@pytest.fixture(autouse=True)
+def no_secret_in_any_log_record() -> Iterator[None]:
+    """Across the whole suite: at DEBUG, on every logger, no record carries an API key."""
+    recorder = _Recorder()
+    root = logging.getLogger()
+    # httpcore at DEBUG traces every socket step without header values (and would double the
+    # suite's time): test_redaction covers it; here audiencekit and httpx log at DEBUG.
+    levels = {name: logging.getLogger(name).level for name in ("audiencekit", "httpx")}
+    for name in levels:
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    root.addHandler(recorder)
+    try:
+        yield
+    finally:
+        root.removeHandler(recorder)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+    assert recorder.leaks == [], f"a secret was logged: {recorder.leaks[:3]}"

@@ -152,7 +152,7 @@ async def test_attributes_become_batch_typed_attributes(
         ({"when": datetime(2024, 1, 1)}, "timezone-aware"),
         ({"blob": b"bytes"}, "unsupported attribute type bytes"),
         ({"nested": {"a": 1}}, "unsupported attribute type dict"),
-        ({"mixed": ["a", 1]}, "strings only"),
+        ({"mixed": ["a", 1]}, "holds strings"),
         ({"nan": float("nan")}, "finite"),
         ({"bad name": 1}, "attribute names"),
         ({"url": Url("ftp://x")}, "http"),

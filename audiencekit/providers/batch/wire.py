@@ -6,7 +6,7 @@ Facts from ``shared/provider-docs`` (003 update page, batch-reference.md, the Op
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -85,15 +85,14 @@ _GOOD_NAMES: set[str] = set()  # attribute names already checked (bounded below)
 
 def check_member(member: Member) -> list[Problem]:
     """Everything Batch would refuse about a member, found before sending."""
-    # On the hot path of every Batch add: the common cases (plain values, names seen before)
-    # cost a set lookup each.
     attributes = member.attributes
     if (
         len(member.id) <= MAX_ID_LENGTH
         and len(attributes) <= MAX_ATTRIBUTES
-        and all(type(value) in _PLAIN and name in _GOOD_NAMES for name, value in attributes.items())
+        and _GOOD_NAMES.issuperset(attributes)
+        and _plain_values(attributes.values())
     ):
-        return []
+        return []  # the common case, on the hot path of every add: no list, no message
     problems: list[Problem] = []
     if len(member.id) > MAX_ID_LENGTH:
         problems.append(Problem(f"longer than {MAX_ID_LENGTH} characters", id=member.id[:40]))
@@ -114,21 +113,44 @@ def check_member(member: Member) -> list[Problem]:
     return problems
 
 
+def _plain_values(values: Iterable[object]) -> bool:
+    """True when every value is an int, a bool or an ASCII string (nothing more to check)."""
+    for value in values:
+        kind = type(value)
+        if kind is str:
+            if not value.isascii():  # type: ignore[attr-defined]
+                return False
+        elif kind is not int and kind is not bool:
+            return False
+    return True
+
+
+def _is_text(value: str) -> bool:
+    """Whether a string can be sent at all: lone surrogates cannot be encoded."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _attribute_problem(name: str, value: object) -> str | None:
     if not ATTRIBUTE_NAME_RE.match(name):
         return "attribute names are 1 to 30 letters, digits or '_'"
     if isinstance(value, Url) and not value.startswith(("http://", "https://")):
         return "a Url must start with http:// or https://"
-    if isinstance(value, (str, bool)):
+    if isinstance(value, str):
+        return None if _is_text(value) else "not valid text (a lone surrogate?)"
+    if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
         return None if is_finite_number(value) else "numbers must be finite"
     if isinstance(value, datetime):
         return None if value.tzinfo is not None else "a datetime must be timezone-aware"
     if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
-        if all(isinstance(item, str) for item in value):
+        if all(isinstance(item, str) and _is_text(item) for item in value):
             return None
-        return "a list attribute holds strings only"
+        return "a list attribute holds strings (valid text) only"
     return f"unsupported attribute type {type(value).__name__}"
 
 
