@@ -23,7 +23,7 @@ Scenario = Callable[[dict[str, Any], int], Awaitable[dict[str, Any]]]
 SCENARIOS: dict[str, Scenario] = {}
 
 #: Batch update calls in flight, for audiencekit and for the raw-httpx floor alike.
-CONCURRENCY = 4
+CONCURRENCY = 8
 #: How often the hand-written baseline polls (and audiencekit's first poll).
 POLL = 0.25
 
