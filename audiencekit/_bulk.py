@@ -28,6 +28,7 @@ import anyio
 import attrs
 
 from ._http import CallStats
+from ._wire import is_text
 from .errors import (
     APIConnectionError,
     APIStatusError,
@@ -240,11 +241,8 @@ def _check_id(value: object) -> None:
         raise ValidationError([Problem(f"an id must be a string, got {type(value).__name__}")])
     if not value or value.isspace():
         raise ValidationError([Problem("an id must not be empty or blank", id=value)])
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate; the message shows it escaped (repr)
-            raise ValidationError([Problem("an id must be valid text", id=value)]) from None
+    if not is_text(value):  # a lone surrogate; the message shows it escaped (repr)
+        raise ValidationError([Problem("an id must be valid text", id=value)])
 
 
 class _Chunker:

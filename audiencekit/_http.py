@@ -9,10 +9,11 @@ from __future__ import annotations
 import email.utils
 import logging
 import math
+import os
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import attrs
@@ -32,6 +33,8 @@ __all__ = [
     "ErrorDetail",
     "RetryPolicy",
     "Transport",
+    "ProviderClient",
+    "credential",
     "parse_retry_after",
 ]
 
@@ -376,6 +379,36 @@ class _Body(httpx.AsyncByteStream):
             raise StopAsyncIteration
         self._sent = True
         return self._content
+
+
+C = TypeVar("C", bound="ProviderClient")
+
+
+class ProviderClient:
+    """What every provider's client shares: its transport, closing it, ``async with``, and a
+    repr that shows where it points, never a key."""
+
+    transport: Transport
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.transport.base_url}>"
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+    async def __aenter__(self: C) -> C:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def credential(value: str | None, env: str, what: str) -> str:
+    """``value``, else the environment variable ``env``; a ConfigurationError naming both."""
+    found = value if value is not None else os.environ.get(env)
+    if not found:
+        raise ConfigurationError(f"no {what} (pass it, or set {env})")
+    return found
 
 
 def _redact_value(value: Any, redact: Callable[[str], str]) -> Any:

@@ -95,6 +95,17 @@ def utc(when: datetime) -> datetime:
     return when.astimezone(timezone.utc)
 
 
+def is_text(value: str) -> bool:
+    """Whether a string can be sent at all (a lone surrogate cannot be encoded)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def is_finite_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not (
         isinstance(value, float) and not math.isfinite(value)

@@ -7,7 +7,6 @@ unless told otherwise.
 
 from __future__ import annotations
 
-import os
 import random
 import re
 from collections.abc import Sequence
@@ -15,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from ..._http import CallStats, Clock, RetryPolicy, Sleep, Transport
+from ..._http import CallStats, Clock, ProviderClient, RetryPolicy, Sleep, Transport, credential
 from ..._pages import AsyncPager, Page
 from ..._wire import dumps, read_json, structure
 from ...errors import APIError, ConfigurationError, Problem, ValidationError
@@ -30,7 +29,7 @@ PROJECT_KEY_ENV = "BATCH_PROJECT_KEY"
 _VERSION_RE = re.compile(r"^2\.\d+$")
 
 
-class BatchClient:
+class BatchClient(ProviderClient):
     """Batch's audience calls. Keys come from the arguments, else from the environment variables
     ``BATCH_API_KEY`` (the REST API key) and ``BATCH_PROJECT_KEY``."""
 
@@ -50,14 +49,8 @@ class BatchClient:
         clock: Clock | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
-        project_key = project_key if project_key is not None else os.environ.get(PROJECT_KEY_ENV)
-        if not api_key:
-            raise ConfigurationError(f"batch: no REST API key (pass api_key= or set {API_KEY_ENV})")
-        if not project_key:
-            raise ConfigurationError(
-                f"batch: no project key (pass project_key= or set {PROJECT_KEY_ENV})"
-            )
+        api_key = credential(api_key, API_KEY_ENV, "batch REST API key (api_key=)")
+        project_key = credential(project_key, PROJECT_KEY_ENV, "batch project key (project_key=)")
         if not _VERSION_RE.match(api_version):
             raise ConfigurationError(f"batch: api_version must look like 2.3, got {api_version!r}")
         self.api_version = api_version
@@ -75,18 +68,6 @@ class BatchClient:
             clock=clock,
             rng=rng,
         )
-
-    def __repr__(self) -> str:
-        return f"<BatchClient {self.transport.base_url}>"
-
-    async def aclose(self) -> None:
-        await self.transport.aclose()
-
-    async def __aenter__(self) -> BatchClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     # -- writes: each answers 202 with an indexing token -----------------------------------------
 

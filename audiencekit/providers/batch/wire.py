@@ -14,7 +14,7 @@ import attrs
 import httpx
 
 from ..._http import ErrorDetail
-from ..._wire import is_finite_number, make_converter, utc
+from ..._wire import is_finite_number, is_text, make_converter, utc
 from ...errors import APIStatusError, ConflictError, NotFoundError, Problem
 from ...models import AttributeValue, IndexingState, Member, Operation, Remove, Url
 
@@ -125,22 +125,13 @@ def _plain_values(values: Iterable[object]) -> bool:
     return True
 
 
-def _is_text(value: str) -> bool:
-    """Whether a string can be sent at all: lone surrogates cannot be encoded."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _attribute_problem(name: str, value: object) -> str | None:
     if not ATTRIBUTE_NAME_RE.match(name):
         return "attribute names are 1 to 30 letters, digits or '_'"
     if isinstance(value, Url) and not value.startswith(("http://", "https://")):
         return "a Url must start with http:// or https://"
     if isinstance(value, str):
-        return None if _is_text(value) else "not valid text (a lone surrogate?)"
+        return None if is_text(value) else "not valid text (a lone surrogate?)"
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
@@ -148,7 +139,7 @@ def _attribute_problem(name: str, value: object) -> str | None:
     if isinstance(value, datetime):
         return None if value.tzinfo is not None else "a datetime must be timezone-aware"
     if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
-        if all(isinstance(item, str) and _is_text(item) for item in value):
+        if all(isinstance(item, str) and is_text(item) for item in value):
             return None
         return "a list attribute holds strings (valid text) only"
     return f"unsupported attribute type {type(value).__name__}"

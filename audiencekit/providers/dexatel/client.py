@@ -7,7 +7,6 @@ One method, one request (lists are pagers: one request a page). Write bodies are
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -16,11 +15,11 @@ from typing import Any, TypeVar
 import anyio
 import httpx
 
-from ..._http import CallStats, Clock, RetryPolicy, Sleep, Transport
+from ..._http import CallStats, Clock, ProviderClient, RetryPolicy, Sleep, Transport, credential
 from ..._pages import AsyncPager, Page
 from ..._poll import PollPolicy, wait_until
 from ..._wire import dumps, read_json, structure
-from ...errors import APIError, ConfigurationError, Problem, ValidationError
+from ...errors import APIError, Problem, ValidationError
 from ...models import Channel, Member
 from .wire import (
     AUDIENCE_NAME_RE,
@@ -54,7 +53,7 @@ DEFAULT_PAGE_SIZE = 100
 M = TypeVar("M")
 
 
-class DexatelClient:
+class DexatelClient(ProviderClient):
     """Dexatel's REST calls. The key comes from ``api_key``, else ``DEXATEL_API_KEY``."""
 
     def __init__(
@@ -71,9 +70,7 @@ class DexatelClient:
         clock: Clock | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
-        if not api_key:
-            raise ConfigurationError(f"dexatel: no API key (pass api_key= or set {API_KEY_ENV})")
+        api_key = credential(api_key, API_KEY_ENV, "dexatel API key (api_key=)")
         self.transport = Transport(
             provider=PROVIDER,
             base_url=base_url,
@@ -90,18 +87,6 @@ class DexatelClient:
         )
         self._sleep: Sleep = sleep or anyio.sleep
         self._clock: Clock = clock or anyio.current_time
-
-    def __repr__(self) -> str:
-        return f"<DexatelClient {self.transport.base_url}>"
-
-    async def aclose(self) -> None:
-        await self.transport.aclose()
-
-    async def __aenter__(self) -> DexatelClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     # -- plumbing -------------------------------------------------------------------------------
 

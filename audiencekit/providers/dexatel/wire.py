@@ -16,7 +16,7 @@ import attrs
 import httpx
 
 from ..._http import ErrorDetail
-from ..._wire import make_converter, utc
+from ..._wire import is_text, make_converter, utc
 from ...errors import APIError, APIStatusError, ConflictError, NotFoundError, Problem
 from ...models import Channel, Member, _OpenEnum
 
@@ -105,7 +105,7 @@ def check_contact_fields(attributes: Mapping[str, object]) -> tuple[dict[str, st
             )
         elif not isinstance(value, str):
             problems.append(Problem(f"must be a string, not {type(value).__name__}", field=name))
-        elif not value.isascii() and not _is_text(value):
+        elif not is_text(value):
             problems.append(Problem("not valid text (a lone surrogate?)", field=name))
         elif len(value) > limit:
             problems.append(Problem(f"longer than {limit} characters", field=name))
@@ -114,14 +114,6 @@ def check_contact_fields(attributes: Mapping[str, object]) -> tuple[dict[str, st
         else:
             fields[canonical] = value
     return fields, problems
-
-
-def _is_text(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def wire_fields(fields: Mapping[str, str]) -> dict[str, str]:
