@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Protocol, overload
 
 import pytest
 
+from audiencekit import PollPolicy
+from audiencekit.providers.batch import BatchBackend
+from audiencekit.providers.dexatel import DexatelBackend
+from audiencekit.testing import EmulatorServer, InstantClock
 from audiencekit.testing._batch import DEFAULT_BATCH_KEY
 from audiencekit.testing._dexatel import DEFAULT_DEXATEL_KEY
 
@@ -23,6 +28,49 @@ SECRETS = (
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+@pytest.fixture
+def emulators(audiencekit_emulators: EmulatorServer) -> EmulatorServer:
+    """The loopback emulators; each Batch write needs one view of its token to apply."""
+    audiencekit_emulators.batch.config.index_polls = 1
+    return audiencekit_emulators
+
+
+class Connect(Protocol):
+    @overload
+    def __call__(self, provider: type[BatchBackend], **options: Any) -> BatchBackend: ...
+    @overload
+    def __call__(self, provider: type[DexatelBackend], **options: Any) -> DexatelBackend: ...
+
+
+@pytest.fixture
+async def connect(
+    emulators: EmulatorServer, audiencekit_clock: InstantClock
+) -> AsyncIterator[Connect]:
+    """``connect(BatchBackend | DexatelBackend, **options)``: a backend on the loopback
+    emulators whose waits cost no real time; closed after the test."""
+    made: list[Any] = []
+    ends = emulators.endpoints
+
+    def connect(provider: type[Any], **options: Any) -> Any:
+        settings: dict[str, Any] = {"sleep": audiencekit_clock.sleep, "clock": audiencekit_clock}
+        if provider is BatchBackend:
+            settings.update(
+                api_key=ends.batch_key,
+                project_key=ends.batch_project,
+                base_url=ends.batch_url,
+                poll=PollPolicy(max_wait=60, interval=0.5),
+            )
+        else:
+            settings.update(api_key=ends.dexatel_key, base_url=ends.dexatel_url)
+        backend = provider(**(settings | options))
+        made.append(backend)
+        return backend
+
+    yield connect  # type: ignore[misc]
+    for backend in made:
+        await backend.aclose()
 
 
 class _Recorder(logging.Handler):

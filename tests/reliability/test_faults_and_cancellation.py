@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -21,7 +20,9 @@ from audiencekit import (
 )
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.providers.dexatel import DexatelBackend
-from audiencekit.testing import EmulatorServer, Fault, FaultPlan, InstantClock, Timing
+from audiencekit.testing import EmulatorServer, Fault, FaultPlan, Timing
+
+from ..conftest import Connect
 
 pytestmark = pytest.mark.anyio
 
@@ -29,29 +30,14 @@ RETRY = RetryPolicy(max_retries=6)
 
 
 @pytest.fixture
-async def batch(
-    audiencekit_emulators: EmulatorServer, audiencekit_clock: InstantClock
-) -> AsyncIterator[BatchBackend]:
-    ends = audiencekit_emulators.endpoints
-    audiencekit_emulators.batch.config.index_polls = 1
-    async with BatchBackend(
-        api_key=ends.batch_key, project_key=ends.batch_project, base_url=ends.batch_url,
-        sleep=audiencekit_clock.sleep, clock=audiencekit_clock, retry=RETRY,
-        poll=PollPolicy(max_wait=600, interval=0.5), concurrency=6,
-    ) as backend:  # fmt: skip
-        yield backend
+def batch(connect: Connect) -> BatchBackend:
+    return connect(BatchBackend, retry=RETRY, poll=PollPolicy(max_wait=600, interval=0.5),
+                   concurrency=6)  # fmt: skip
 
 
 @pytest.fixture
-async def dexatel(
-    audiencekit_emulators: EmulatorServer, audiencekit_clock: InstantClock
-) -> AsyncIterator[DexatelBackend]:
-    ends = audiencekit_emulators.endpoints
-    async with DexatelBackend(
-        api_key=ends.dexatel_key, base_url=ends.dexatel_url, sleep=audiencekit_clock.sleep,
-        clock=audiencekit_clock, retry=RETRY, concurrency=12,
-    ) as backend:  # fmt: skip
-        yield backend
+def dexatel(connect: Connect) -> DexatelBackend:
+    return connect(DexatelBackend, retry=RETRY, concurrency=12)
 
 
 def random_ops(n: int, pool: int, seed: int) -> tuple[list[Operation], dict[str, Any]]:
