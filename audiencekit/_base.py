@@ -29,11 +29,11 @@ from ._bulk import (
     settle_pending,
 )
 from ._pages import AsyncPager
-from .backend import Capabilities, Ids, Members, Operations
+from .backend import AudienceBackend, Capabilities, Ids, Members, Operations
 from .errors import Problem, UnsupportedFeatureError, ValidationError
 from .models import Add, Audience, BulkResult, Channel, Member, Operation, PendingChunk, Remove
 
-__all__ = ["BaseBackend", "BulkPlan", "aiterate", "map_items"]
+__all__ = ["BaseBackend", "BulkPlan", "aiterate", "map_items", "prepared_members"]
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -247,6 +247,25 @@ def _check_iterable(items: object) -> None:
         raise ValidationError(
             [Problem(f"expected an iterable (list, generator, ...), got {type(items).__name__}")]
         )
+
+
+async def prepared_members(backend: AudienceBackend, members: Members) -> dict[str, Member]:
+    """All of ``members`` in the backend's canonical form, by id (the last one of an id wins);
+    a ValidationError names every bad one, before anything is sent."""
+    wanted: dict[str, Member] = {}
+    problems: list[Problem] = []
+    async for member in aiterate(members):
+        try:
+            op = backend.prepare(Add(member))
+        except ValidationError as exc:
+            problems.extend(exc.problems)
+            continue
+        assert isinstance(op, Add)
+        wanted.pop(op.id, None)
+        wanted[op.id] = op.member
+    if problems:
+        raise ValidationError(problems)
+    return wanted
 
 
 async def aiterate(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:

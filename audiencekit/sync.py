@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import attrs
 
-from ._base import aiterate
+from ._base import prepared_members
 from ._bulk import ChunkAccepted, ChunkDone, ChunkSent, ProgressCallback, ProgressEvent
 from .backend import AudienceBackend, Members
 from .errors import (
@@ -51,23 +51,6 @@ def _same(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
     return all(current.get(k) == v for k, v in desired.items())
 
 
-async def _desired(backend: AudienceBackend, members: Members) -> dict[str, Member]:
-    """The desired members in the backend's canonical form, all checked before anything is sent."""
-    wanted: dict[str, Member] = {}
-    problems: list[Problem] = []
-    async for member in aiterate(members):
-        try:
-            op = backend.prepare(Add(member))
-        except ValidationError as exc:
-            problems.extend(exc.problems)
-            continue
-        assert isinstance(op, Add)
-        wanted[op.id] = op.member
-    if problems:
-        raise ValidationError(problems)
-    return wanted
-
-
 async def sync(
     backend: AudienceBackend,
     audience_id: str,
@@ -85,7 +68,7 @@ async def sync(
     provider's name) so that the next sync knows it. A second identical sync sends nothing.
     Holds the desired set and the current one in memory (ids and attributes).
     """
-    wanted = await _desired(backend, desired)
+    wanted = await prepared_members(backend, desired)
     scope = scope or backend.provider
     attributes: dict[str, Mapping[str, Any]] | None = None
     fingerprints: dict[str, str] | None = None

@@ -15,8 +15,8 @@ from typing import ClassVar
 import anyio
 import attrs
 
-from .._base import BaseBackend, BulkPlan, aiterate
-from .._bulk import Chunk, ChunkOutcome, check_operation
+from .._base import BaseBackend, BulkPlan, prepared_members
+from .._bulk import Chunk, ChunkOutcome
 from .._http import CallStats
 from .._pages import AsyncPager, Page
 from .._poll import PollPolicy, wait_until
@@ -190,18 +190,10 @@ class FakeBackend(BaseBackend):
     async def replace_members(
         self, audience_id: str, members: Members, *, wait: bool = True
     ) -> BulkResult:
-        collected = [m async for m in aiterate(members)]
-        problems: list[Problem] = []
-        for member in collected:
-            try:
-                check_operation(Add(member))
-            except ValidationError as exc:
-                problems.extend(exc.problems)
-        if problems:
-            raise ValidationError(problems)
-        self._record("replace_members", audience_id, [m.id for m in collected])
+        collected = await prepared_members(self, members)
+        self._record("replace_members", audience_id, list(collected))
         audience = self._get(audience_id)
-        audience.members = {m.id: m for m in collected}
+        audience.members = collected
         await anyio.lowlevel.checkpoint()
         return BulkResult(applied=len(collected), operations=len(collected), chunks=1)
 

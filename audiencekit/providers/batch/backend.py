@@ -13,7 +13,7 @@ from typing import ClassVar
 import anyio
 import httpx
 
-from ..._base import BaseBackend, BulkPlan, aiterate
+from ..._base import BaseBackend, BulkPlan, prepared_members
 from ..._bulk import Chunk, ChunkOutcome, Settler
 from ..._http import CallStats, Clock, RetryPolicy, Sleep
 from ..._pages import AsyncPager
@@ -168,18 +168,7 @@ class BatchBackend(BaseBackend):
         """
         _check_id(audience_id)
         self._check_wait(wait)
-        collected: dict[str, Operation] = {}
-        problems: list[Problem] = []
-        async for member in aiterate(members):
-            try:
-                op = self.prepare(Add(member))
-            except ValidationError as exc:
-                problems.extend(exc.problems)
-                continue
-            collected.pop(op.id, None)
-            collected[op.id] = op
-        if problems:
-            raise ValidationError(problems)
+        collected = await prepared_members(self, members)
         if len(collected) > MAX_IDS:
             raise ValidationError(
                 [
@@ -204,7 +193,7 @@ class BatchBackend(BaseBackend):
 
         settle = self._settler(audience_id)
         plan = BulkPlan(send=send, settle=settle, chunk_size=MAX_IDS, concurrency=1)
-        return await self._execute(audience_id, list(collected.values()), plan)
+        return await self._execute(audience_id, [Add(m) for m in collected.values()], plan)
 
     # -- bulk ---------------------------------------------------------------------------------
 
