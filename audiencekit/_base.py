@@ -54,7 +54,7 @@ class BaseBackend:
     """The shared half of every :class:`~audiencekit.AudienceBackend`."""
 
     provider: ClassVar[str]
-    capabilities: ClassVar[Capabilities]
+    capabilities: Capabilities  # a class attribute for providers; a mirror sets its own
 
     # -- what a provider supplies -------------------------------------------------------------
 

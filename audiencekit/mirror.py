@@ -11,15 +11,14 @@ finds each backend's id for a name once and remembers it.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
-from types import TracebackType
 
 import anyio
 import attrs
 
-from ._base import aiterate, map_items
+from ._base import BaseBackend, aiterate
 from ._bulk import ProgressCallback
 from ._pages import AsyncPager
-from .backend import AudienceBackend, Capabilities, Ids, Members, Operations
+from .backend import AudienceBackend, Capabilities, Members, Operations
 from .errors import (
     AudienceKitError,
     NotFoundError,
@@ -27,7 +26,7 @@ from .errors import (
     UnsupportedFeatureError,
     ValidationError,
 )
-from .models import Add, Audience, BulkResult, Channel, Member, Operation, PendingChunk, Remove
+from .models import Audience, BulkResult, Channel, Member, Operation, PendingChunk
 
 __all__ = ["Mirror", "MirrorError"]
 
@@ -64,7 +63,7 @@ def _merge(parts: Mapping[str, BulkResult]) -> BulkResult:
     )
 
 
-class Mirror:
+class Mirror(BaseBackend):
     """Writes every change to each of ``backends`` (name → backend); reads from the first.
 
     ``buffer`` is how many operations may wait for the slowest backend before the stream is
@@ -102,17 +101,6 @@ class Mirror:
     async def aclose(self) -> None:
         for backend in self.backends.values():
             await backend.aclose()
-
-    async def __aenter__(self) -> Mirror:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- ids ------------------------------------------------------------------------------------
 
@@ -232,34 +220,6 @@ class Mirror:
         raise UnsupportedFeatureError(self.provider, "wait", "a mirror always waits")
 
     # -- bulk ---------------------------------------------------------------------------------
-
-    async def add_members(
-        self,
-        audience_id: str,
-        members: Members,
-        *,
-        wait: bool = True,
-        on_progress: ProgressCallback | None = None,
-        raise_on_failure: bool = True,
-    ) -> BulkResult:
-        ops = map_items(members, Add)
-        return await self.apply(
-            audience_id, ops, wait=wait, on_progress=on_progress, raise_on_failure=raise_on_failure
-        )
-
-    async def remove_members(
-        self,
-        audience_id: str,
-        ids: Ids,
-        *,
-        wait: bool = True,
-        on_progress: ProgressCallback | None = None,
-        raise_on_failure: bool = True,
-    ) -> BulkResult:
-        ops = map_items(ids, Remove)
-        return await self.apply(
-            audience_id, ops, wait=wait, on_progress=on_progress, raise_on_failure=raise_on_failure
-        )
 
     async def apply(
         self,

@@ -12,7 +12,7 @@ import itertools
 import json
 import random
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar
+from typing import Any
 
 import attrs
 import httpx
@@ -117,7 +117,7 @@ class TokenBackend(BaseBackend):
     """A write-then-wait provider over ``TokenServer``: only the bulk parts are implemented."""
 
     provider = "token"
-    capabilities: ClassVar[Capabilities] = Capabilities(
+    capabilities = Capabilities(
         list_members=False,
         rename=False,
         replace=False,

@@ -10,7 +10,6 @@ import itertools
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timezone
-from typing import ClassVar
 
 import anyio
 import attrs
@@ -69,7 +68,7 @@ class FakeBackend(BaseBackend):
     """
 
     provider = "fake"
-    capabilities: ClassVar[Capabilities] = Capabilities(
+    capabilities = Capabilities(
         list_members=True,
         rename=True,
         replace=True,

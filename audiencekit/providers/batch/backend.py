@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator, Sequence
-from typing import ClassVar
 
 import anyio
 import httpx
@@ -50,7 +49,7 @@ class BatchBackend(BaseBackend):
     """
 
     provider = PROVIDER
-    capabilities: ClassVar[Capabilities] = Capabilities(
+    capabilities = Capabilities(
         list_members=False,
         rename=False,
         replace=True,

@@ -12,7 +12,6 @@ import contextlib
 import math
 import random
 from collections.abc import AsyncIterator
-from typing import ClassVar
 
 import anyio
 import httpx
@@ -127,7 +126,7 @@ class DexatelBackend(BaseBackend):
     """
 
     provider = PROVIDER
-    capabilities: ClassVar[Capabilities] = Capabilities(
+    capabilities = Capabilities(
         list_members=True,
         rename=True,
         replace=False,
