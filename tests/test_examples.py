@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,11 @@ def run(script: str, cwd: Path, *args: str) -> str:
 
 def test_the_service_writer(tmp_path: Path) -> None:
     out = run("service_writer.py", tmp_path)
-    assert "10,020 changes in" in out
+    # 11,000 events; a remove that meets its add in the writer's buffer collapses with it, and
+    # how many do depends on timing: between none (11,000 changes) and all 1,000 (10,000).
+    changes = re.search(r"([\d,]+) changes in \d+ bulk calls", out)
+    assert changes is not None, out
+    assert 10_000 <= int(changes[1].replace(",", "")) <= 11_000
     assert "the audience holds 9,000 members" in out
 
 
