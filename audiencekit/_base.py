@@ -16,13 +16,11 @@ from collections.abc import (
     Sequence,
 )
 from types import TracebackType
-from typing import ClassVar, TypeVar
-
-import attrs
+from typing import Any, ClassVar, TypeVar
 
 from ._bulk import (
+    BulkPlan,
     ProgressCallback,
-    Sender,
     Settler,
     check_operation,
     run_bulk,
@@ -33,21 +31,11 @@ from .backend import AudienceBackend, Capabilities, Ids, Members, Operations
 from .errors import Problem, UnsupportedFeatureError, ValidationError
 from .models import Add, Audience, BulkResult, Channel, Member, Operation, PendingChunk, Remove
 
-__all__ = ["BaseBackend", "BulkPlan", "aiterate", "map_items", "prepared_members"]
+__all__ = ["BaseBackend", "aiterate", "map_items", "prepared_members"]
 
 T = TypeVar("T")
 U = TypeVar("U")
 Self = TypeVar("Self", bound="BaseBackend")
-
-
-@attrs.frozen(kw_only=True)
-class BulkPlan:
-    """How a provider applies one chunk: ``send`` it, ``settle`` (wait for) one sent earlier."""
-
-    send: Sender
-    chunk_size: int
-    concurrency: int
-    settle: Settler | None = None
 
 
 class BaseBackend:
@@ -58,7 +46,7 @@ class BaseBackend:
 
     # -- what a provider supplies -------------------------------------------------------------
 
-    def _plan(self, audience_id: str, *, wait: bool) -> BulkPlan:
+    def _plan(self, audience_id: str) -> BulkPlan[Any]:
         raise NotImplementedError
 
     def _refine(self, operation: Operation) -> Operation:
@@ -118,7 +106,8 @@ class BaseBackend:
         return await self._execute(
             audience_id,
             operations,
-            self._plan(audience_id, wait=wait),
+            self._plan(audience_id),
+            wait=wait,
             on_progress=on_progress,
             raise_on_failure=raise_on_failure,
         )
@@ -127,8 +116,9 @@ class BaseBackend:
         self,
         audience_id: str,
         operations: Operations,
-        plan: BulkPlan,
+        plan: BulkPlan[Any],
         *,
+        wait: bool = True,
         on_progress: ProgressCallback | None = None,
         raise_on_failure: bool = True,
     ) -> BulkResult:
@@ -136,11 +126,9 @@ class BaseBackend:
         return await run_bulk(
             operations,
             audience_id=audience_id,
-            send=plan.send,
-            settle=plan.settle,
+            plan=plan,
+            wait=wait,
             prepare=self._refine,
-            chunk_size=plan.chunk_size,
-            concurrency=plan.concurrency,
             on_progress=on_progress,
             raise_on_failure=raise_on_failure,
         )
@@ -194,11 +182,11 @@ class BaseBackend:
             self.capabilities.require(self.provider, "deferred_writes")
 
         def settler(audience_id: str) -> Settler:
-            settle = self._plan(audience_id, wait=True).settle
+            settle = self._plan(audience_id).settle
             assert settle is not None, "a backend with deferred writes must settle them"
             return settle
 
-        concurrency = self._plan(chunks[0].audience_id, wait=True).concurrency if chunks else 1
+        concurrency = self._plan(chunks[0].audience_id).concurrency if chunks else 1
         return await settle_pending(
             chunks,
             settle_for=settler,

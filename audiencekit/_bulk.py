@@ -22,7 +22,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from typing import TypeAlias, TypeVar
+from typing import Any, Generic, TypeAlias, TypeVar
 
 import anyio
 import attrs
@@ -41,14 +41,13 @@ from .errors import (
 from .models import Add, BulkResult, Member, Operation, PendingChunk, Remove
 
 __all__ = [
-    "Chunk",
+    "BulkPlan",
     "ChunkAccepted",
     "ChunkDone",
     "ChunkOutcome",
     "ChunkSent",
     "ProgressCallback",
     "ProgressEvent",
-    "Sender",
     "create_once",
     "fan_out",
     "is_ambiguous",
@@ -57,37 +56,25 @@ __all__ = [
 
 Operations: TypeAlias = Iterable[Operation] | AsyncIterable[Operation]
 T = TypeVar("T")
+P = TypeVar("P")
 
 
 @attrs.frozen
 class Chunk:
-    """Operations for distinct ids, in input order of each id's first appearance; ``seq`` from 0.
-
-    A provider passes ``stats`` to every request and wait it makes for the chunk.
-    """
+    """Operations for distinct ids, in input order of each id's first appearance; ``seq`` from 0."""
 
     seq: int
     ops: Mapping[str, Operation]
     #: The input positions (1-based) of the first and the last operation read into the chunk.
     first: int = 0
     last: int = 0
-    stats: CallStats = attrs.field(factory=CallStats, eq=False)
-    on_accept: Callable[[str], None] | None = attrs.field(default=None, eq=False, repr=False)
-
-    def __len__(self) -> int:
-        return len(self.ops)
-
-    def accepted(self, handle: str) -> None:
-        """Report that the provider accepted the chunk's write under ``handle`` (before it is
-        applied): a :class:`ChunkAccepted` event, so that a caller can checkpoint the handle."""
-        if self.on_accept is not None:
-            self.on_accept(handle)
 
 
 @attrs.frozen(kw_only=True)
 class ChunkOutcome:
     """What a provider made of one chunk. Ids named in neither map were applied, unless the chunk
-    is ``pending`` (sent, not waited for): then ``handle`` identifies it for a later wait."""
+    is ``pending``: the provider accepted it under ``handle``, and the core settles it (waits
+    for it) with the provider's settler, at once or, with ``wait=False``, later."""
 
     failed: Mapping[str, AudienceKitError] = attrs.field(factory=dict)
     unknown: Mapping[str, AudienceKitError] = attrs.field(factory=dict)
@@ -144,9 +131,26 @@ class ChunkDone:
 
 ProgressEvent: TypeAlias = ChunkSent | ChunkAccepted | ChunkDone
 ProgressCallback: TypeAlias = Callable[[ProgressEvent], None]
-Sender: TypeAlias = Callable[[Chunk], Awaitable[ChunkOutcome]]
 Settler: TypeAlias = Callable[[str, Sequence[str], CallStats], Awaitable[ChunkOutcome]]
 Preparer: TypeAlias = Callable[[Operation], Operation]
+
+
+@attrs.frozen(kw_only=True)
+class BulkPlan(Generic[P]):
+    """How a provider applies one chunk of operations (one per id, the last of each).
+
+    ``encode`` turns the operations into what ``send`` transmits. The core calls it as the chunk
+    is dispatched, so that only this payload stays alive while it is sent, not a chunk's worth
+    of members. ``send`` reports what became of the chunk (passing ``stats`` to each request it
+    makes); a provider whose writes are applied later answers ``pending`` with a handle, and
+    ``settle`` waits for that handle.
+    """
+
+    encode: Callable[[Mapping[str, Operation]], P]
+    send: Callable[[P, CallStats], Awaitable[ChunkOutcome]]
+    chunk_size: int
+    concurrency: int
+    settle: Settler | None = None
 
 
 def is_ambiguous(error: BaseException) -> bool:
@@ -218,15 +222,18 @@ def check_operation(op: object) -> Operation:
         member = op.member
         if not isinstance(member, Member):
             raise ValidationError([Problem(f"Add needs a Member, got {type(member).__name__}")])
-        _check_id(member.id)
+        ident = member.id
+        # The common case in C-level tests on the hot path: a non-blank ASCII string.
+        if type(ident) is not str or not ident.isascii() or not ident or ident.isspace():
+            _check_id(ident)
         attributes = member.attributes
-        if attributes and not _GOOD_NAMES.issuperset(attributes):  # a C-level test, usually
+        if attributes and not _GOOD_NAMES.issuperset(attributes):
             bad = [k for k in attributes if not isinstance(k, str) or not k]
             if len(_GOOD_NAMES) < 10_000:
                 _GOOD_NAMES.update(k for k in attributes if k not in bad)
             if bad:
                 raise ValidationError(
-                    [Problem("attribute names must be non-empty strings", id=member.id,
+                    [Problem("attribute names must be non-empty strings", id=ident,
                              field=str(k)) for k in bad]
                 )  # fmt: skip
         return op
@@ -269,12 +276,13 @@ class _Chunker:
             except ValidationError as exc:
                 self._problems.extend(exc.problems)
                 return None
+        key = op.member.id if type(op) is Add else op.id
         ops = self._ops
-        if len(ops) >= self._size and op.id not in ops:
+        if len(ops) >= self._size and key not in ops:
             chunk = self._close(last=self.read - 1)
-            self._ops[op.id] = op
+            self._ops[key] = op
             return chunk
-        ops[op.id] = op
+        ops[key] = op
         return None
 
     def flush(self) -> Chunk | None:
@@ -293,7 +301,14 @@ class _Chunker:
 
 @attrs.define
 class _Flight:
-    chunk: Chunk
+    """A chunk on its way. It keeps the chunk's ids only (a dict of them, for set tests in C):
+    the operations, their members and attributes are freed once sent, while Batch indexes."""
+
+    seq: int
+    first: int
+    last: int
+    stats: CallStats
+    ids: Mapping[str, None]
     done: anyio.Event = attrs.field(factory=anyio.Event)
     outcome: ChunkOutcome | None = None
     settled: bool = False
@@ -419,62 +434,63 @@ class _Tally:
 
 
 class _Engine:
-    """Runs chunks under bounded concurrency, holding back a chunk that overlaps one in flight."""
+    """Runs chunks under bounded concurrency, holding back a chunk that overlaps one in flight.
 
-    def __init__(
-        self,
-        *,
-        audience_id: str,
-        send: Sender,
-        settle: Settler | None,
-        concurrency: int,
-        tally: _Tally,
-    ) -> None:
+    A chunk the provider accepted (a ``pending`` outcome) is settled at once with ``wait``;
+    without, only when a later chunk touches one of its ids, and is otherwise left pending.
+    """
+
+    def __init__(self, *, audience_id: str, plan: BulkPlan[Any], wait: bool, tally: _Tally) -> None:
         self._audience_id = audience_id
-        self._send = send
-        self._settle = settle
-        self._slots = anyio.Semaphore(concurrency)
+        self._plan = plan
+        self._settle = plan.settle
+        self._wait = wait
+        self._slots = anyio.Semaphore(plan.concurrency)
         self._open: list[_Flight] = []  # running, or sent and not yet settled
-        self._unsettled: list[_Flight] = []
+        self._open_ids: set[str] = set()  # their ids: open flights never share one
         self.tally = tally
         self.crashed: Exception | None = None
 
     async def dispatch(self, chunk: Chunk, tg: anyio.abc.TaskGroup) -> None:
         """Start ``chunk`` once no earlier unsettled chunk shares an id with it."""
-        # Set intersections of key views run in C: a few per chunk, none per id.
+        # Set operations run in C: one test per chunk, and a search only when it overlaps.
         keys = chunk.ops.keys()
-        for flight in [f for f in self._open if not f.chunk.ops.keys().isdisjoint(keys)]:
-            await self._settle_flight(flight)
+        if not self._open_ids.isdisjoint(keys):
+            for flight in [f for f in self._open if not f.ids.keys().isdisjoint(keys)]:
+                await self._settle_flight(flight)
         await self._slots.acquire()
-        tally, seq, first, last, ops = self.tally, chunk.seq, chunk.first, chunk.last, chunk.ops
-
-        def on_accept(handle: str) -> None:
-            # Captures the chunk's parts, not the chunk: a chunk that referred to itself through
-            # this closure would be freed only by the cycle collector, slowly.
-            tally.emit(ChunkAccepted(chunk=seq, handle=handle, first=first, last=last,
-                                     ids=tuple(ops)))  # fmt: skip
-
-        chunk = attrs.evolve(chunk, on_accept=on_accept)
-        flight = _Flight(chunk)
+        try:
+            payload = self._plan.encode(chunk.ops)
+        except BaseException:
+            self._slots.release()
+            raise
+        flight = _Flight(chunk.seq, chunk.first, chunk.last, CallStats(), dict.fromkeys(keys))
         self._open.append(flight)
+        self._open_ids.update(keys)
         self.tally.emit(
             ChunkSent(
-                chunk=chunk.seq, size=len(chunk), first=chunk.first, last=chunk.last, ops=chunk.ops
+                chunk=chunk.seq, size=len(keys), first=chunk.first, last=chunk.last, ops=chunk.ops
             )
         )
-        tg.start_soon(self._run, flight, tg)
+        tg.start_soon(self._run, flight, payload, tg)
 
-    async def _run(self, flight: _Flight, tg: anyio.abc.TaskGroup) -> None:
+    async def _run(self, flight: _Flight, payload: object, tg: anyio.abc.TaskGroup) -> None:
         try:
             try:
-                outcome = await self._send(flight.chunk)
+                outcome = await self._plan.send(payload, flight.stats)
             except AudienceKitError as exc:
-                outcome = self._failed(flight.chunk.ops, exc)
+                outcome = self._failed(flight.ids, exc)
+            else:
+                if outcome.pending:
+                    # Reported before anything else can run, so that a caller checkpointing
+                    # the handle cannot be cancelled before it learns of it.
+                    self._accepted(flight, outcome)
+            del payload  # only the ids are kept while the write is indexed
+            if outcome.pending and self._wait and outcome.handle not in self.tally.timed_out:
+                assert outcome.handle is not None
+                outcome = await self._settled(flight, outcome.handle)
             flight.outcome = outcome
             if outcome.pending:
-                # Recorded at once (no await in between), so that a caller checkpointing the
-                # handle from the progress event cannot be cancelled before it learns of it.
-                self._unsettled.append(flight)
                 self._record(flight)
             else:
                 self._finish(flight)
@@ -485,6 +501,13 @@ class _Engine:
             self._slots.release()
             flight.done.set()
 
+    def _accepted(self, flight: _Flight, outcome: ChunkOutcome) -> None:
+        assert outcome.handle is not None, "a pending outcome needs the handle to settle it by"
+        self.tally.emit(
+            ChunkAccepted(chunk=flight.seq, handle=outcome.handle, first=flight.first,
+                          last=flight.last, ids=tuple(flight.ids))
+        )  # fmt: skip
+
     def _failed(self, ids: Collection[str], exc: AudienceKitError) -> ChunkOutcome:
         outcome = outcome_of(ids, exc, resumable=self._settle is not None)
         if outcome.pending:
@@ -492,60 +515,62 @@ class _Engine:
             self.tally.timed_out.append(outcome.handle)
         return outcome
 
+    async def _settled(self, flight: _Flight, handle: str) -> ChunkOutcome:
+        """What the provider's settler makes of the chunk accepted under ``handle``."""
+        assert self._settle is not None, "a provider that leaves chunks pending must settle them"
+        try:
+            return await self._settle(handle, tuple(flight.ids), flight.stats)
+        except AudienceKitError as exc:
+            return self._failed(flight.ids, exc)
+
     async def _settle_flight(self, flight: _Flight) -> None:
         await flight.done.wait()
         if flight.settled:
             return
         assert flight.outcome is not None
         assert flight.outcome.handle is not None
-        assert self._settle is not None, "a provider that leaves chunks pending must settle them"
-        ids = tuple(flight.chunk.ops)
-        if flight.outcome.handle in self.tally.timed_out:
-            self.tally.timed_out.remove(flight.outcome.handle)
-        try:
-            outcome = await self._settle(flight.outcome.handle, ids, flight.chunk.stats)
-        except AudienceKitError as exc:
-            outcome = self._failed(ids, exc)
-        self._unsettled.remove(flight)
+        handle = flight.outcome.handle
+        if handle in self.tally.timed_out:
+            self.tally.timed_out.remove(handle)
+        outcome = await self._settled(flight, handle)
         flight.outcome = outcome
         self._finish(flight)
 
     def _finish(self, flight: _Flight) -> None:
         flight.settled = True
         self._open.remove(flight)
+        self._open_ids.difference_update(flight.ids)
         self._record(flight)
 
     def _record(self, flight: _Flight) -> None:
-        chunk = flight.chunk
         assert flight.outcome is not None
-        self.tally.record(chunk.seq, self._audience_id, chunk.ops, flight.outcome, chunk.stats)
+        self.tally.record(flight.seq, self._audience_id, flight.ids, flight.outcome, flight.stats)
 
 
 async def run_bulk(
     ops: Operations,
     *,
     audience_id: str,
-    send: Sender,
-    chunk_size: int,
-    concurrency: int,
+    plan: BulkPlan[Any],
     prepare: Preparer | None = None,
-    settle: Settler | None = None,
+    wait: bool = True,
     on_progress: ProgressCallback | None = None,
     raise_on_failure: bool = True,
 ) -> BulkResult:
     """Apply a stream of operations in chunks and account for every id.
 
-    ``send`` applies one chunk and reports what became of it. A ``pending`` outcome (sent, not yet
-    waited for) is settled with ``settle`` only when a later chunk touches one of its ids, and is
-    otherwise returned in ``BulkResult.pending``. ``prepare`` validates (and may normalise) one
-    operation, raising :class:`ValidationError`: a sized input is validated whole before anything
-    is sent, a stream one chunk at a time. With ``raise_on_failure``, failed or unknown ids raise
-    :class:`PartialFailureError` carrying the result; a poll timeout always raises
-    :class:`PollTimeoutError` carrying the handles to resume with.
+    ``plan`` says how one chunk is applied. A ``pending`` outcome (accepted, not yet applied) is
+    settled with the plan's settler at once when ``wait``; otherwise only when a later chunk
+    touches one of its ids, and is else returned in ``BulkResult.pending``.
+    ``prepare`` validates (and may normalise) one operation, raising :class:`ValidationError`: a
+    sized input is validated whole before anything is sent, a stream one chunk at a time. With
+    ``raise_on_failure``, failed or unknown ids raise :class:`PartialFailureError` carrying the
+    result; a poll timeout always raises :class:`PollTimeoutError` carrying the handles to resume
+    with.
     """
-    if chunk_size < 1:
+    if plan.chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
-    if concurrency < 1:
+    if plan.concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     if isinstance(ops, (str, bytes, Mapping)) or not isinstance(ops, (Iterable, AsyncIterable)):
         raise ValidationError(
@@ -556,28 +581,14 @@ async def run_bulk(
         ops = _validate_all(ops, prepare)  # a sized input is refused whole, before any request
 
     tally = _Tally(on_progress)
-    engine = _Engine(
-        audience_id=audience_id, send=send, settle=settle, concurrency=concurrency, tally=tally
-    )
-    chunker = _Chunker(chunk_size, prepare, checked=checked)
+    engine = _Engine(audience_id=audience_id, plan=plan, wait=wait, tally=tally)
+    chunker = _Chunker(plan.chunk_size, prepare, checked=checked)
     stopped: Exception | None = None
     async with anyio.create_task_group() as tg:
         # Nothing raised here escapes the task group (it would come out wrapped in an
         # ExceptionGroup): it is kept, the chunks already sent finish, then it is raised.
         try:
-            if isinstance(ops, AsyncIterable):
-                async for op in ops:
-                    if (chunk := chunker.feed(op)) is not None:
-                        tally.read = chunker.read
-                        await engine.dispatch(chunk, tg)
-            else:
-                for op in ops:
-                    if (chunk := chunker.feed(op)) is not None:
-                        tally.read = chunker.read
-                        await engine.dispatch(chunk, tg)
-            tally.read = chunker.read
-            if (chunk := chunker.flush()) is not None:
-                await engine.dispatch(chunk, tg)
+            await _pump(ops, chunker, engine, tg)
         except Exception as exc:  # bad input (ValidationError) or the caller's iterator failing
             stopped = exc
         finally:
@@ -591,6 +602,27 @@ async def run_bulk(
     if stopped is not None:
         raise stopped
     return tally.finish(result, raise_on_failure=raise_on_failure)
+
+
+async def _pump(
+    ops: Operations, chunker: _Chunker, engine: _Engine, tg: anyio.abc.TaskGroup
+) -> None:
+    """Feed every operation to the chunker and dispatch each chunk it closes. A function of its
+    own, so that the last chunk and operation are freed when it returns, not kept till the end."""
+    tally = engine.tally
+    if isinstance(ops, AsyncIterable):
+        async for op in ops:
+            if (chunk := chunker.feed(op)) is not None:
+                tally.read = chunker.read
+                await engine.dispatch(chunk, tg)
+    else:
+        for op in ops:
+            if (chunk := chunker.feed(op)) is not None:
+                tally.read = chunker.read
+                await engine.dispatch(chunk, tg)
+    tally.read = chunker.read
+    if (chunk := chunker.flush()) is not None:
+        await engine.dispatch(chunk, tg)
 
 
 async def settle_pending(

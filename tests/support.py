@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -28,8 +28,8 @@ from audiencekit import (
     RetryPolicy,
     ValidationError,
 )
-from audiencekit._base import BaseBackend, BulkPlan
-from audiencekit._bulk import Chunk, ChunkOutcome
+from audiencekit._base import BaseBackend
+from audiencekit._bulk import BulkPlan, ChunkOutcome
 from audiencekit._http import CallStats, ErrorDetail, Transport
 from audiencekit._poll import PollPolicy, wait_until
 from audiencekit.testing import InstantClock
@@ -154,16 +154,15 @@ class TokenBackend(BaseBackend):
     async def aclose(self) -> None:
         await self.transport.aclose()
 
-    def _plan(self, audience_id: str, *, wait: bool) -> BulkPlan:
-        async def send(chunk: Chunk) -> ChunkOutcome:
-            body = {"name": audience_id, "ids": [_wire(op) for op in chunk.ops.values()]}
+    def _plan(self, audience_id: str) -> BulkPlan[dict[str, Any]]:
+        def encode(ops: Mapping[str, Operation]) -> dict[str, Any]:
+            return {"name": audience_id, "ids": [_wire(op) for op in ops.values()]}
+
+        async def send(body: dict[str, Any], stats: CallStats) -> ChunkOutcome:
             response = await self.transport.request(
-                "POST", "/update", json=body, replay_safe=True, stats=chunk.stats
+                "POST", "/update", json=body, replay_safe=True, stats=stats
             )
-            token = response.json()["indexing_token"]
-            if not wait:
-                return ChunkOutcome(handle=token, pending=True)
-            return await settle(token, tuple(chunk.ops), chunk.stats)
+            return ChunkOutcome(handle=response.json()["indexing_token"], pending=True)
 
         async def settle(token: str, ids: Iterable[str], stats: CallStats) -> ChunkOutcome:
             async def probe() -> IndexingState | None:
@@ -190,6 +189,7 @@ class TokenBackend(BaseBackend):
             return ChunkOutcome(handle=token, failed=failed)
 
         return BulkPlan(
+            encode=encode,
             send=send,
             settle=settle,
             chunk_size=self.chunk_size,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import AsyncIterator, Iterator
 
 import anyio
@@ -244,6 +245,38 @@ async def test_a_later_success_clears_an_earlier_failure() -> None:
 
     assert set(result.failed) == {"b"}
     assert set(server.members) == {"a", "c"}
+
+
+async def test_members_are_freed_while_their_chunk_is_indexed() -> None:
+    # Only the ids of a sent chunk stay in memory while it is polled: the operations, members
+    # and attributes of a million queued members would otherwise wait for the indexing too.
+    server = TokenServer(polls_to_apply=2)
+    alive: dict[str, weakref.ref[Member]] = {}
+    checked: list[str] = []
+    inner = server.view
+
+    def view(request: httpx.Request) -> httpx.Response:
+        ids = [op["id"] for op in server._writes[request.url.params["indexing_token"]].ops]
+        assert [i for i in ids if alive[i]() is not None] == []
+        checked.extend(ids)
+        return inner(request)
+
+    def members() -> Iterator[Add]:
+        for i in range(12):
+            member = Member(f"u{i}", attributes={"plan": "gold"})
+            alive[member.id] = weakref.ref(member)
+            yield Add(member)
+            del member
+
+    with respx.mock(assert_all_called=False) as router:
+        server.mount(router)
+        router.get(f"{BASE}/view").mock(side_effect=view)
+        async with TokenBackend(clock=FakeClock(), chunk_size=5, concurrency=2) as backend:
+            result = await backend.apply("aud", members())
+
+    assert result.applied == 12
+    assert sorted(set(checked)) == sorted(alive)
+    assert len(server.members) == 12
 
 
 async def test_wait_false_returns_handles_and_wait_resumes() -> None:

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime, timezone
 
 import anyio
 import attrs
 
-from .._base import BaseBackend, BulkPlan, prepared_members
-from .._bulk import Chunk, ChunkOutcome
+from .._base import BaseBackend, prepared_members
+from .._bulk import BulkPlan, ChunkOutcome
 from .._http import CallStats
 from .._pages import AsyncPager, Page
 from .._poll import PollPolicy, wait_until
@@ -207,20 +207,18 @@ class FakeBackend(BaseBackend):
 
     # -- bulk -----------------------------------------------------------------------------------
 
-    def _plan(self, audience_id: str, *, wait: bool) -> BulkPlan:
-        async def send(chunk: Chunk) -> ChunkOutcome:
-            self._record("write", audience_id, list(chunk.ops))
-            chunk.stats.requests += 1
+    def _plan(self, audience_id: str) -> BulkPlan[Mapping[str, Operation]]:
+        async def send(ops: Mapping[str, Operation], stats: CallStats) -> ChunkOutcome:
+            self._record("write", audience_id, list(ops))
+            stats.requests += 1
             self._get(audience_id)
             await anyio.lowlevel.checkpoint()
             token = f"fake-{next(self._tokens)}"
-            write = _Write(token, audience_id, dict(chunk.ops), self.polls_to_apply)
+            write = _Write(token, audience_id, dict(ops), self.polls_to_apply)
             self._writes[token] = write
             if write.polls_left <= 0:
                 self._apply(write)
-            if not wait:
-                return ChunkOutcome(handle=token, pending=True)
-            return await settle(token, tuple(chunk.ops), chunk.stats)
+            return ChunkOutcome(handle=token, pending=True)
 
         async def settle(token: str, ids: Sequence[str], stats: CallStats) -> ChunkOutcome:
             write = self._writes[token]
@@ -240,7 +238,11 @@ class FakeBackend(BaseBackend):
             return ChunkOutcome(handle=token, failed=failed)
 
         return BulkPlan(
-            send=send, settle=settle, chunk_size=self.chunk_size, concurrency=self.concurrency
+            encode=lambda ops: ops,
+            send=send,
+            settle=settle,
+            chunk_size=self.chunk_size,
+            concurrency=self.concurrency,
         )
 
     def _apply(self, write: _Write) -> None:

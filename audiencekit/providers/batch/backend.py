@@ -7,13 +7,14 @@ indexing token is polled with ``view`` until ``APPLIED``. The audience's id is i
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
 
 import anyio
 import httpx
 
-from ..._base import BaseBackend, BulkPlan, prepared_members
-from ..._bulk import Chunk, ChunkOutcome, Settler
+from ..._base import BaseBackend, prepared_members
+from ..._bulk import BulkPlan, ChunkOutcome, Settler
 from ..._http import CallStats, Clock, RetryPolicy, Sleep
 from ..._pages import AsyncPager
 from ..._poll import PollPolicy, wait_until
@@ -178,44 +179,48 @@ class BatchBackend(BaseBackend):
                 ]
             )
 
-        async def send(chunk: Chunk) -> ChunkOutcome:
-            ids = [
+        def encode(ops: Mapping[str, Operation]) -> list[dict[str, Any]]:
+            return [
                 {"id": op.id, "attributes": encode_attributes(op.member.attributes)}
                 if isinstance(op, Add) and op.member.attributes
                 else {"id": op.id}
-                for op in chunk.ops.values()
+                for op in ops.values()
             ]
-            token = await self.client.replace(audience_id, ids, stats=chunk.stats)
-            if not wait:
-                return ChunkOutcome(handle=token, pending=True)
-            return await settle(token, tuple(chunk.ops), chunk.stats)
 
-        settle = self._settler(audience_id)
-        plan = BulkPlan(send=send, settle=settle, chunk_size=MAX_IDS, concurrency=1)
-        return await self._execute(audience_id, [Add(m) for m in collected.values()], plan)
+        async def send(ids: list[dict[str, Any]], stats: CallStats) -> ChunkOutcome:
+            token = await self.client.replace(audience_id, ids, stats=stats)
+            return ChunkOutcome(handle=token, pending=True)
+
+        plan = BulkPlan(
+            encode=encode,
+            send=send,
+            settle=self._settler(audience_id),
+            chunk_size=MAX_IDS,
+            concurrency=1,
+        )
+        operations = [Add(m) for m in collected.values()]
+        return await self._execute(audience_id, operations, plan, wait=wait)
 
     # -- bulk ---------------------------------------------------------------------------------
 
-    def _plan(self, audience_id: str, *, wait: bool) -> BulkPlan:
+    def _plan(self, audience_id: str) -> BulkPlan[bytes]:
         _check_id(audience_id)
-        settle = self._settler(audience_id)
         client = self.client
 
-        async def send(chunk: Chunk) -> ChunkOutcome:
-            ids = [encode_operation(op) for op in chunk.ops.values()]
-            body = dumps({"name": audience_id, "ids": ids})
+        def encode(ops: Mapping[str, Operation]) -> bytes:
+            return dumps({"name": audience_id, "ids": list(map(encode_operation, ops.values()))})
+
+        async def send(body: bytes, stats: CallStats) -> ChunkOutcome:
             # A cancellation waits for the answer: a write either was not sent, or its token
             # is known (and reported at once, for checkpoints), never lost in between.
             with anyio.CancelScope(shield=True):
-                token = await client.update_raw(audience_id, body, stats=chunk.stats)
-            chunk.accepted(token)
-            if not wait:
-                return ChunkOutcome(handle=token, pending=True)
-            return await settle(token, tuple(chunk.ops), chunk.stats)
+                token = await client.update_raw(audience_id, body, stats=stats)
+            return ChunkOutcome(handle=token, pending=True)
 
         return BulkPlan(
+            encode=encode,
             send=send,
-            settle=settle,
+            settle=self._settler(audience_id),
             chunk_size=self.chunk_size,
             concurrency=self.concurrency,
         )

@@ -6,7 +6,7 @@ Facts from ``shared/provider-docs`` (003 update page, batch-reference.md, the Op
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -90,9 +90,17 @@ def check_member(member: Member) -> list[Problem]:
         len(member.id) <= MAX_ID_LENGTH
         and len(attributes) <= MAX_ATTRIBUTES
         and _GOOD_NAMES.issuperset(attributes)
-        and _plain_values(attributes.values())
     ):
-        return []  # the common case, on the hot path of every add: no list, no message
+        # The common case, on the hot path of every add: ints, bools, ASCII strings.
+        for value in attributes.values():
+            kind = type(value)
+            if kind is str:
+                if not value.isascii():  # type: ignore[union-attr]
+                    break
+            elif kind is not int and kind is not bool:
+                break
+        else:
+            return []
     problems: list[Problem] = []
     if len(member.id) > MAX_ID_LENGTH:
         problems.append(Problem(f"longer than {MAX_ID_LENGTH} characters", id=member.id[:40]))
@@ -111,18 +119,6 @@ def check_member(member: Member) -> list[Problem]:
         elif len(_GOOD_NAMES) < 10_000:
             _GOOD_NAMES.add(name)
     return problems
-
-
-def _plain_values(values: Iterable[object]) -> bool:
-    """True when every value is an int, a bool or an ASCII string (nothing more to check)."""
-    for value in values:
-        kind = type(value)
-        if kind is str:
-            if not value.isascii():  # type: ignore[attr-defined]
-                return False
-        elif kind is not int and kind is not bool:
-            return False
-    return True
 
 
 def _attribute_problem(name: str, value: object) -> str | None:
@@ -169,10 +165,15 @@ def encode_operation(op: Operation) -> dict[str, Any]:
     """One element of an update call's ``ids``."""
     if type(op) is Remove:
         return {"action": "remove", "id": op.id}
-    attributes = op.member.attributes  # type: ignore[union-attr]
-    if attributes:
-        return {"action": "add", "id": op.id, "attributes": encode_attributes(attributes)}
-    return {"action": "add", "id": op.id}
+    member = op.member  # type: ignore[union-attr]
+    attributes = member.attributes
+    if not attributes:
+        return {"action": "add", "id": member.id}
+    for value in attributes.values():  # the common case: sent as they are
+        if type(value) not in _SCALARS:
+            attributes = encode_attributes(attributes)
+            break
+    return {"action": "add", "id": member.id, "attributes": attributes}
 
 
 #: Error codes whose meaning is clearer than their status (the codes are the emulator's and

@@ -11,13 +11,13 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import anyio
 import httpx
 
-from ..._base import BaseBackend, BulkPlan
-from ..._bulk import Chunk, ChunkOutcome, create_once, fan_out
+from ..._base import BaseBackend
+from ..._bulk import BulkPlan, ChunkOutcome, create_once, fan_out
 from ..._http import CallStats, Clock, RetryPolicy, Sleep
 from ..._pages import AsyncPager
 from ...backend import Capabilities
@@ -214,7 +214,7 @@ class DexatelBackend(BaseBackend):
 
     # -- bulk ---------------------------------------------------------------------------------
 
-    def _plan(self, audience_id: str, *, wait: bool) -> BulkPlan:
+    def _plan(self, audience_id: str) -> BulkPlan[Mapping[str, Operation]]:
         client = self.client
         directory = _Directory(client, audience_id)
         attempts = client.transport.retry.max_retries + 1
@@ -254,18 +254,21 @@ class DexatelBackend(BaseBackend):
                 await client.delete_contact(audience_id, existing.id, stats=stats)
             directory.forget(number)
 
-        async def send(chunk: Chunk) -> ChunkOutcome:
-            await directory.plan(len(chunk))
+        async def send(ops: Mapping[str, Operation], stats: CallStats) -> ChunkOutcome:
+            await directory.plan(len(ops))
 
             async def apply_one(op: Operation) -> None:
                 if isinstance(op, Add):
-                    await add(op.member, chunk.stats)
+                    await add(op.member, stats)
                 else:
-                    await remove(op.id, chunk.stats)
+                    await remove(op.id, stats)
 
-            return await fan_out(chunk.ops, apply_one, limit=self.concurrency)
+            return await fan_out(ops, apply_one, limit=self.concurrency)
 
-        return BulkPlan(send=send, chunk_size=self.chunk_size, concurrency=2)
+        # One request (or a few) per contact: the operations themselves are what is sent.
+        return BulkPlan(
+            encode=lambda ops: ops, send=send, chunk_size=self.chunk_size, concurrency=2
+        )
 
     def _refine(self, op: Operation) -> Operation:
         return _refine(op)
