@@ -72,6 +72,7 @@ def batch_rows(n: int) -> list[Row]:
         ours = run_scenario("batch_audiencekit", e, n)
         seq = run_scenario("batch_sequential", e, n)
         floor = run_scenario("batch_raw_floor", e, n)
+        typed = run_scenario("batch_typed_input", e, n)
     assert ours["applied"] == n
     return [
         ("batch update calls", ours["update_calls"], seq["update_calls"], "A"),
@@ -79,6 +80,8 @@ def batch_rows(n: int) -> list[Row]:
         ("batch wall s (vs A, sequential)", ours["wall"], seq["wall"], "A"),
         ("batch wall s (vs B, raw floor)", ours["wall"], floor["wall"], "B"),
         ("batch client CPU s (vs B)", ours["cpu"], floor["cpu"], "B"),
+        # What any typed API costs before sending a byte: the Add(Member(...)) objects alone.
+        ("batch CPU s, typed input alone (vs B)", typed["cpu"], floor["cpu"], "B"),
         ("batch peak RSS MB (vs B)", ours["rss_mb"], floor["rss_mb"], "B"),
     ]
 
