@@ -51,20 +51,22 @@ __all__ = [
     "create_once",
     "fan_out",
     "is_ambiguous",
+    "keep_operation",
     "run_bulk",
 ]
 
 Operations: TypeAlias = Iterable[Operation] | AsyncIterable[Operation]
 T = TypeVar("T")
-P = TypeVar("P")
+E = TypeVar("E")
 
 
 @attrs.frozen
 class Chunk:
-    """Operations for distinct ids, in input order of each id's first appearance; ``seq`` from 0."""
+    """The entries of distinct ids (see :class:`BulkPlan`), in input order of each id's first
+    appearance; ``seq`` from 0."""
 
     seq: int
-    ops: Mapping[str, Operation]
+    entries: Mapping[str, Any]
     #: The input positions (1-based) of the first and the last operation read into the chunk.
     first: int = 0
     last: int = 0
@@ -84,14 +86,14 @@ class ChunkOutcome:
 
 @attrs.frozen(kw_only=True)
 class ChunkSent:
-    """A chunk of ``size`` ids is being handed to the provider: the operations ``first`` to
-    ``last`` of the input (1-based), collapsed to one per id in ``ops``."""
+    """A chunk is being handed to the provider: the operations ``first`` to ``last`` of the
+    input (1-based), collapsed to one per id: ``ids``, ``size`` of them."""
 
     chunk: int
     size: int
     first: int
     last: int
-    ops: Mapping[str, Operation] = attrs.field(repr=False, eq=False)
+    ids: tuple[str, ...] = attrs.field(repr=False)
 
 
 @attrs.frozen(kw_only=True)
@@ -136,21 +138,26 @@ Preparer: TypeAlias = Callable[[Operation], Operation]
 
 
 @attrs.frozen(kw_only=True)
-class BulkPlan(Generic[P]):
-    """How a provider applies one chunk of operations (one per id, the last of each).
+class BulkPlan(Generic[E]):
+    """How a provider applies a chunk of operations (one per id, the last of each).
 
-    ``encode`` turns the operations into what ``send`` transmits. The core calls it as the chunk
-    is dispatched, so that only this payload stays alive while it is sent, not a chunk's worth
-    of members. ``send`` reports what became of the chunk (passing ``stats`` to each request it
-    makes); a provider whose writes are applied later answers ``pending`` with a handle, and
-    ``settle`` waits for that handle.
+    ``entry`` turns each operation, as it is read and checked, into what the chunk keeps for it
+    until it is sent: its wire form, say, so that a chunk holds compact bytes rather than a
+    member, its attributes and its operation each. ``send`` transmits a chunk's entries (by id)
+    and reports what became of them, passing ``stats`` to each request it makes; a provider
+    whose writes are applied later answers ``pending`` with a handle, which ``settle`` waits for.
     """
 
-    encode: Callable[[Mapping[str, Operation]], P]
-    send: Callable[[P, CallStats], Awaitable[ChunkOutcome]]
+    entry: Callable[[Operation], E]
+    send: Callable[[Mapping[str, E], CallStats], Awaitable[ChunkOutcome]]
     chunk_size: int
     concurrency: int
     settle: Settler | None = None
+
+
+def keep_operation(op: Operation) -> Operation:
+    """The ``entry`` of a provider that needs the operations themselves to send a chunk."""
+    return op
 
 
 def is_ambiguous(error: BaseException) -> bool:
@@ -255,11 +262,19 @@ def _check_id(value: object) -> None:
 class _Chunker:
     """Collects operations into chunks of at most ``size`` distinct ids, last operation wins."""
 
-    def __init__(self, size: int, prepare: Preparer | None, *, checked: bool = False) -> None:
+    def __init__(
+        self,
+        size: int,
+        prepare: Preparer | None,
+        entry: Callable[[Operation], object],
+        *,
+        checked: bool = False,
+    ) -> None:
         self._size = size
         self._prepare = prepare
+        self._entry = entry
         self._checked = checked
-        self._ops: dict[str, Operation] = {}
+        self._entries: dict[str, object] = {}
         self._problems: list[Problem] = []
         self._seq = 0
         self._first = 1
@@ -277,32 +292,32 @@ class _Chunker:
                 self._problems.extend(exc.problems)
                 return None
         key = op.member.id if type(op) is Add else op.id
-        ops = self._ops
-        if len(ops) >= self._size and key not in ops:
+        entries = self._entries
+        if len(entries) >= self._size and key not in entries:
             chunk = self._close(last=self.read - 1)
-            self._ops[key] = op
+            self._entries[key] = self._entry(op)
             return chunk
-        ops[key] = op
+        entries[key] = self._entry(op)
         return None
 
     def flush(self) -> Chunk | None:
-        return self._close(last=self.read) if self._ops or self._problems else None
+        return self._close(last=self.read) if self._entries or self._problems else None
 
     def _close(self, *, last: int) -> Chunk:
         if self._problems:
             problems, self._problems = self._problems, []
             raise ValidationError(problems)
-        chunk = Chunk(self._seq, self._ops, first=self._first, last=last)
+        chunk = Chunk(self._seq, self._entries, first=self._first, last=last)
         self._seq += 1
         self._first = last + 1
-        self._ops = {}
+        self._entries = {}
         return chunk
 
 
 @attrs.define
 class _Flight:
     """A chunk on its way. It keeps the chunk's ids only (a dict of them, for set tests in C):
-    the operations, their members and attributes are freed once sent, while Batch indexes."""
+    the entries are freed once sent, while the provider indexes the write."""
 
     seq: int
     first: int
@@ -454,30 +469,28 @@ class _Engine:
     async def dispatch(self, chunk: Chunk, tg: anyio.abc.TaskGroup) -> None:
         """Start ``chunk`` once no earlier unsettled chunk shares an id with it."""
         # Set operations run in C: one test per chunk, and a search only when it overlaps.
-        keys = chunk.ops.keys()
+        keys = chunk.entries.keys()
         if not self._open_ids.isdisjoint(keys):
             for flight in [f for f in self._open if not f.ids.keys().isdisjoint(keys)]:
                 await self._settle_flight(flight)
         await self._slots.acquire()
-        try:
-            payload = self._plan.encode(chunk.ops)
-        except BaseException:
-            self._slots.release()
-            raise
         flight = _Flight(chunk.seq, chunk.first, chunk.last, CallStats(), dict.fromkeys(keys))
         self._open.append(flight)
         self._open_ids.update(keys)
         self.tally.emit(
             ChunkSent(
-                chunk=chunk.seq, size=len(keys), first=chunk.first, last=chunk.last, ops=chunk.ops
+                chunk=chunk.seq, size=len(keys), first=chunk.first, last=chunk.last,
+                ids=tuple(keys),
             )
-        )
-        tg.start_soon(self._run, flight, payload, tg)
+        )  # fmt: skip
+        tg.start_soon(self._run, flight, chunk.entries, tg)
 
-    async def _run(self, flight: _Flight, payload: object, tg: anyio.abc.TaskGroup) -> None:
+    async def _run(
+        self, flight: _Flight, entries: Mapping[str, object], tg: anyio.abc.TaskGroup
+    ) -> None:
         try:
             try:
-                outcome = await self._plan.send(payload, flight.stats)
+                outcome = await self._plan.send(entries, flight.stats)
             except AudienceKitError as exc:
                 outcome = self._failed(flight.ids, exc)
             else:
@@ -485,7 +498,7 @@ class _Engine:
                     # Reported before anything else can run, so that a caller checkpointing
                     # the handle cannot be cancelled before it learns of it.
                     self._accepted(flight, outcome)
-            del payload  # only the ids are kept while the write is indexed
+            del entries  # only the ids are kept while the write is indexed
             if outcome.pending and self._wait and outcome.handle not in self.tally.timed_out:
                 assert outcome.handle is not None
                 outcome = await self._settled(flight, outcome.handle)
@@ -582,7 +595,7 @@ async def run_bulk(
 
     tally = _Tally(on_progress)
     engine = _Engine(audience_id=audience_id, plan=plan, wait=wait, tally=tally)
-    chunker = _Chunker(plan.chunk_size, prepare, checked=checked)
+    chunker = _Chunker(plan.chunk_size, prepare, plan.entry, checked=checked)
     stopped: Exception | None = None
     async with anyio.create_task_group() as tg:
         # Nothing raised here escapes the task group (it would come out wrapped in an

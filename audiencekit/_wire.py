@@ -81,11 +81,22 @@ def read_json(response: httpx.Response, *, provider: str) -> Any:
         ) from None
 
 
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def dumps(data: Any) -> bytes:
     """Compact UTF-8 JSON. (Values are checked before they get here: no NaN, no infinities.)"""
     if _fast_dumps is not None:
         return _fast_dumps(data)
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return _encoder.encode(data).encode()
+
+
+def dumps_text(data: Any) -> str:
+    """Compact JSON as text, for small values kept a while: orjson's bytes each keep a block
+    of several kilobytes (a million of them, gigabytes); decoded, they are freed at once."""
+    if _fast_dumps is not None:
+        return _fast_dumps(data).decode()
+    return _encoder.encode(data)
 
 
 def utc(when: datetime) -> datetime:

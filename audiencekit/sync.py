@@ -199,6 +199,7 @@ class _Checkpoint:
         self._positions: list[tuple[int, int]] = []  # (operation number, source position)
         self._spans: dict[int, tuple[int, int]] = {}  # chunk -> source positions it covers
         self._fingerprints: dict[int, dict[str, str]] = {}  # chunks in flight
+        self._unsent: dict[str, str] = {}  # fingerprints of operations read, not yet sent
 
     def save(self) -> None:
         if self.state is not None:
@@ -231,6 +232,17 @@ class _Checkpoint:
             self._positions.append((number, position))
             yield member
 
+    def remember(self, op: Add, canonical: Callable[[Operation], Operation]) -> Add:
+        """Note what ``op`` sets, under the id the target knows it by, to record it in the
+        state store once its chunk is applied (a target that cannot list only)."""
+        if self.scope is not None:
+            try:
+                key = canonical(op).id
+            except ValidationError:
+                return op  # refused by the target's checks: the call fails before sending it
+            self._unsent[key] = fingerprint(op.member.attributes)
+        return op
+
     def _position(self, number: int) -> int:
         for seen, position in self._positions:
             if seen == number:
@@ -246,10 +258,9 @@ class _Checkpoint:
             self._spans[event.chunk] = span
             self.counts["sent"] += event.size
             if self.scope is not None:
+                unsent = self._unsent
                 self._fingerprints[event.chunk] = {
-                    k: fingerprint(op.member.attributes)
-                    for k, op in event.ops.items()
-                    if isinstance(op, Add)
+                    k: fp for k in event.ids if (fp := unsent.pop(k, None)) is not None
                 }
             return
         if isinstance(event, ChunkAccepted):
@@ -364,7 +375,7 @@ async def migrate(
 
     async def operations() -> AsyncIterator[Operation]:
         async for member in checkpoint.members(source.iter_members(source_audience)):
-            yield Add(mapping(member))
+            yield checkpoint.remember(Add(mapping(member)), target.prepare)
 
     resumed_from = checkpoint.cursor
     # A poll timeout propagates: the checkpoint holds the tokens, and resume=True waits for them.

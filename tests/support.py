@@ -155,10 +155,8 @@ class TokenBackend(BaseBackend):
         await self.transport.aclose()
 
     def _plan(self, audience_id: str) -> BulkPlan[dict[str, Any]]:
-        def encode(ops: Mapping[str, Operation]) -> dict[str, Any]:
-            return {"name": audience_id, "ids": [_wire(op) for op in ops.values()]}
-
-        async def send(body: dict[str, Any], stats: CallStats) -> ChunkOutcome:
+        async def send(entries: Mapping[str, dict[str, Any]], stats: CallStats) -> ChunkOutcome:
+            body = {"name": audience_id, "ids": list(entries.values())}
             response = await self.transport.request(
                 "POST", "/update", json=body, replay_safe=True, stats=stats
             )
@@ -189,7 +187,7 @@ class TokenBackend(BaseBackend):
             return ChunkOutcome(handle=token, failed=failed)
 
         return BulkPlan(
-            encode=encode,
+            entry=_wire,
             send=send,
             settle=settle,
             chunk_size=self.chunk_size,

@@ -15,7 +15,7 @@ import anyio
 import attrs
 
 from .._base import BaseBackend, prepared_members
-from .._bulk import BulkPlan, ChunkOutcome
+from .._bulk import BulkPlan, ChunkOutcome, keep_operation
 from .._http import CallStats
 from .._pages import AsyncPager, Page
 from .._poll import PollPolicy, wait_until
@@ -207,7 +207,7 @@ class FakeBackend(BaseBackend):
 
     # -- bulk -----------------------------------------------------------------------------------
 
-    def _plan(self, audience_id: str) -> BulkPlan[Mapping[str, Operation]]:
+    def _plan(self, audience_id: str) -> BulkPlan[Operation]:
         async def send(ops: Mapping[str, Operation], stats: CallStats) -> ChunkOutcome:
             self._record("write", audience_id, list(ops))
             stats.requests += 1
@@ -238,7 +238,7 @@ class FakeBackend(BaseBackend):
             return ChunkOutcome(handle=token, failed=failed)
 
         return BulkPlan(
-            encode=lambda ops: ops,
+            entry=keep_operation,
             send=send,
             settle=settle,
             chunk_size=self.chunk_size,

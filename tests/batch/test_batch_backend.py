@@ -24,6 +24,7 @@ from audiencekit import (
     Url,
     ValidationError,
     WriteReplacedError,
+    _wire,
 )
 from audiencekit.providers import open_backend
 from audiencekit.providers.batch import BatchBackend
@@ -142,6 +143,35 @@ async def test_attributes_become_batch_typed_attributes(
             }
         ]
     ]
+    requests_validate(emulators)
+
+
+@pytest.mark.parametrize("codec", ["fast", "stdlib"])
+async def test_every_operation_reaches_batch_as_written_with_either_codec(
+    backend: BatchBackend, emulators: EmulatorServer, codec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each operation is encoded as it is read and the chunk's body is joined from the pieces.
+    if codec == "stdlib":
+        monkeypatch.setattr(_wire, "_fast_dumps", None)
+    elif _wire._fast_dumps is None:
+        pytest.skip("orjson is not installed")
+    await backend.create_audience("codec")
+    ops = [
+        Add(Member('quote"back\\slash', attributes={"note": 'say "hi"\n', "n": 1})),
+        Add(Member("ü-ñ-日本", attributes={"city": "Zürich", "tags": ["é"]})),
+        Add(Member("plain")),
+        Remove("gone"),
+    ]
+    await backend.apply("codec", ops)
+    assert updates(emulators) == [
+        [
+            {"action": "add", "id": 'quote"back\\slash',
+             "attributes": {"note": 'say "hi"\n', "n": 1}},
+            {"action": "add", "id": "ü-ñ-日本", "attributes": {"city": "Zürich", "tags": ["é"]}},
+            {"action": "add", "id": "plain"},
+            {"action": "remove", "id": "gone"},
+        ]
+    ]  # fmt: skip
     requests_validate(emulators)
 
 

@@ -18,7 +18,7 @@ from ..._bulk import BulkPlan, ChunkOutcome, Settler
 from ..._http import CallStats, Clock, RetryPolicy, Sleep
 from ..._pages import AsyncPager
 from ..._poll import PollPolicy, wait_until
-from ..._wire import dumps
+from ..._wire import dumps_text
 from ...backend import Capabilities, Members
 from ...errors import APIError, Problem, ValidationError, WriteReplacedError
 from ...models import Add, Audience, BulkResult, Channel, IndexingState, Member, Operation
@@ -30,8 +30,8 @@ from .wire import (
     BatchAudience,
     check_audience_name,
     check_member,
-    encode_attributes,
-    encode_operation,
+    encode_replace_entry,
+    encode_update_entry,
 )
 
 __all__ = ["DEFAULT_POLL", "BatchBackend"]
@@ -179,20 +179,12 @@ class BatchBackend(BaseBackend):
                 ]
             )
 
-        def encode(ops: Mapping[str, Operation]) -> list[dict[str, Any]]:
-            return [
-                {"id": op.id, "attributes": encode_attributes(op.member.attributes)}
-                if isinstance(op, Add) and op.member.attributes
-                else {"id": op.id}
-                for op in ops.values()
-            ]
-
-        async def send(ids: list[dict[str, Any]], stats: CallStats) -> ChunkOutcome:
-            token = await self.client.replace(audience_id, ids, stats=stats)
+        async def send(entries: Mapping[str, dict[str, Any]], stats: CallStats) -> ChunkOutcome:
+            token = await self.client.replace(audience_id, list(entries.values()), stats=stats)
             return ChunkOutcome(handle=token, pending=True)
 
         plan = BulkPlan(
-            encode=encode,
+            entry=encode_replace_entry,
             send=send,
             settle=self._settler(audience_id),
             chunk_size=MAX_IDS,
@@ -203,22 +195,22 @@ class BatchBackend(BaseBackend):
 
     # -- bulk ---------------------------------------------------------------------------------
 
-    def _plan(self, audience_id: str) -> BulkPlan[bytes]:
+    def _plan(self, audience_id: str) -> BulkPlan[str]:
         _check_id(audience_id)
         client = self.client
+        head = '{"name":' + dumps_text(audience_id) + ',"ids":['
 
-        def encode(ops: Mapping[str, Operation]) -> bytes:
-            return dumps({"name": audience_id, "ids": list(map(encode_operation, ops.values()))})
-
-        async def send(body: bytes, stats: CallStats) -> ChunkOutcome:
+        async def send(entries: Mapping[str, str], stats: CallStats) -> ChunkOutcome:
+            body = "".join((head, ",".join(entries.values()), "]}")).encode()
             # A cancellation waits for the answer: a write either was not sent, or its token
             # is known (and reported at once, for checkpoints), never lost in between.
             with anyio.CancelScope(shield=True):
                 token = await client.update_raw(audience_id, body, stats=stats)
             return ChunkOutcome(handle=token, pending=True)
 
+        # Each operation is kept as its JSON: a chunk holds text, not a member and its parts.
         return BulkPlan(
-            encode=encode,
+            entry=encode_update_entry,
             send=send,
             settle=self._settler(audience_id),
             chunk_size=self.chunk_size,

@@ -14,9 +14,9 @@ import attrs
 import httpx
 
 from ..._http import ErrorDetail
-from ..._wire import is_finite_number, is_text, make_converter, utc
+from ..._wire import dumps_text, is_finite_number, is_text, make_converter, utc
 from ...errors import APIStatusError, ConflictError, NotFoundError, Problem
-from ...models import AttributeValue, IndexingState, Member, Operation, Remove, Url
+from ...models import Add, AttributeValue, IndexingState, Member, Operation, Remove, Url
 
 __all__ = [
     "MAX_ATTRIBUTES",
@@ -25,7 +25,8 @@ __all__ = [
     "check_audience_name",
     "check_member",
     "encode_attributes",
-    "encode_operation",
+    "encode_replace_entry",
+    "encode_update_entry",
     "error_detail",
     "parse_datetime",
 ]
@@ -161,19 +162,28 @@ def encode_attributes(attributes: Mapping[str, AttributeValue]) -> Mapping[str, 
     return wire
 
 
-def encode_operation(op: Operation) -> dict[str, Any]:
-    """One element of an update call's ``ids``."""
+def encode_update_entry(op: Operation) -> str:
+    """One element of an update call's ``ids``, as JSON."""
     if type(op) is Remove:
-        return {"action": "remove", "id": op.id}
+        return dumps_text({"action": "remove", "id": op.id})
     member = op.member  # type: ignore[union-attr]
     attributes = member.attributes
     if not attributes:
-        return {"action": "add", "id": member.id}
+        return dumps_text({"action": "add", "id": member.id})
     for value in attributes.values():  # the common case: sent as they are
         if type(value) not in _SCALARS:
             attributes = encode_attributes(attributes)
             break
-    return {"action": "add", "id": member.id, "attributes": attributes}
+    return dumps_text({"action": "add", "id": member.id, "attributes": attributes})
+
+
+def encode_replace_entry(op: Operation) -> dict[str, Any]:
+    """One element of a replace call's ``ids`` (a replace only adds)."""
+    assert isinstance(op, Add), "a replace is made of adds"
+    attributes = op.member.attributes
+    if attributes:
+        return {"id": op.id, "attributes": encode_attributes(attributes)}
+    return {"id": op.id}
 
 
 #: Error codes whose meaning is clearer than their status (the codes are the emulator's and

@@ -17,7 +17,7 @@ import anyio
 import httpx
 
 from ..._base import BaseBackend
-from ..._bulk import BulkPlan, ChunkOutcome, create_once, fan_out
+from ..._bulk import BulkPlan, ChunkOutcome, create_once, fan_out, keep_operation
 from ..._http import CallStats, Clock, RetryPolicy, Sleep
 from ..._pages import AsyncPager
 from ...backend import Capabilities
@@ -214,7 +214,7 @@ class DexatelBackend(BaseBackend):
 
     # -- bulk ---------------------------------------------------------------------------------
 
-    def _plan(self, audience_id: str) -> BulkPlan[Mapping[str, Operation]]:
+    def _plan(self, audience_id: str) -> BulkPlan[Operation]:
         client = self.client
         directory = _Directory(client, audience_id)
         attempts = client.transport.retry.max_retries + 1
@@ -266,9 +266,7 @@ class DexatelBackend(BaseBackend):
             return await fan_out(ops, apply_one, limit=self.concurrency)
 
         # One request (or a few) per contact: the operations themselves are what is sent.
-        return BulkPlan(
-            encode=lambda ops: ops, send=send, chunk_size=self.chunk_size, concurrency=2
-        )
+        return BulkPlan(entry=keep_operation, send=send, chunk_size=self.chunk_size, concurrency=2)
 
     def _refine(self, op: Operation) -> Operation:
         return _refine(op)
