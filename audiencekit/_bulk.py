@@ -19,6 +19,7 @@ from collections.abc import (
     Callable,
     Collection,
     Iterable,
+    Iterator,
     Mapping,
     Sequence,
 )
@@ -280,25 +281,33 @@ class _Chunker:
         self._first = 1
         self.read = 0
 
-    def feed(self, op: Operation) -> Chunk | None:
-        """Take one operation; return the chunk it closed, if it closed one."""
-        self.read += 1
-        if not self._checked:
-            try:
-                op = check_operation(op)
-                if self._prepare is not None:
-                    op = self._prepare(op)
-            except ValidationError as exc:
-                self._problems.extend(exc.problems)
-                return None
-        key = op.member.id if type(op) is Add else op.id
-        entries = self._entries
-        if len(entries) >= self._size and key not in entries:
-            chunk = self._close(last=self.read - 1)
-            self._entries[key] = self._entry(op)
-            return chunk
-        entries[key] = self._entry(op)
-        return None
+    def take(self, ops: Iterable[Operation]) -> Iterator[Chunk]:
+        """Read ``ops`` and yield each chunk that fills up. The loop of every operation of a
+        bulk call: its state sits in locals, written back before each yield and at the end."""
+        size, prepare, entry, checked = self._size, self._prepare, self._entry, self._checked
+        entries, read = self._entries, self.read
+        try:
+            for op in ops:
+                read += 1
+                if not checked:
+                    try:
+                        op = check_operation(op)
+                        if prepare is not None:
+                            op = prepare(op)
+                    except ValidationError as exc:
+                        self._problems.extend(exc.problems)
+                        continue
+                key = op.member.id if type(op) is Add else op.id
+                if len(entries) >= size and key not in entries:
+                    self.read = read
+                    chunk = self._close(last=read - 1)
+                    entries = self._entries
+                    entries[key] = entry(op)
+                    yield chunk
+                else:
+                    entries[key] = entry(op)
+        finally:
+            self.read = read
 
     def flush(self) -> Chunk | None:
         return self._close(last=self.read) if self._entries or self._problems else None
@@ -625,17 +634,16 @@ async def _pump(
     tally = engine.tally
     if isinstance(ops, AsyncIterable):
         async for op in ops:
-            if (chunk := chunker.feed(op)) is not None:
+            for chunk in chunker.take((op,)):
                 tally.read = chunker.read
                 await engine.dispatch(chunk, tg)
     else:
-        for op in ops:
-            if (chunk := chunker.feed(op)) is not None:
-                tally.read = chunker.read
-                await engine.dispatch(chunk, tg)
+        for chunk in chunker.take(ops):
+            tally.read = chunker.read
+            await engine.dispatch(chunk, tg)
     tally.read = chunker.read
-    if (chunk := chunker.flush()) is not None:
-        await engine.dispatch(chunk, tg)
+    if (rest := chunker.flush()) is not None:
+        await engine.dispatch(rest, tg)
 
 
 async def settle_pending(
