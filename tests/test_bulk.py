@@ -327,6 +327,9 @@ async def test_progress_events_account_for_every_chunk(
     sent = [e for e in events if isinstance(e, ChunkSent)]
     done = [e for e in events if isinstance(e, ChunkDone)]
     assert sorted(e.size for e in sent) == [5_001, 10_000, 10_000]
+    assert [len(e.ids) for e in sent] == [e.size for e in sent]
+    assert sorted(i for e in sent for i in e.ids) == sorted(f"u{i}" for i in range(25_001))
+    assert [e.ids for e in sent] == [next(d.ids for d in done if d.chunk == e.chunk) for e in sent]
     assert len(done) == 3
     assert done[-1].applied_total == 25_001
     assert done[-1].operations_read == 25_001
