@@ -143,8 +143,8 @@ class BulkPlan(Generic[E]):
     """How a provider applies a chunk of operations (one per id, the last of each).
 
     ``entry`` turns each operation, as it is read and checked, into what the chunk keeps for it
-    until it is sent: its wire form, say, so that a chunk holds compact bytes rather than a
-    member, its attributes and its operation each. ``send`` transmits a chunk's entries (by id)
+    until it is sent: its wire form, say, so that a chunk holds compact text rather than an
+    operation, its member and its attributes each. ``send`` transmits a chunk's entries (by id)
     and reports what became of them, passing ``stats`` to each request it makes; a provider
     whose writes are applied later answers ``pending`` with a handle, which ``settle`` waits for.
     """
