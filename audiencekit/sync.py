@@ -233,14 +233,15 @@ class _Checkpoint:
             yield member
 
     def remember(self, op: Add, canonical: Callable[[Operation], Operation]) -> Add:
-        """Note what ``op`` sets, under the id the target knows it by, to record it in the
-        state store once its chunk is applied (a target that cannot list only)."""
+        """Note what ``op`` sets, in the target's canonical form, to record it in the state
+        store once its chunk is applied (a target that cannot list only)."""
         if self.scope is not None:
             try:
-                key = canonical(op).id
+                sent = canonical(op)
             except ValidationError:
                 return op  # refused by the target's checks: the call fails before sending it
-            self._unsent[key] = fingerprint(op.member.attributes)
+            assert isinstance(sent, Add)
+            self._unsent[sent.id] = fingerprint(sent.member.attributes)
         return op
 
     def _position(self, number: int) -> int:
