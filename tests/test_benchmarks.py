@@ -1,0 +1,39 @@
+"""The benchmark command runs end to end (at a hundredth of its sizes): it is the one command the
+README's performance table comes from, so it must not rot between the times it is run in full."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.mark.slow
+def test_the_benchmarks_run_and_count_what_they_should() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--scale", "0.01", "--repeat", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    row = re.compile(r"^(.+?)\s+([\d,.]+)\s+([\d,.]+)\s+[\d.]+  \S.*$", re.MULTILINE)
+    rows = {
+        match[1].strip(): (float(match[2].replace(",", "")), float(match[3].replace(",", "")))
+        for match in row.finditer(done.stdout)
+    }
+    # 10,000 adds: one update call and one view each side; 1,000 contacts: 10 pages each side.
+    assert rows["batch update calls"] == (1, 1)
+    assert rows["batch view calls"] == (1, 1)
+    assert rows["dexatel read 1,000: list requests"] == (10, 10)
+    assert {
+        "batch client CPU s (vs B)",
+        "batch CPU s, typed input alone (vs B)",
+        "peak RSS MB, 50,000 vs 5,000 ops",
+        "dexatel add 50 at 200 req/s: wall s",
+        "import ms (audiencekit vs httpx)",
+    } <= set(rows)
+    assert all(ours > 0 and base > 0 for ours, base in rows.values())
