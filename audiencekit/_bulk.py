@@ -467,7 +467,6 @@ class _Engine:
     def __init__(self, *, audience_id: str, plan: BulkPlan[Any], wait: bool, tally: _Tally) -> None:
         self._audience_id = audience_id
         self._plan = plan
-        self._settle = plan.settle
         self._wait = wait
         self._slots = anyio.Semaphore(plan.concurrency)
         self._open: list[_Flight] = []  # running, or sent and not yet settled
@@ -531,7 +530,7 @@ class _Engine:
         )  # fmt: skip
 
     def _failed(self, ids: Collection[str], exc: AudienceKitError) -> ChunkOutcome:
-        outcome = outcome_of(ids, exc, resumable=self._settle is not None)
+        outcome = outcome_of(ids, exc, resumable=self._plan.settle is not None)
         if outcome.pending:
             assert outcome.handle is not None
             self.tally.timed_out.append(outcome.handle)
@@ -539,9 +538,10 @@ class _Engine:
 
     async def _settled(self, flight: _Flight, handle: str) -> ChunkOutcome:
         """What the provider's settler makes of the chunk accepted under ``handle``."""
-        assert self._settle is not None, "a provider that leaves chunks pending must settle them"
+        settle = self._plan.settle
+        assert settle is not None, "a provider that leaves chunks pending must settle them"
         try:
-            return await self._settle(handle, tuple(flight.ids), flight.stats)
+            return await settle(handle, tuple(flight.ids), flight.stats)
         except AudienceKitError as exc:
             return self._failed(flight.ids, exc)
 
