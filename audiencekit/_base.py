@@ -28,7 +28,7 @@ from ._bulk import (
 )
 from ._pages import AsyncPager
 from .backend import AudienceBackend, Capabilities, Ids, Members, Operations
-from .errors import Problem, UnsupportedFeatureError, ValidationError
+from .errors import PollTimeoutError, Problem, UnsupportedFeatureError, ValidationError
 from .models import Add, Audience, BulkResult, Channel, Member, Operation, PendingChunk, Remove
 
 __all__ = ["BaseBackend", "aiterate", "map_items", "prepared_members"]
@@ -171,13 +171,17 @@ class BaseBackend:
 
     async def wait(
         self,
-        pending: Sequence[PendingChunk] | BulkResult,
+        pending: Sequence[PendingChunk] | BulkResult | PollTimeoutError,
         *,
         on_progress: ProgressCallback | None = None,
         raise_on_failure: bool = True,
     ) -> BulkResult:
-        """Wait for chunks sent earlier with ``wait=False`` (or left by a timed-out call)."""
-        chunks = pending.pending if isinstance(pending, BulkResult) else tuple(pending)
+        """Wait for chunks sent earlier with ``wait=False``, or left unconfirmed by a call that
+        raised :class:`PollTimeoutError`: pass the chunks, a result, or the error itself."""
+        if isinstance(pending, (BulkResult, PollTimeoutError)):
+            chunks = pending.pending
+        else:
+            chunks = tuple(pending)
         if chunks:
             self.capabilities.require(self.provider, "deferred_writes")
 

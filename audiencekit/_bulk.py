@@ -12,6 +12,7 @@ concurrent writes in any order.
 
 from __future__ import annotations
 
+import math
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -34,9 +35,11 @@ from .errors import (
     APIConnectionError,
     APIStatusError,
     AudienceKitError,
+    BadRequestError,
     InternalServerError,
     PollTimeoutError,
     Problem,
+    UnexpectedResponseError,
     ValidationError,
 )
 from .models import Add, BulkResult, Member, Operation, PendingChunk, Remove
@@ -57,6 +60,8 @@ __all__ = [
 ]
 
 Operations: TypeAlias = Iterable[Operation] | AsyncIterable[Operation]
+#: A part of a chunk in the tally: the chunk's number, the part's number.
+Key: TypeAlias = tuple[int, int]
 T = TypeVar("T")
 E = TypeVar("E")
 
@@ -167,7 +172,7 @@ def is_ambiguous(error: BaseException) -> bool:
         return error.request_sent
     if isinstance(error, APIStatusError):
         return isinstance(error, InternalServerError) or error.status == 408
-    return isinstance(error, PollTimeoutError)
+    return isinstance(error, (PollTimeoutError, UnexpectedResponseError))
 
 
 async def fan_out(
@@ -324,6 +329,15 @@ class _Chunker:
 
 
 @attrs.define
+class _Part:
+    """Some ids of a chunk and what became of them. A chunk is one part, unless the provider
+    refused it and it was split to find the ids it refused for."""
+
+    ids: Mapping[str, None]
+    outcome: ChunkOutcome
+
+
+@attrs.define
 class _Flight:
     """A chunk on its way. It keeps the chunk's ids only (a dict of them, for set tests in C):
     the entries are freed once sent, while the provider indexes the write."""
@@ -334,20 +348,26 @@ class _Flight:
     stats: CallStats
     ids: Mapping[str, None]
     done: anyio.Event = attrs.field(factory=anyio.Event)
-    outcome: ChunkOutcome | None = None
+    parts: list[_Part] = attrs.field(factory=list)
     settled: bool = False
 
 
-def outcome_of(ids: Iterable[str], error: AudienceKitError, *, resumable: bool) -> ChunkOutcome:
-    """The outcome of a chunk whose call raised ``error``.
+def split_budget(size: int) -> int:
+    """The most requests a refused chunk of ``size`` ids may cost while it is split to find the
+    ids refused: two a halving, for about four bad ids (one costs 28 in 10,000)."""
+    return 8 * math.ceil(math.log2(max(size, 2))) + 8
 
-    A poll timeout of a resumable chunk leaves it pending (its handle can be waited for later);
-    otherwise every id is failed, or unknown when the provider may have applied it anyway.
-    """
-    if isinstance(error, PollTimeoutError) and error.pending and resumable:
-        return ChunkOutcome(handle=error.pending[0], pending=True)
+
+def outcome_of(ids: Iterable[str], error: AudienceKitError) -> ChunkOutcome:
+    """The outcome of a chunk whose sending raised ``error``: every id failed, or unknown when
+    the provider may have applied it anyway."""
     bucket = dict.fromkeys(ids, error)
     return ChunkOutcome(unknown=bucket) if is_ambiguous(error) else ChunkOutcome(failed=bucket)
+
+
+def _same_reason(a: BadRequestError, b: BadRequestError) -> bool:
+    """Two refusals for one reason: not about particular ids, so splitting further is futile."""
+    return (type(a), a.code, a.message) == (type(b), b.code, b.message)
 
 
 class _Tally:
@@ -359,51 +379,61 @@ class _Tally:
         self.applied = 0
         self.failed: dict[str, AudienceKitError] = {}
         self.unknown: dict[str, AudienceKitError] = {}
-        self.pending: dict[int, PendingChunk] = {}
-        self.handles: dict[int, str] = {}
-        self.timed_out: list[str] = []
+        self.pending: dict[Key, PendingChunk] = {}
+        self.handles: dict[Key, str] = {}
+        #: Accepted chunks whose state could not be confirmed, by handle: why (None: the
+        #: deadline passed).
+        self.unconfirmed: dict[str, AudienceKitError | None] = {}
         self.chunks = 0
         self.retries = 0
         self.polls = 0
         self.read = 0
-        self._counted: dict[int, tuple[int, int]] = {}  # pending chunk -> (retries, polls)
+        self._counted: dict[Key, tuple[int, int, int]] = {}  # pending part -> its counts
 
     def emit(self, event: ProgressEvent) -> None:
         if self._on_progress is not None:
             self._on_progress(event)
 
+    def unconfirmed_outcome(self, handle: str, error: AudienceKitError) -> ChunkOutcome:
+        """An accepted chunk whose state could not be learned stays pending under its handle."""
+        self.unconfirmed[handle] = None if isinstance(error, PollTimeoutError) else error
+        return ChunkOutcome(handle=handle, pending=True)
+
     def record(
         self,
+        key: Key,
         seq: int,
         audience_id: str,
         ids: Collection[str],
         outcome: ChunkOutcome,
-        stats: CallStats,
+        stats: CallStats | None,
     ) -> None:
-        """Account for one chunk. A pending chunk recorded again (once settled) replaces its
+        """Account for one part of chunk ``seq``; the first part of a chunk brings its
+        ``stats``, the others None. A pending part recorded again (once settled) replaces its
         first record."""
-        if seq in self._counted:
-            retries, polls = self._counted.pop(seq)
-            self.pending.pop(seq, None)
-            self.chunks -= 1
+        if key in self._counted:
+            chunks, retries, polls = self._counted.pop(key)
+            self.pending.pop(key, None)
+            self.chunks -= chunks
             self.retries -= retries
             self.polls -= polls
-        self.chunks += 1
-        self.retries += stats.retries
-        self.polls += stats.polls
+        counts = (1, stats.retries, stats.polls) if stats is not None else (0, 0, 0)
+        self.chunks += counts[0]
+        self.retries += counts[1]
+        self.polls += counts[2]
         if outcome.handle is not None:
-            self.handles[seq] = outcome.handle
+            self.handles[key] = outcome.handle
         if self.failed or self.unknown:  # a later outcome of an id replaces an earlier one
-            for key in ids:
-                self.failed.pop(key, None)
-                self.unknown.pop(key, None)
+            for id_ in ids:
+                self.failed.pop(id_, None)
+                self.unknown.pop(id_, None)
         pending = 0
         if outcome.pending:
             assert outcome.handle is not None
-            self.pending[seq] = PendingChunk(
+            self.pending[key] = PendingChunk(
                 handle=outcome.handle, audience_id=audience_id, ids=tuple(ids)
             )
-            self._counted[seq] = (stats.retries, stats.polls)
+            self._counted[key] = counts
             pending = len(ids)
         unknown = {k: v for k, v in outcome.unknown.items() if k not in outcome.failed}
         self.failed.update(outcome.failed)
@@ -434,9 +464,9 @@ class _Tally:
             applied=self.applied,
             failed=self.failed,
             unknown=self.unknown,
-            pending=tuple(chunk for _, chunk in sorted(self.pending.items())),
+            pending=tuple(self.pending[key] for key in sorted(self.pending)),
             operations=operations,
-            handles=tuple(handle for _, handle in sorted(self.handles.items())),
+            handles=tuple(self.handles[key] for key in sorted(self.handles)),
             chunks=self.chunks,
             retries=self.retries,
             polls=self.polls,
@@ -444,13 +474,22 @@ class _Tally:
         )
 
     def finish(self, result: BulkResult, *, raise_on_failure: bool) -> BulkResult:
-        if self.timed_out:
+        unconfirmed = [chunk for chunk in result.pending if chunk.handle in self.unconfirmed]
+        if unconfirmed:
+            causes = {h: e for h, e in self.unconfirmed.items() if e is not None}
+            why = (
+                f"checking their state failed: {next(iter(causes.values()))}"
+                if causes
+                else "they were still being applied when the wait ended"
+            )
             raise PollTimeoutError(
-                f"{len(self.timed_out)} chunk(s) were accepted but not confirmed applied in "
-                "time; wait for result.pending to resume",
-                pending=self.timed_out,
+                f"{len(unconfirmed)} accepted chunk(s), "
+                f"{sum(len(c.ids) for c in unconfirmed):,} ids, are not confirmed applied: "
+                f"{why}. Nothing is lost: pass this error to the backend's wait() to resume",
+                pending=unconfirmed,
                 waited=result.elapsed,
                 result=result,
+                causes=causes,
             )
         if raise_on_failure:
             result.raise_for_failures()
@@ -497,21 +536,12 @@ class _Engine:
         self, flight: _Flight, entries: Mapping[str, object], tg: anyio.abc.TaskGroup
     ) -> None:
         try:
-            try:
-                outcome = await self._plan.send(entries, flight.stats)
-            except AudienceKitError as exc:
-                outcome = self._failed(flight.ids, exc)
-            else:
-                if outcome.pending:
-                    # Reported before anything else can run, so that a caller checkpointing
-                    # the handle cannot be cancelled before it learns of it.
-                    self._accepted(flight, outcome)
+            flight.parts = await self._send(flight, entries, flight.ids)
             del entries  # only the ids are kept while the write is indexed
-            if outcome.pending and self._wait and outcome.handle not in self.tally.timed_out:
-                assert outcome.handle is not None
-                outcome = await self._settled(flight, outcome.handle)
-            flight.outcome = outcome
-            if outcome.pending:
+            if self._wait:
+                for part in flight.parts:
+                    await self._settle_part(flight, part)
+            if any(part.outcome.pending for part in flight.parts):
                 self._record(flight)
             else:
                 self._finish(flight)
@@ -522,40 +552,94 @@ class _Engine:
             self._slots.release()
             flight.done.set()
 
-    def _accepted(self, flight: _Flight, outcome: ChunkOutcome) -> None:
+    async def _send(
+        self, flight: _Flight, entries: Mapping[str, object], ids: Mapping[str, None]
+    ) -> list[_Part]:
+        """Send a chunk; when the provider refuses it (400: nothing was applied), split it to
+        find the ids it refuses, so that only they fail."""
+        try:
+            outcome = await self._plan.send(entries, flight.stats)
+        except BadRequestError as exc:
+            if len(ids) < 2:
+                return [_Part(ids, outcome_of(ids, exc))]
+            budget = [split_budget(len(ids))]
+            return await self._split(flight, entries, exc, budget)
+        except AudienceKitError as exc:
+            return [_Part(ids, outcome_of(ids, exc))]
+        if outcome.pending:
+            # Reported before anything else can run, so that a caller checkpointing the
+            # handle cannot be cancelled before it learns of it.
+            self._accepted(flight, ids, outcome)
+        return [_Part(ids, outcome)]
+
+    async def _split(
+        self,
+        flight: _Flight,
+        entries: Mapping[str, object],
+        error: BadRequestError,
+        budget: list[int],
+    ) -> list[_Part]:
+        """Send the halves of a refused chunk, and split again each half refused for its own
+        reason, while ``budget`` (requests) lasts; a half refused for the reason the other
+        half was is not about particular ids, and fails whole."""
+        keys = list(entries)
+        halves = [keys[: len(keys) // 2], keys[len(keys) // 2 :]]
+        parts: list[_Part] = []
+        refused: list[tuple[dict[str, None], dict[str, object], BadRequestError]] = []
+        for half in halves:
+            ids = dict.fromkeys(half)
+            if budget[0] <= 0:
+                parts.append(_Part(ids, outcome_of(ids, error)))
+                continue
+            budget[0] -= 1
+            sub = {key: entries[key] for key in half}
+            try:
+                outcome = await self._plan.send(sub, flight.stats)
+            except BadRequestError as exc:
+                refused.append((ids, sub, exc))
+                continue
+            except AudienceKitError as exc:
+                outcome = outcome_of(ids, exc)
+            if outcome.pending:
+                self._accepted(flight, ids, outcome)
+            parts.append(_Part(ids, outcome))
+        if len(refused) == 2 and _same_reason(refused[0][2], refused[1][2]):
+            return [_Part(ids, outcome_of(ids, why)) for ids, _, why in refused]
+        for ids, sub, why in refused:
+            if len(ids) == 1:
+                parts.append(_Part(ids, outcome_of(ids, why)))
+            else:
+                parts += await self._split(flight, sub, why, budget)
+        return parts
+
+    def _accepted(self, flight: _Flight, ids: Mapping[str, None], outcome: ChunkOutcome) -> None:
         assert outcome.handle is not None, "a pending outcome needs the handle to settle it by"
         self.tally.emit(
             ChunkAccepted(chunk=flight.seq, handle=outcome.handle, first=flight.first,
-                          last=flight.last, ids=tuple(flight.ids))
+                          last=flight.last, ids=tuple(ids))
         )  # fmt: skip
 
-    def _failed(self, ids: Collection[str], exc: AudienceKitError) -> ChunkOutcome:
-        outcome = outcome_of(ids, exc, resumable=self._plan.settle is not None)
-        if outcome.pending:
-            assert outcome.handle is not None
-            self.tally.timed_out.append(outcome.handle)
-        return outcome
-
-    async def _settled(self, flight: _Flight, handle: str) -> ChunkOutcome:
-        """What the provider's settler makes of the chunk accepted under ``handle``."""
+    async def _settle_part(self, flight: _Flight, part: _Part) -> None:
+        """Wait for a pending part with the provider's settler. A part whose state cannot be
+        learned (the wait ran out, the checks failed) stays pending with its handle: accepted
+        is never turned into failed for want of a confirmation."""
+        handle = part.outcome.handle
+        if not part.outcome.pending or handle is None:
+            return
         settle = self._plan.settle
         assert settle is not None, "a provider that leaves chunks pending must settle them"
+        self.tally.unconfirmed.pop(handle, None)
         try:
-            return await settle(handle, tuple(flight.ids), flight.stats)
+            part.outcome = await settle(handle, tuple(part.ids), flight.stats)
         except AudienceKitError as exc:
-            return self._failed(flight.ids, exc)
+            part.outcome = self.tally.unconfirmed_outcome(handle, exc)
 
     async def _settle_flight(self, flight: _Flight) -> None:
         await flight.done.wait()
         if flight.settled:
             return
-        assert flight.outcome is not None
-        assert flight.outcome.handle is not None
-        handle = flight.outcome.handle
-        if handle in self.tally.timed_out:
-            self.tally.timed_out.remove(handle)
-        outcome = await self._settled(flight, handle)
-        flight.outcome = outcome
+        for part in flight.parts:
+            await self._settle_part(flight, part)
         self._finish(flight)
 
     def _finish(self, flight: _Flight) -> None:
@@ -565,8 +649,11 @@ class _Engine:
         self._record(flight)
 
     def _record(self, flight: _Flight) -> None:
-        assert flight.outcome is not None
-        self.tally.record(flight.seq, self._audience_id, flight.ids, flight.outcome, flight.stats)
+        for index, part in enumerate(flight.parts):
+            self.tally.record(
+                (flight.seq, index), flight.seq, self._audience_id, part.ids, part.outcome,
+                flight.stats if index == 0 else None,
+            )  # fmt: skip
 
 
 async def run_bulk(
@@ -668,10 +755,8 @@ async def settle_pending(
             try:
                 outcome = await settle_for(item.audience_id)(item.handle, item.ids, stats)
             except AudienceKitError as exc:
-                outcome = outcome_of(item.ids, exc, resumable=True)
-                if outcome.pending:
-                    tally.timed_out.append(item.handle)
-            tally.record(seq, item.audience_id, item.ids, outcome, stats)
+                outcome = tally.unconfirmed_outcome(item.handle, exc)
+            tally.record((seq, 0), seq, item.audience_id, item.ids, outcome, stats)
 
     async with anyio.create_task_group() as tg:
         for seq, item in enumerate(pending):

@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import random
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -19,6 +19,7 @@ import anyio
 import attrs
 import httpx
 
+from ._rate import governor_for
 from .errors import (
     APIConnectionError,
     APIStatusError,
@@ -62,9 +63,12 @@ class RetryPolicy:
     initial_delay: float = attrs.field(default=0.5, validator=attrs.validators.ge(0))
     max_delay: float = attrs.field(default=20.0, validator=attrs.validators.ge(0))
     max_retry_after: float = attrs.field(default=120.0, validator=attrs.validators.ge(0))
-    #: Statuses worth another try. 429 is retried for every call (the provider refused it before
-    #: doing anything); the others only for calls that are safe to replay.
-    statuses: frozenset[int] = frozenset({408, 429, 500, 502, 503, 504})
+    #: How long, in all, a request the provider refuses with 429 keeps being sent again. A 429
+    #: is a refusal before anything happened, so it is retried for every call, by time rather
+    #: than by count.
+    rate_limit_timeout: float = attrs.field(default=600.0, validator=attrs.validators.ge(0))
+    #: Other statuses worth another try, for calls that are safe to replay.
+    statuses: frozenset[int] = frozenset({408, 500, 502, 503, 504})
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """The delay before retry number ``attempt + 1`` when the provider gave no Retry-After."""
@@ -72,12 +76,9 @@ class RetryPolicy:
         return rng.uniform(0, ceiling)
 
 
-#: Retry nothing: for callers who do their own.
-NO_RETRY = RetryPolicy(max_retries=0)
-
-
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), or None."""
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), or None for
+    anything else: a missing, malformed, infinite or unrepresentable value never raises."""
     if value is None or not value.strip():
         return None
     value = value.strip()
@@ -86,12 +87,12 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     except ValueError:
         try:
             when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=timezone.utc)
+            seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
-    if math.isnan(seconds):
+    if not math.isfinite(seconds):
         return None
     return max(0.0, seconds)
 
@@ -121,30 +122,32 @@ class CallStats:
     polls: int = 0
 
 
-class _RateLimiter:
-    """Spaces requests to at most ``rate`` a second, allowing bursts of ``burst`` (GCRA)."""
+class _HeaderAuth(httpx.Auth):
+    """Adds the credential headers to each request as httpx sends it, so that no frame of ours
+    holds them in a local variable; its repr shows no value."""
 
-    def __init__(self, rate: float, burst: int, clock: Clock, sleep: Sleep) -> None:
-        self._interval = 1.0 / rate
-        self._burst = burst
-        self._clock = clock
-        self._sleep = sleep
-        self._next = -math.inf
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        self._headers = dict(headers)
 
-    async def acquire(self) -> None:
-        now = self._clock()
-        slot = max(self._next, now - (self._burst - 1) * self._interval)
-        self._next = slot + self._interval
-        if slot > now:
-            await self._sleep(slot - now)
+    def __repr__(self) -> str:
+        return f"<credentials {', '.join(self._headers)}: ***>"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers.update(self._headers)
+        yield request
 
 
 class Transport:
-    """One provider's HTTP connection: auth, retries, rate and concurrency limits, error mapping.
+    """One provider's HTTP connection: auth, retries, the rate governor, concurrency, errors.
 
     ``client`` may be the caller's own ``httpx.AsyncClient``; it is then left open on
     :meth:`aclose`. The auth headers are added per request (never set on the client) and every
     value in them is redacted from logs and exceptions.
+
+    ``rate_limit`` is the ceiling, in requests per second, of the :class:`~audiencekit._rate.
+    RateGovernor` shared by every transport of ``rate_scope`` (the credential the provider
+    counts requests against; all auth header values by default) at this base URL: ``math.inf``
+    for no ceiling (the governor still slows down on 429), ``None`` for no governor at all.
     """
 
     def __init__(
@@ -158,8 +161,8 @@ class Transport:
         timeout: httpx.Timeout | float | None = None,
         retry: RetryPolicy | None = None,
         max_concurrency: int = 8,
-        rate_limit: float | None = None,
-        rate_burst: int = 1,
+        rate_limit: float | None = math.inf,
+        rate_scope: str | None = None,
         sleep: Sleep | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
@@ -170,9 +173,9 @@ class Transport:
         if max_concurrency < 1:
             raise ConfigurationError(f"{provider}: max_concurrency must be at least 1")
         if rate_limit is not None and not rate_limit > 0:
-            raise ConfigurationError(f"{provider}: rate_limit must be a positive number per second")
-        if rate_burst < 1:
-            raise ConfigurationError(f"{provider}: rate_burst must be at least 1")
+            raise ConfigurationError(
+                f"{provider}: rate_limit must be a positive number per second (or None)"
+            )
         if client is not None and timeout is not None:
             raise ConfigurationError(f"{provider}: pass timeout to your own client, not here")
         missing = [name for name, value in auth_headers.items() if not value]
@@ -181,7 +184,7 @@ class Transport:
         self.provider = provider
         self.base_url = base_url.rstrip("/")
         self.retry = retry if retry is not None else RetryPolicy()
-        self._auth_headers = dict(auth_headers)
+        self._auth = _HeaderAuth(auth_headers)
         # Redact each header value and, for "Bearer <key>" style values, the bare key as well.
         secrets = {part for v in auth_headers.values() for part in (v, v.split(" ")[-1]) if part}
         self._secrets = tuple(sorted(secrets, key=len, reverse=True))
@@ -190,8 +193,15 @@ class Transport:
         self._clock: Clock = clock if clock is not None else anyio.current_time
         self._rng = rng if rng is not None else random.Random()
         self._limiter = anyio.CapacityLimiter(max_concurrency)
-        self._rate = (
-            _RateLimiter(rate_limit, rate_burst, self._clock, self._sleep) if rate_limit else None
+        self.governor = (
+            governor_for(
+                self.base_url,
+                rate_scope if rate_scope is not None else "\n".join(auth_headers.values()),
+                rate_limit,
+                clock,
+            )
+            if rate_limit is not None
+            else None
         )
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(
@@ -247,76 +257,114 @@ class Transport:
 
         ``replay_safe`` says whether sending the same request twice is harmless. When it is
         False, only failures that certainly happened before the provider did anything (a refused
-        connection, a 429) are retried.
+        connection, a 429) are retried. A 429 is retried until ``retry.rate_limit_timeout`` has
+        passed since the first one, other failures ``retry.max_retries`` times. Only the
+        exchange itself of a write is shielded from cancellation (so that an answer the
+        provider sent is not lost); waiting between tries is not.
         """
         url = self.url(path)
         shown = self.redact(f"{method} {url}")
-        headers = dict(self._auth_headers)
-        if content is not None:
-            headers["Content-Type"] = "application/json"
-        attempt = 0
+        shield = method != "GET"
+        governor = self.governor
+        failures = 0  # failures other than 429, counted against retry.max_retries
+        refusals = 0
+        refused_since: float | None = None
         while True:
+            if governor is not None:
+                while (wait := governor.claim()) > 0:
+                    await self._sleep(wait)
+            sent_at = self._clock()
             if stats is not None:
                 stats.requests += 1
             try:
                 response = await self._send_once(
-                    method, url, headers=headers, json=json, content=content, params=params
+                    method, url, json=json, content=content, params=params, shield=shield
                 )
             except APIConnectionError as exc:
                 retryable = replay_safe or not exc.request_sent
-                delay = self._delay(attempt, None) if retryable else None
+                delay = self._delay(failures, None) if retryable else None
                 if delay is None:
                     raise
-                logger.info("%s failed (%s); retry %d in %.2fs", shown, exc, attempt + 1, delay)
+                failures += 1
+                logger.info("%s failed (%s); retry %d in %.2fs", shown, exc, failures, delay)
             else:
                 if response.is_success:
+                    if governor is not None:
+                        governor.accepted()
                     logger.debug("%s -> %d", shown, response.status_code)
                     return response
                 error = await self._status_error(response)
-                retryable = response.status_code in self.retry.statuses and (
-                    replay_safe or response.status_code == 429
-                )
-                delay = self._delay(attempt, error.retry_after) if retryable else None
-                if delay is None:
-                    logger.debug("%s -> %d, not retried", shown, response.status_code)
-                    raise error
-                logger.info(
-                    "%s -> %d; retry %d in %.2fs", shown, response.status_code, attempt + 1, delay
-                )
-            attempt += 1
+                if response.status_code == 429:
+                    refused_since = sent_at if refused_since is None else refused_since
+                    if governor is not None:
+                        governor.refused(sent_at, error.retry_after)
+                    delay = self._refused_delay(refusals, error.retry_after, refused_since)
+                    if delay is None:
+                        logger.debug("%s -> 429, not retried", shown)
+                        raise error
+                    refusals += 1
+                else:
+                    retryable = response.status_code in self.retry.statuses and replay_safe
+                    delay = self._delay(failures, error.retry_after) if retryable else None
+                    if delay is None:
+                        logger.debug("%s -> %d, not retried", shown, response.status_code)
+                        raise error
+                    failures += 1
+                logger.info("%s -> %d; retry in %.2fs", shown, response.status_code, delay)
             if stats is not None:
                 stats.retries += 1
-            await self._sleep(delay)
+            if delay > 0:
+                await self._sleep(delay)
 
-    def _delay(self, attempt: int, retry_after: float | None) -> float | None:
-        """Seconds to wait before the next try, or None to give up now."""
-        if attempt >= self.retry.max_retries:
+    def _delay(self, failures: int, retry_after: float | None) -> float | None:
+        """Seconds to wait before the next try after a failure, or None to give up now."""
+        if failures >= self.retry.max_retries:
             return None
         if retry_after is not None:
             return retry_after if retry_after <= self.retry.max_retry_after else None
-        return self.retry.backoff(attempt, self._rng)
+        return self.retry.backoff(failures, self._rng)
+
+    def _refused_delay(
+        self, refusals: int, retry_after: float | None, since: float
+    ) -> float | None:
+        """Seconds to wait before sending a refused (429) request again, or None once the
+        refusals have lasted ``retry.rate_limit_timeout`` (or the provider asks for more)."""
+        left = self.retry.rate_limit_timeout - (self._clock() - since)
+        if retry_after is not None and retry_after > min(left, self.retry.max_retry_after):
+            return None
+        if left <= 0:
+            return None
+        if self.governor is not None:
+            return 0.0  # the governor paces the next try (and honours the Retry-After)
+        if retry_after is not None:
+            return retry_after
+        return min(self.retry.backoff(refusals, self._rng), left)
 
     async def _send_once(
         self,
         method: str,
         url: str,
         *,
-        headers: Mapping[str, str],
         json: Any,
         content: bytes | None,
         params: Any,
+        shield: bool,
     ) -> httpx.Response:
-        if self._rate is not None:
-            await self._rate.acquire()
         try:
             async with self._limiter:
                 request = self._client.build_request(
-                    method, url, headers=headers, json=json, content=content, params=params
+                    method,
+                    url,
+                    json=json,
+                    content=content,
+                    params=params,
+                    headers={"Content-Type": "application/json"} if content is not None else None,
                 )
                 if content is not None:
                     request.stream = _Body(content)
-                response = await self._client.send(request)
-                await response.aread()
+                with anyio.CancelScope(shield=shield):
+                    response = await self._client.send(request, auth=self._auth)
+                    await response.aread()
                 return response
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             kind = (

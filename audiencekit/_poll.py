@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 import attrs
@@ -12,7 +12,10 @@ import attrs
 from ._http import CallStats
 from .errors import PollTimeoutError
 
-__all__ = ["PollPolicy", "Polled", "wait_until"]
+if TYPE_CHECKING:
+    from .models import PendingChunk
+
+__all__ = ["DelayLearner", "PollPolicy", "Polled", "wait_until"]
 
 T = TypeVar("T")
 
@@ -40,43 +43,73 @@ class Polled(Generic[T]):
     value: T
     probes: int
     waited: float
+    #: When the last probe that found the state not reached yet was made (None: the first
+    #: probe found it), and when the probe that found it answered, from the start of the wait.
+    last_miss: float | None = None
+    hit: float = 0.0
+
+
+class DelayLearner:
+    """Learns how long a provider takes to apply a write, from the waits before, so that the
+    first probe of the next write comes when it is likely done: one probe a write, mostly.
+
+    The guess moves up to the middle of the last wait's bounds (the last probe that missed,
+    the one that hit) when a write took longer, and creeps down while first probes hit.
+    """
+
+    def __init__(self) -> None:
+        self.guess = 0.0
+
+    def learn(self, polled: Polled[Any]) -> None:
+        if polled.last_miss is None:
+            self.guess = min(self.guess, polled.hit) * 0.98
+        else:
+            self.guess = max(self.guess, (polled.last_miss + polled.hit) / 2)
 
 
 async def wait_until(
     probe: Callable[[], Awaitable[T | None]],
     *,
     policy: PollPolicy,
-    pending: Callable[[], Sequence[str]],
+    pending: Callable[[], Sequence[PendingChunk | str]],
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     clock: Callable[[], float] = anyio.current_time,
     stats: CallStats | None = None,
+    first_delay: float = 0.0,
+    since: float | None = None,
 ) -> Polled[T]:
     """Call ``probe`` after each wait until it returns something other than None.
 
-    The first probe comes after one ``interval`` (a provider rarely finishes at once, and a probe
-    that is sure to fail is a wasted request); the last comes at the deadline. If that one still
-    returns None, :class:`PollTimeoutError` is raised with ``pending()``, the handles to resume.
+    The first probe comes after one ``interval``, or ``first_delay`` when longer (what the
+    provider took last time: a probe that is sure to miss is a wasted request); the last comes
+    at the deadline. If that one still returns None, :class:`PollTimeoutError` is raised with
+    ``pending()``, the handles to resume. ``since`` (a ``clock()`` time) is when the awaited
+    thing began, when earlier than now.
     """
-    start = clock()
+    start = clock() if since is None else since
     deadline = start + policy.max_wait
-    delay = policy.interval
+    delay = max(policy.interval, first_delay - (clock() - start))
     probes = 0
+    last_miss: float | None = None
     while True:
         remaining = deadline - clock()
         if remaining <= 0:
-            handles = tuple(pending())
+            items = tuple(pending())
+            handles = [item if isinstance(item, str) else item.handle for item in items]
             raise PollTimeoutError(
                 f"still pending after {policy.max_wait:g}s ({probes} probes): "
                 + ", ".join(handles[:10])
                 + (f" and {len(handles) - 10} more" if len(handles) > 10 else ""),
-                pending=handles,
+                pending=items,
                 waited=clock() - start,
             )
         await sleep(min(delay, remaining))
         probes += 1
         if stats is not None:
             stats.polls += 1
+        asked = clock() - start
         value = await probe()
         if value is not None:
-            return Polled(value, probes, clock() - start)
-        delay = min(delay * policy.backoff, policy.max_interval)
+            return Polled(value, probes, clock() - start, last_miss, clock() - start)
+        last_miss = asked
+        delay = min(max(delay * policy.backoff, first_delay / 4), policy.max_interval)

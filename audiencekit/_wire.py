@@ -17,7 +17,7 @@ import attrs
 import cattrs
 import httpx
 
-from .errors import APIError
+from .errors import UnexpectedResponseError
 from .models import Channel, IndexingState
 
 _fast_dumps: Callable[[Any], bytes] | None
@@ -48,7 +48,7 @@ def make_converter(parse_datetime: Callable[[str], datetime]) -> cattrs.Converte
 def structure(converter: cattrs.Converter, data: Any, cls: type[T], *, provider: str) -> T:
     """Build ``cls`` from a JSON object; fields it does not model go to its ``extra``."""
     if not isinstance(data, Mapping):
-        raise APIError(
+        raise UnexpectedResponseError(
             f"{provider} answered {type(data).__name__} where an object was expected",
             provider=provider,
             body=data,
@@ -60,7 +60,7 @@ def structure(converter: cattrs.Converter, data: Any, cls: type[T], *, provider:
     try:
         return converter.structure(known, cls)
     except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
-        raise APIError(
+        raise UnexpectedResponseError(
             f"{provider} answered a {cls.__name__} that could not be read: {exc}",
             provider=provider,
             body=data,
@@ -68,13 +68,13 @@ def structure(converter: cattrs.Converter, data: Any, cls: type[T], *, provider:
 
 
 def read_json(response: httpx.Response, *, provider: str) -> Any:
-    """The JSON body of a successful answer, or an APIError saying what came instead."""
+    """The JSON body of a successful answer, or an UnexpectedResponseError saying what came."""
     try:
         if _fast_loads is not None:
             return _fast_loads(response.content)
         return json.loads(response.content)
     except ValueError:
-        raise APIError(
+        raise UnexpectedResponseError(
             f"{provider} answered {response.status_code} with a body that is not JSON: "
             f"{response.text[:200]!r}",
             provider=provider,

@@ -10,7 +10,7 @@ import attrs
 
 from ._bulk import ProgressCallback
 from ._pages import AsyncPager
-from .errors import UnsupportedFeatureError
+from .errors import PollTimeoutError, UnsupportedFeatureError
 from .models import Audience, BulkResult, Channel, Member, Operation, PendingChunk
 
 __all__ = ["AudienceBackend", "Capabilities", "Members", "Ids", "Operations"]
@@ -123,12 +123,13 @@ class AudienceBackend(Protocol):
 
     async def wait(
         self,
-        pending: Sequence[PendingChunk] | BulkResult,
+        pending: Sequence[PendingChunk] | BulkResult | PollTimeoutError,
         *,
         on_progress: ProgressCallback | None = None,
         raise_on_failure: bool = True,
     ) -> BulkResult:
-        """Wait for chunks sent earlier with ``wait=False`` (or left by a timed-out call)."""
+        """Wait for chunks sent earlier with ``wait=False``, or left unconfirmed by a call that
+        raised :class:`PollTimeoutError`: pass the chunks, a result, or the error itself."""
         ...
 
     def prepare(self, operation: Operation) -> Operation:

@@ -17,10 +17,11 @@
      │    │    ├── ConflictError            409
      │    │    ├── RateLimitError           429
      │    │    └── InternalServerError      5xx
+     │    ├── UnexpectedResponseError  a 2xx whose body cannot be used (a write may have happened)
      │    ├── PaginationError          the provider's paging went wrong (a repeated page token)
      │    └── WriteReplacedError       the provider dropped a write: a replace overtook it
      ├── PartialFailureError           a bulk call finished, but some ids did not make it
-     └── PollTimeoutError(TimeoutError) waited past max_wait; carries what is still pending
+     └── PollTimeoutError(TimeoutError) accepted writes not confirmed; carries them, to resume
 
 No exception holds an API key, an auth header or an ``httpx.Request``: they are safe to log.
 """
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 if TYPE_CHECKING:
-    from .models import BulkResult
+    from .models import BulkResult, PendingChunk
 
 __all__ = [
     "APIConnectionError",
@@ -53,6 +54,7 @@ __all__ = [
     "PollTimeoutError",
     "Problem",
     "RateLimitError",
+    "UnexpectedResponseError",
     "UnsupportedFeatureError",
     "ValidationError",
     "WriteReplacedError",
@@ -239,6 +241,11 @@ class InternalServerError(APIStatusError):
     """5xx: the provider failed; the request may or may not have taken effect."""
 
 
+class UnexpectedResponseError(APIError):
+    """The provider answered a success whose body cannot be used (not JSON, a field missing).
+    For a write the request may well have taken effect: its ids are reported ``unknown``."""
+
+
 class PaginationError(APIError):
     """The provider's paging misbehaved (a page token came back twice); iterating stopped."""
 
@@ -285,18 +292,30 @@ class PartialFailureError(AudienceKitError):
 
 
 class PollTimeoutError(AudienceKitError, TimeoutError):
-    """Waiting passed ``max_wait``; ``pending`` holds the unsettled handles, to resume later."""
+    """Writes the provider accepted were not confirmed applied: waiting passed ``max_wait``, or
+    checking their state kept failing (``causes`` says why, by handle). Nothing is lost:
+    pass this error (or its ``result``, or its ``pending``) to the backend's ``wait()`` to
+    resume."""
 
     def __init__(
         self,
         message: str,
         *,
-        pending: Sequence[str],
+        pending: Sequence[PendingChunk | str],
         waited: float,
         result: BulkResult | None = None,
+        causes: Mapping[str, AudienceKitError] | None = None,
     ) -> None:
         super().__init__(message)
-        self.pending = tuple(pending)
+        chunks = tuple(item for item in pending if not isinstance(item, str))
+        #: The accepted, unconfirmed chunks: their handles, audience and ids.
+        self.pending: tuple[PendingChunk, ...] = chunks
+        #: The handles still unconfirmed (also of things that are not chunks: a campaign id).
+        self.handles: tuple[str, ...] = tuple(
+            item if isinstance(item, str) else item.handle for item in pending
+        )
         self.waited = waited
-        #: For a bulk call: everything else it did, with the timed-out chunks in ``pending``.
+        #: For a bulk call: everything else it did, with the unconfirmed chunks in ``pending``.
         self.result = result
+        #: Why a handle is unconfirmed, when it is not the deadline: the last error checking it.
+        self.causes: Mapping[str, AudienceKitError] = dict(causes or {})

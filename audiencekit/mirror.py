@@ -22,6 +22,7 @@ from .backend import AudienceBackend, Capabilities, Members, Operations
 from .errors import (
     AudienceKitError,
     NotFoundError,
+    PollTimeoutError,
     Problem,
     UnsupportedFeatureError,
     ValidationError,
@@ -212,7 +213,7 @@ class Mirror(BaseBackend):
 
     async def wait(
         self,
-        pending: Sequence[PendingChunk] | BulkResult,
+        pending: Sequence[PendingChunk] | BulkResult | PollTimeoutError,
         *,
         on_progress: ProgressCallback | None = None,
         raise_on_failure: bool = True,

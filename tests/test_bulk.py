@@ -191,12 +191,15 @@ async def test_remove_members_takes_ids(server: TokenServer, backend: TokenBacke
     assert set(server.members) == {"b"}
 
 
-async def test_failed_chunks_put_exactly_their_ids_in_failed(
-    server: TokenServer, backend: TokenBackend
-) -> None:
+async def test_one_refused_id_fails_only_itself(server: TokenServer, backend: TokenBackend) -> None:
+    """A 400 refuses the whole chunk before anything is applied: the chunk is split until the
+    id the provider refuses is isolated, at two requests a halving."""
+    refused: list[int] = []
+
     def refuse(ops: list[dict[str, object]]) -> httpx.Response | None:
         if any(op["id"] == "u10000" for op in ops):
-            return httpx.Response(400, json={"error_code": "BAD", "error_message": "no"})
+            refused.append(len(ops))
+            return httpx.Response(400, json={"error_code": "BAD", "error_message": "bad u10000"})
         return None
 
     server.fail = refuse
@@ -204,11 +207,51 @@ async def test_failed_chunks_put_exactly_their_ids_in_failed(
         await backend.apply("aud", adds(25_000))
 
     result = caught.value.result
-    assert set(result.failed) == {f"u{i}" for i in range(10_000, 20_000)}
+    assert set(result.failed) == {"u10000"}
+    assert "bad u10000" in str(result.failed["u10000"])
     assert result.unknown == {}
-    assert result.applied == 15_000
-    assert len(server.members) == 15_000
-    assert str(caught.value).startswith("bulk call did not apply every id: 15000 applied")
+    assert result.applied == 24_999
+    assert set(server.members) == {f"u{i}" for i in range(25_000)} - {"u10000"}
+    assert refused[-1] == 1  # isolated down to the one id
+    accepted_calls = len(server.updates)
+    assert accepted_calls + len(refused) <= 3 + 30  # three chunks, and the split's cost
+    assert str(caught.value).startswith("bulk call did not apply every id: 24999 applied")
+
+
+async def test_a_chunk_refused_for_one_reason_in_both_halves_fails_whole(
+    server: TokenServer, backend: TokenBackend
+) -> None:
+    calls: list[int] = []
+
+    def refuse(ops: list[dict[str, object]]) -> httpx.Response | None:
+        calls.append(len(ops))
+        return httpx.Response(400, json={"error_code": "BAD", "error_message": "audience bad"})
+
+    server.fail = refuse
+    result = await backend.apply("aud", adds(10), raise_on_failure=False)
+
+    assert set(result.failed) == {f"u{i}" for i in range(10)}
+    assert calls == [10, 5, 5]  # one split shows it is not about particular ids
+    assert server.members == {}
+
+
+async def test_several_refused_ids_are_each_isolated(
+    server: TokenServer, backend: TokenBackend
+) -> None:
+    bad = {"u3", "u700", "u701", "u999"}
+
+    def refuse(ops: list[dict[str, object]]) -> httpx.Response | None:
+        found = sorted(str(op["id"]) for op in ops if op["id"] in bad)
+        if found:
+            return httpx.Response(400, json={"error_code": "BAD", "error_message": ",".join(found)})
+        return None
+
+    server.fail = refuse
+    result = await backend.apply("aud", adds(1_000), raise_on_failure=False)
+
+    assert set(result.failed) == bad
+    assert result.applied == 996
+    assert set(server.members) == {f"u{i}" for i in range(1_000)} - bad
 
 
 async def test_ambiguous_failures_land_in_unknown(
@@ -230,9 +273,9 @@ async def test_a_later_success_clears_an_earlier_failure() -> None:
     def fail_first(ops: list[dict[str, object]]) -> httpx.Response | None:
         nonlocal calls
         calls += 1
-        return (
+        return (  # the first chunk and both its halves: refused for one reason, failed whole
             httpx.Response(400, json={"error_code": "B", "error_message": "x"})
-            if calls == 1
+            if calls <= 3
             else None
         )
 
@@ -298,21 +341,59 @@ async def test_wait_false_returns_handles_and_wait_resumes() -> None:
     assert done.polls == server.views == 6
 
 
-async def test_a_poll_timeout_raises_with_the_handles_to_resume() -> None:
+@pytest.mark.parametrize("resume_with", ["error", "result", "pending", "result.pending"])
+async def test_a_poll_timeout_raises_with_what_wait_resumes(resume_with: str) -> None:
     server = TokenServer(polls_to_apply=1_000)
     with respx.mock(assert_all_called=False) as router:
         server.mount(router)
         async with TokenBackend(clock=FakeClock(), chunk_size=5, max_wait=10.0) as backend:
             with pytest.raises(PollTimeoutError) as caught:
                 await backend.apply("aud", adds(12))
-            server.polls_to_apply = 0
+            error = caught.value
+            assert error.result is not None
+            assert error.pending == error.result.pending
+            assert error.handles == tuple(p.handle for p in error.pending)
+            assert error.result.pending_count == 12
+            assert error.result.failed == {}
+            assert error.result.unknown == {}
+            assert "Nothing is lost" in str(error)
             for write in server._writes.values():
                 write.polls_left = 0
+            resumed = await backend.wait(
+                {
+                    "error": error,
+                    "result": error.result,
+                    "pending": error.pending,
+                    "result.pending": error.result.pending,
+                }[resume_with]
+            )
+
+    assert resumed.applied == 12
+    assert resumed.ok
+    assert len(server.members) == 12
+
+
+async def test_a_status_check_that_keeps_failing_leaves_the_chunk_pending() -> None:
+    """An accepted write is never failed for want of a confirmation: the view erroring (here
+    401 on every view) leaves the chunk pending with its handle, and the error says why."""
+    server = TokenServer(polls_to_apply=1)
+    with respx.mock(assert_all_called=False) as router:
+        server.mount(router)
+        router.get(f"{BASE}/view").mock(
+            return_value=httpx.Response(401, json={"error_code": "A", "error_message": "nope"})
+        )
+        async with TokenBackend(clock=FakeClock(), chunk_size=5) as backend:
+            with pytest.raises(PollTimeoutError) as caught:
+                await backend.apply("aud", adds(12))
             result = caught.value.result
             assert result is not None
-            assert sorted(caught.value.pending) == sorted(p.handle for p in result.pending)
+            assert result.failed == {}
+            assert result.unknown == {}
             assert result.pending_count == 12
-            resumed = await backend.wait(result.pending)
+            assert len(caught.value.causes) == 3
+            assert "nope" in str(caught.value)
+            server.mount(router)  # the view works again
+            resumed = await backend.wait(caught.value)
 
     assert resumed.applied == 12
     assert len(server.members) == 12

@@ -1,4 +1,5 @@
-"""Property: whatever the input and the failures, every id ends in the bucket of its last chunk."""
+"""Property: whatever the input and the failures, every id ends in the bucket of its last chunk
+(a chunk the provider refuses is split until only the refused ids fail)."""
 
 from __future__ import annotations
 
@@ -46,8 +47,9 @@ async def test_every_id_lands_in_the_bucket_of_its_last_chunk(
 
     def fail(wire_ops: list[dict[str, object]]) -> httpx.Response | None:
         ids = {op["id"] for op in wire_ops}
-        if ids & rejected:  # a definite refusal: failed
-            return httpx.Response(400, json={"error_code": "BAD", "error_message": "no"})
+        if ids & rejected:  # a definite refusal, naming the ids it refuses: failed
+            named = ",".join(sorted(ids & rejected))
+            return httpx.Response(400, json={"error_code": "BAD", "error_message": named})
         if ids & broken:  # a server error after sending: unknown
             return httpx.Response(503, json={"error_code": "DOWN", "error_message": "down"})
         return None
@@ -60,22 +62,28 @@ async def test_every_id_lands_in_the_bucket_of_its_last_chunk(
         ) as backend:
             result = await backend.apply("aud", ops, raise_on_failure=False)
 
+    def outcomes(keys: list[str]) -> dict[str, str]:
+        """A refused chunk is halved until each refused id stands alone."""
+        if set(keys) & rejected:
+            if len(keys) == 1:
+                return {keys[0]: "failed"}
+            middle = len(keys) // 2
+            return outcomes(keys[:middle]) | outcomes(keys[middle:])
+        return dict.fromkeys(keys, "unknown" if set(keys) & broken else "applied")
+
     chunks = reference_chunks(ops, size)
     expected_failed: set[str] = set()
     expected_unknown: set[str] = set()
     last_chunk: dict[str, dict[str, Operation]] = {}
+    last_outcome: dict[str, str] = {}
     applied = 0
     for chunk in chunks:
-        for key in chunk:
+        for key, outcome in outcomes(list(chunk)).items():
             last_chunk[key] = chunk
-    for key, chunk in last_chunk.items():
-        if set(chunk) & rejected:
-            expected_failed.add(key)
-        elif set(chunk) & broken:
-            expected_unknown.add(key)
-    for chunk in chunks:
-        if not set(chunk) & (rejected | broken):
-            applied += len(chunk)
+            last_outcome[key] = outcome
+            applied += outcome == "applied"
+    expected_failed = {key for key, outcome in last_outcome.items() if outcome == "failed"}
+    expected_unknown = {key for key, outcome in last_outcome.items() if outcome == "unknown"}
 
     assert set(result.failed) == expected_failed
     assert set(result.unknown) == expected_unknown

@@ -27,6 +27,7 @@ from audiencekit import (
     RetryPolicy,
 )
 from audiencekit._http import CallStats, ErrorDetail, Transport, parse_retry_after
+from audiencekit._rate import HEADROOM
 
 from .support import FakeClock
 
@@ -93,19 +94,29 @@ def test_retry_after_parsing(header: str | None, expected: float | None) -> None
     ("headers", "slept"),
     [
         ({"Retry-After": "2"}, [2.0]),
-        ({"Retry-After": "0"}, [0.0]),
+        ({"Retry-After": "0"}, []),
         ({}, None),  # no header: jittered backoff in [0, initial_delay]
     ],
 )
 @respx.mock
-async def test_retry_after_is_honoured(
-    transport: Transport, clock: FakeClock, headers: dict[str, str], slept: list[float] | None
+async def test_retry_after_is_honoured_without_a_governor(
+    clock: FakeClock, headers: dict[str, str], slept: list[float] | None
 ) -> None:
     route = respx.get(f"{BASE}/thing").mock(
         side_effect=[httpx.Response(429, headers=headers), httpx.Response(200, json={"ok": 1})]
     )
     stats = CallStats()
-    response = await transport.request("GET", "/thing", replay_safe=True, stats=stats)
+    async with Transport(
+        provider="example",
+        base_url=BASE,
+        auth_headers={"X-Key": "secret-key-123"},
+        parse_error=parse_error,
+        retry=RetryPolicy(max_retries=3, initial_delay=1.0, max_delay=8.0, max_retry_after=30),
+        rate_limit=None,
+        sleep=clock.sleep,
+        clock=clock,
+    ) as transport:
+        response = await transport.request("GET", "/thing", replay_safe=True, stats=stats)
 
     assert response.json() == {"ok": 1}
     assert route.call_count == 2
@@ -289,8 +300,9 @@ async def test_statuses_map_to_typed_errors(
         base_url=BASE,
         auth_headers={"X-Key": "k"},
         parse_error=parse_error,
-        retry=RetryPolicy(max_retries=0),
+        retry=RetryPolicy(max_retries=0, rate_limit_timeout=0),
         sleep=clock.sleep,
+        clock=clock,
     )
     async with transport:
         with pytest.raises(kind) as caught:
@@ -380,15 +392,15 @@ async def test_the_rate_limit_spaces_requests(clock: FakeClock) -> None:
         auth_headers={"X-Key": "k"},
         parse_error=parse_error,
         rate_limit=4.0,
-        rate_burst=2,
         sleep=clock.sleep,
         clock=clock,
     ) as transport:
         for _ in range(6):
             await transport.request("GET", "/thing", replay_safe=True)
             sent_at.append(clock.now)
-    # a burst of 2 at once, then one every 0.25 s
-    assert sent_at == pytest.approx([0.0, 0.0, 0.25, 0.5, 0.75, 1.0])
+    # one at once, then one every 0.25 s / HEADROOM (a margin for arrival jitter)
+    step = 0.25 / HEADROOM
+    assert sent_at == pytest.approx([0.0, step, 2 * step, 3 * step, 4 * step, 5 * step])
 
 
 @pytest.mark.parametrize(
@@ -398,7 +410,6 @@ async def test_the_rate_limit_spaces_requests(clock: FakeClock) -> None:
         {"max_concurrency": 0},
         {"rate_limit": 0},
         {"rate_limit": -1.0},
-        {"rate_burst": 0},
         {"auth_headers": {"X-Key": ""}},
     ],
 )

@@ -53,7 +53,8 @@ async def test_the_deadline_raises_with_what_is_pending() -> None:
             sleep=clock.sleep,
             clock=clock,
         )
-    assert caught.value.pending == ("tokA", "tokB")
+    assert caught.value.handles == ("tokA", "tokB")
+    assert caught.value.pending == ()  # bare handles are no chunks to wait() for
     assert isinstance(caught.value, TimeoutError)
     # waits 1, 2, 4, 3 (the rest up to the deadline), probing after each, then gives up
     assert clock.sleeps == [1.0, 2.0, 4.0, 3.0]

@@ -39,7 +39,8 @@ def audiencekit_server() -> Iterator[EmulatorServer]:
 @pytest.fixture
 def audiencekit_emulators(audiencekit_server: EmulatorServer) -> EmulatorServer:
     """The session's emulators, empty and in their default configuration: no state, no logged
-    requests, no faults."""
+    requests, no faults; and no rate budget learned from them by an earlier test."""
+    from .._rate import forget_governors
     from ._batch import BatchConfig
     from ._dexatel import DexatelConfig
     from ._faults import FaultPlan
@@ -51,6 +52,7 @@ def audiencekit_emulators(audiencekit_server: EmulatorServer) -> EmulatorServer:
         emulator.set_faults(FaultPlan())
         emulator.log_bodies = True
         emulator.reset()
+    forget_governors()
     return server
 
 

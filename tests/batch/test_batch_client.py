@@ -8,7 +8,7 @@ import httpx
 import pytest
 import respx
 
-from audiencekit import APIError, IndexingState, Member, PollPolicy
+from audiencekit import IndexingState, Member, PollPolicy, UnexpectedResponseError
 from audiencekit.providers.batch import BatchBackend, BatchClient
 from audiencekit.testing import InstantClock
 
@@ -55,13 +55,13 @@ async def test_headers_bodies_and_the_in_process_spelling() -> None:
 
 
 @respx.mock
-async def test_unexpected_answers_are_api_errors() -> None:
+async def test_unexpected_answers_are_unexpected_response_errors() -> None:
     respx.post(f"{BASE}/audiences/update").mock(return_value=httpx.Response(202, json={}))
     respx.get(f"{BASE}/audiences/view").mock(return_value=httpx.Response(200, text="<html>"))
     async with BatchClient(api_key="k", project_key="p") as client:
-        with pytest.raises(APIError, match="without an indexing token"):
+        with pytest.raises(UnexpectedResponseError, match="202 but no indexing token"):
             await client.update("a", [{"action": "add", "id": "x"}])
-        with pytest.raises(APIError, match="not JSON"):
+        with pytest.raises(UnexpectedResponseError, match="not JSON"):
             await client.view("a")
 
 

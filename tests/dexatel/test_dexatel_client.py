@@ -140,7 +140,7 @@ async def test_waiting_for_a_campaign_has_a_deadline(
     )
     with pytest.raises(PollTimeoutError) as caught:
         await client.wait_for_campaign(campaign.id, policy=PollPolicy(max_wait=5, interval=1))
-    assert caught.value.pending == (campaign.id,)
+    assert caught.value.handles == (campaign.id,)
 
 
 async def test_bad_input_is_refused_before_sending(

@@ -6,6 +6,7 @@ indexing token is polled with ``view`` until ``APPLIED``. The audience's id is i
 
 from __future__ import annotations
 
+import collections
 import random
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -17,12 +18,21 @@ from ..._base import BaseBackend, prepared_members
 from ..._bulk import BulkPlan, ChunkOutcome, Settler
 from ..._http import CallStats, Clock, RetryPolicy, Sleep
 from ..._pages import AsyncPager
-from ..._poll import PollPolicy, wait_until
+from ..._poll import DelayLearner, PollPolicy, wait_until
 from ..._wire import dumps_text
 from ...backend import Capabilities, Members
-from ...errors import APIError, Problem, ValidationError, WriteReplacedError
-from ...models import Add, Audience, BulkResult, Channel, IndexingState, Member, Operation
-from .client import DEFAULT_BASE_URL, DEFAULT_VERSION, BatchClient
+from ...errors import APIError, NotFoundError, Problem, ValidationError, WriteReplacedError
+from ...models import (
+    Add,
+    Audience,
+    BulkResult,
+    Channel,
+    IndexingState,
+    Member,
+    Operation,
+    PendingChunk,
+)
+from .client import DEFAULT_BASE_URL, DEFAULT_RATE_LIMIT, DEFAULT_VERSION, BatchClient
 from .wire import (
     MAX_ATTRIBUTES,
     MAX_IDS,
@@ -46,7 +56,10 @@ class BatchBackend(BaseBackend):
 
     Pass a :class:`BatchClient`, or the keys and settings to build one (keys default to the
     ``BATCH_API_KEY`` and ``BATCH_PROJECT_KEY`` environment variables). ``concurrency`` update
-    calls are in flight at once; ``poll`` says how to wait for indexing.
+    calls are in flight at once; ``poll`` says how to wait for indexing: the first check of a
+    write's token comes after the indexing time learned from the writes before it.
+    ``rate_limit`` is the ceiling of the project's shared rate governor (see
+    :class:`BatchClient`).
     """
 
     provider = PROVIDER
@@ -71,7 +84,7 @@ class BatchBackend(BaseBackend):
         http_client: httpx.AsyncClient | None = None,
         timeout: httpx.Timeout | float | None = None,
         retry: RetryPolicy | None = None,
-        rate_limit: float | None = None,
+        rate_limit: float | None = DEFAULT_RATE_LIMIT,
         poll: PollPolicy = DEFAULT_POLL,
         concurrency: int = 4,
         chunk_size: int = MAX_IDS,
@@ -102,6 +115,9 @@ class BatchBackend(BaseBackend):
         self.chunk_size = chunk_size
         self._sleep: Sleep = sleep or anyio.sleep
         self._clock: Clock = clock or anyio.current_time
+        self._indexing = DelayLearner()
+        #: When each recent token was issued, so that its wait starts from then (bounded).
+        self._issued: collections.OrderedDict[str, float] = collections.OrderedDict()
 
     def __repr__(self) -> str:
         return f"<BatchBackend {self.client.transport.base_url}>"
@@ -134,7 +150,8 @@ class BatchBackend(BaseBackend):
         ``channel`` is ignored: Batch audiences hold custom user ids, whatever the channel.
         """
         token = await self.client.create(name)
-        await self._wait_token(name, token, CallStats())
+        self._issue(token)
+        await self._wait_token(name, token, (), CallStats())
         return await self.get_audience(name)
 
     async def get_audience(self, audience_id: str) -> Audience:
@@ -145,8 +162,26 @@ class BatchBackend(BaseBackend):
         return self.client.list(limit=100).map(self._audience)
 
     async def delete_audience(self, audience_id: str) -> None:
+        """Delete the audience and wait until Batch no longer shows it (``get_audience`` then
+        raises :class:`~audiencekit.NotFoundError`)."""
         _check_id(audience_id)
-        await self.client.remove(audience_id)
+        client = self.client
+        token = await client.remove(audience_id)
+
+        async def probe() -> bool | None:
+            try:
+                await client.view(audience_id, indexing_token=token)
+            except NotFoundError:
+                return True
+            return None  # Batch still shows it: the removal is being applied
+
+        await wait_until(
+            probe,
+            policy=self.poll,
+            pending=lambda: [token or audience_id],
+            sleep=self._sleep,
+            clock=self._clock,
+        )
 
     def iter_members(self, audience_id: str) -> AsyncIterator[Member]:
         self.capabilities.require(
@@ -181,6 +216,7 @@ class BatchBackend(BaseBackend):
 
         async def send(entries: Mapping[str, dict[str, Any]], stats: CallStats) -> ChunkOutcome:
             token = await self.client.replace(audience_id, list(entries.values()), stats=stats)
+            self._issue(token)
             return ChunkOutcome(handle=token, pending=True)
 
         plan = BulkPlan(
@@ -202,10 +238,10 @@ class BatchBackend(BaseBackend):
 
         async def send(entries: Mapping[str, str], stats: CallStats) -> ChunkOutcome:
             body = "".join((head, ",".join(entries.values()), "]}")).encode()
-            # A cancellation waits for the answer: a write either was not sent, or its token
-            # is known (and reported at once, for checkpoints), never lost in between.
-            with anyio.CancelScope(shield=True):
-                token = await client.update_raw(audience_id, body, stats=stats)
+            # The transport shields the exchange itself from a cancellation: a write either
+            # was not sent, or its token is known (and reported at once, for checkpoints).
+            token = await client.update_raw(audience_id, body, stats=stats)
+            self._issue(token)
             return ChunkOutcome(handle=token, pending=True)
 
         # Each operation is kept as its JSON: a chunk holds text, not a member and its parts.
@@ -226,9 +262,10 @@ class BatchBackend(BaseBackend):
 
     def _settler(self, audience_id: str) -> Settler:
         async def settle(token: str, ids: Sequence[str], stats: CallStats) -> ChunkOutcome:
-            state = await self._wait_token(audience_id, token, stats)
+            state = await self._wait_token(audience_id, token, ids, stats)
             if state is IndexingState.APPLIED:
                 return ChunkOutcome(handle=token)
+            # Batch itself says the write ended without being applied.
             if state is IndexingState.REPLACED:
                 error: APIError = WriteReplacedError(
                     f"batch reports write {token} as REPLACED: a replace of {audience_id!r} "
@@ -236,14 +273,30 @@ class BatchBackend(BaseBackend):
                     provider=PROVIDER,
                     handle=token,
                 )
-                return ChunkOutcome(handle=token, failed=dict.fromkeys(ids, error))
-            error = APIError(f"batch reports write {token} in state {state}", provider=PROVIDER)
-            return ChunkOutcome(handle=token, unknown=dict.fromkeys(ids, error))
+            else:
+                error = APIError(
+                    f"batch reports write {token} in state {state}, not APPLIED",
+                    provider=PROVIDER,
+                )
+            return ChunkOutcome(handle=token, failed=dict.fromkeys(ids, error))
 
         return settle
 
-    async def _wait_token(self, name: str, token: str, stats: CallStats) -> IndexingState:
+    def _issue(self, token: str) -> None:
+        """Note when ``token`` was issued (its indexing time is measured from then)."""
+        issued = self._issued
+        issued[token] = self._clock()
+        if len(issued) > 4096:
+            issued.popitem(last=False)
+
+    async def _wait_token(
+        self, name: str, token: str, ids: Sequence[str], stats: CallStats
+    ) -> IndexingState:
+        """Poll ``token`` until Batch reports a state other than in progress. The first view
+        waits for the indexing time learned from earlier tokens (when this one's issue time is
+        known); a timeout carries the write as a :class:`PendingChunk`, to resume with wait()."""
         client = self.client
+        since = self._issued.pop(token, None)
 
         async def probe() -> IndexingState | None:
             found = await client.view(name, indexing_token=token, stats=stats)
@@ -253,11 +306,15 @@ class BatchBackend(BaseBackend):
         polled = await wait_until(
             probe,
             policy=self.poll,
-            pending=lambda: [token],
+            pending=lambda: [PendingChunk(handle=token, audience_id=name, ids=tuple(ids))],
             sleep=self._sleep,
             clock=self._clock,
             stats=stats,
+            first_delay=self._indexing.guess if since is not None else 0.0,
+            since=since,
         )
+        if since is not None:
+            self._indexing.learn(polled)
         return polled.value
 
 

@@ -45,6 +45,13 @@ ATTRIBUTE_NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,30}$")
 MAX_ID_LENGTH = 1024
 
 
+def rfc3339(when: datetime) -> str:
+    """``when`` as Batch's ``date()`` attributes take it: RFC 3339 in UTC, the year in four
+    digits (``strftime`` writes year 999 as "999")."""
+    when = utc(when)
+    return f"{when.year:04d}-{when:%m-%dT%H:%M:%S}Z"
+
+
 def parse_datetime(value: str) -> datetime:
     """RFC 3339, as Batch writes ``created``/``updated`` ("2023-08-12T22:30:05Z"), in UTC."""
     return utc(datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00")))
@@ -134,7 +141,13 @@ def _attribute_problem(name: str, value: object) -> str | None:
     if isinstance(value, (int, float)):
         return None if is_finite_number(value) else "numbers must be finite"
     if isinstance(value, datetime):
-        return None if value.tzinfo is not None else "a datetime must be timezone-aware"
+        try:
+            if value.utcoffset() is None:
+                return "a datetime must be timezone-aware"
+            utc(value)
+        except (OverflowError, ValueError):  # an offset pushing it past year 1 or 9999
+            return "a datetime that is out of range in UTC"
+        return None
     if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
         if all(isinstance(item, str) and is_text(item) for item in value):
             return None
@@ -154,7 +167,7 @@ def encode_attributes(attributes: Mapping[str, AttributeValue]) -> Mapping[str, 
         elif isinstance(value, Url):
             wire[f"url({name})"] = str(value)
         elif isinstance(value, datetime):
-            wire[f"date({name})"] = utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+            wire[f"date({name})"] = rfc3339(value)
         elif isinstance(value, (str, bool, int, float)):
             wire[name] = value
         else:

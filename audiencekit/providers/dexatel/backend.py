@@ -120,9 +120,11 @@ class DexatelBackend(BaseBackend):
     """Dexatel's audiences as an :class:`~audiencekit.AudienceBackend`.
 
     Pass a :class:`DexatelClient`, or the key and settings to build one (the key defaults to
-    ``DEXATEL_API_KEY``). ``concurrency`` contact requests are in flight at once, under the
-    client's ``rate_limit`` (requests per second) when one is set; a 429 backs off and retries.
-    Campaigns and templates are on ``backend.client``.
+    ``DEXATEL_API_KEY``). ``concurrency`` contact requests are in flight at once. Every request
+    made with the key draws from one rate governor: Dexatel publishes no limit, so by default
+    it has no ceiling and slows down only when Dexatel answers 429; ``rate_limit`` (requests
+    per second) sets a ceiling, ``None`` switches the governor off. Campaigns and templates are
+    on ``backend.client``.
     """
 
     provider = PROVIDER
@@ -145,7 +147,7 @@ class DexatelBackend(BaseBackend):
         http_client: httpx.AsyncClient | None = None,
         timeout: httpx.Timeout | float | None = None,
         retry: RetryPolicy | None = None,
-        rate_limit: float | None = None,
+        rate_limit: float | None = math.inf,
         concurrency: int = 8,
         chunk_size: int = 100,
         sleep: Sleep | None = None,

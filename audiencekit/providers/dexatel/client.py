@@ -7,6 +7,7 @@ One method, one request (lists are pagers: one request a page). Write bodies are
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -65,7 +66,7 @@ class DexatelClient(ProviderClient):
         timeout: httpx.Timeout | float | None = None,
         retry: RetryPolicy | None = None,
         max_concurrency: int = 8,
-        rate_limit: float | None = None,
+        rate_limit: float | None = math.inf,
         sleep: Sleep | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
@@ -81,6 +82,7 @@ class DexatelClient(ProviderClient):
             retry=retry,
             max_concurrency=max_concurrency,
             rate_limit=rate_limit,
+            rate_scope=api_key,
             sleep=sleep,
             clock=clock,
             rng=rng,
