@@ -66,7 +66,12 @@ class BatchConfig:
     max_attributes: int = 15
     default_list_limit: int = 10
     max_list_limit: int = 100
-    #: Third-party figure (1 request/s per project), unverified: off unless set.
+    #: Inferred: a removed audience is gone at once. With this, a removal is indexed like
+    #: other writes (``index_polls`` views of its token, ``index_delay``), and the audience
+    #: stays visible, its removal token IN_PROGRESS, until then.
+    index_removals: bool = False
+    #: Third-party figure (1 request/s per project, a token bucket over every request, views
+    #: included, answered 429 without Retry-After), unverified: off unless set.
     rate_limit: float | None = None
     rate_burst: int = 1
     #: Not Batch behaviour: add a Retry-After header to rate-limit answers.
@@ -95,6 +100,7 @@ class _Audience:
     writes: dict[str, _Write] = attrs.field(factory=dict)
     pending: list[_Write] = attrs.field(factory=list)
     last_token: str | None = None
+    removed: bool = False  # its removal was indexed: drop it
 
 
 @attrs.define
@@ -196,6 +202,8 @@ class BatchEmulator(EmulatorApp):
                 if audience is not None:
                     for write in list(audience.pending):
                         self._apply(audience, write)
+                    if audience.removed:
+                        del self.projects[project].audiences[name]
             self._dirty.clear()
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -295,12 +303,16 @@ class BatchEmulator(EmulatorApp):
             for write in due:
                 if write.state == "IN_PROGRESS":
                     self._apply(audience, write)
-            if not audience.pending:
+            if audience.removed:
+                del self.projects[key].audiences[name]
+            if not audience.pending or audience.removed:
                 self._dirty.discard((key, name))
 
     def _apply(self, audience: _Audience, write: _Write) -> None:
         audience.pending.remove(write)
-        if write.kind == "replace":
+        if write.kind == "remove":
+            audience.removed = True
+        elif write.kind == "replace":
             for other in audience.writes.values():
                 if other is not write and other.received <= write.received:
                     other.state = "REPLACED"
@@ -440,7 +452,10 @@ class BatchEmulator(EmulatorApp):
         body = await self._body(request)
         name = self._name(body)
         with self.lock:
-            self._audience(project, name, status=self.config.missing_audience_status)
+            audience = self._audience(project, name, status=self.config.missing_audience_status)
+            if self.config.index_removals:
+                write = _Write(self._token(), "remove", {}, time.monotonic())
+                return self._accept(key, audience, write, request.url.path)
             # Assumed: the audience is gone at once (the token is reported APPLIED by nothing,
             # since view needs the audience's name).
             del project.audiences[name]
