@@ -270,14 +270,10 @@ class Transport:
         refusals = 0
         refused_since: float | None = None
         while True:
-            if governor is not None:
-                while (wait := governor.claim()) > 0:
-                    await self._sleep(wait)
-            sent_at = self._clock()
             if stats is not None:
                 stats.requests += 1
             try:
-                response = await self._send_once(
+                response, sent_at = await self._send_once(
                     method, url, json=json, content=content, params=params, shield=shield
                 )
             except APIConnectionError as exc:
@@ -349,7 +345,9 @@ class Transport:
         content: bytes | None,
         params: Any,
         shield: bool,
-    ) -> httpx.Response:
+    ) -> tuple[httpx.Response, float]:
+        """One exchange, and when it began. The governor's slot is claimed last, just before
+        the request goes out, so that what happens between does not bunch requests up."""
         try:
             async with self._limiter:
                 request = self._client.build_request(
@@ -362,10 +360,14 @@ class Transport:
                 )
                 if content is not None:
                     request.stream = _Body(content)
+                if self.governor is not None:
+                    while (wait := self.governor.claim()) > 0:
+                        await self._sleep(wait)
+                sent_at = self._clock()
                 with anyio.CancelScope(shield=shield):
                     response = await self._client.send(request, auth=self._auth)
                     await response.aread()
-                return response
+                return response, sent_at
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             kind = (
                 APITimeoutError if isinstance(exc, httpx.TimeoutException) else APIConnectionError

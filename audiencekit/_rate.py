@@ -26,13 +26,15 @@ Clock = Callable[[], float]
 #: request that arrives a millisecond early, and arrival times jitter by more than that.
 HEADROOM = 0.95
 #: After a refusal, the rate is multiplied by this...
-DECREASE = 0.5
+DECREASE = 0.7
 #: ...and each accepted request adds this fraction of the ceiling back (or of the rate itself,
 #: when there is no ceiling), until the ceiling.
 INCREASE = 0.05
 #: The slowest the governor goes on its own: one request every 20 seconds.
 MIN_RATE = 0.05
 _EPSILON = 1e-6
+#: How late a sleep may wake (the event loop's timers have about a millisecond's grain).
+_TIMER_SLACK = 0.001
 #: How many recent sends an unpaced governor remembers to know how fast it was going.
 _WINDOW = 32
 
@@ -71,7 +73,13 @@ class RateGovernor:
             if self._next - now > _EPSILON:  # (a float clock may stop just short of a slot)
                 return self._next - now
             if self._rate is not None:
-                self._next = max(self._next, now) + 1.0 / (self._rate * HEADROOM)
+                # The next slot is one paced interval on. A request sent late (sleeps wake up
+                # to a millisecond late) may take back the headroom, or that millisecond: the
+                # pace does not drift, and requests never bunch up by more than that.
+                paced = 1.0 / (self._rate * HEADROOM)
+                catch_up = max(paced - 1.0 / self._rate, _TIMER_SLACK)
+                late = now - self._next
+                self._next = (self._next if late <= catch_up else now) + paced
             self._sent.append(now)
             return 0.0
 

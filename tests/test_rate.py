@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from datetime import datetime, timezone
 from email.utils import format_datetime
@@ -58,6 +59,21 @@ def test_a_refusal_halves_the_rate_and_successes_bring_it_back() -> None:
     for _ in range(40):
         governor.accepted()
     assert governor.rate == pytest.approx(2.0)  # back to the ceiling, never past it
+
+
+def test_requests_woken_late_do_not_slow_the_pace_nor_bunch_up() -> None:
+    """A sleep wakes late (here 3 ms): the pace takes back its headroom, so lateness does not
+    add up over many requests, and no two sends are closer than one interval of the limit."""
+    clock = FakeClock()
+    governor = RateGovernor(10.0, clock=clock)
+    sent: list[float] = []
+    for _ in range(100):
+        while (wait := governor.claim()) > 0:
+            clock.now += wait + 0.003
+        sent.append(clock.now)
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
+    assert min(gaps) >= 0.1 - 1e-9  # never closer than 1/rate
+    assert sent[-1] <= 99 * 0.1 / HEADROOM + 0.01  # the paced interval, not interval + 3 ms
 
 
 def test_retry_after_pauses_every_request_of_the_budget() -> None:

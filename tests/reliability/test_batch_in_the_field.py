@@ -14,6 +14,7 @@ from audiencekit import (
     ChunkAccepted,
     Member,
     NotFoundError,
+    PartialFailureError,
     PollPolicy,
     PollTimeoutError,
     ProgressEvent,
@@ -264,6 +265,24 @@ async def test_one_member_batch_refuses_fails_only_itself(
     assert len(emulators.batch.members("one_bad")) == 9_999
     updates = [s for path, s in requests_since(emulators, start_seq) if path == "update"]
     assert len(updates) <= 1 + 30
+
+
+async def test_a_refused_replace_is_never_split(
+    connect: Connect, emulators: EmulatorServer
+) -> None:
+    """Two replaces would keep only the second half: a refused replace fails whole."""
+    emulators.batch.config.max_id_length = 20
+    backend = connect(BatchBackend)
+    await backend.create_audience("replaced")
+    start_seq = last_seq(emulators)
+    batch = [*members(100), Member("y" * 30)]
+
+    with pytest.raises(PartialFailureError) as caught:
+        await backend.replace_members("replaced", batch)
+
+    assert len(caught.value.result.failed) == 101
+    replaces = [s for path, s in requests_since(emulators, start_seq) if path == "replace"]
+    assert replaces == [400]
 
 
 async def test_datetimes_are_sent_with_four_digit_years_or_refused_before_sending(

@@ -225,6 +225,7 @@ class BatchBackend(BaseBackend):
             settle=self._settler(audience_id),
             chunk_size=MAX_IDS,
             concurrency=1,
+            splittable=False,  # a replace sent in parts would keep only the last part
         )
         operations = [Add(m) for m in collected.values()]
         return await self._execute(audience_id, operations, plan, wait=wait)
