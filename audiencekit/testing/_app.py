@@ -30,6 +30,7 @@ __all__ = [
     "EmulatorApp",
     "LoggedRequest",
     "ProviderError",
+    "arrived_at",
     "json_response",
     "request_json",
 ]
@@ -191,6 +192,7 @@ class EmulatorApp:
                 return
 
     async def _provider_request(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[_ARRIVED] = time.monotonic()
         method: str = scope["method"]
         path: str = scope["path"]
         body = await _read_body(receive)
@@ -335,6 +337,14 @@ class EmulatorApp:
         else:
             response = json_response({"error": f"no inspection route {method} {what!r}"}, 404)
         await response(scope, receive, send)
+
+
+_ARRIVED = "audiencekit.arrived"
+
+
+def arrived_at(scope: Scope) -> float:
+    """When a request reached the emulator (``time.monotonic()``), before its body was read."""
+    return float(scope.get(_ARRIVED, time.monotonic()))
 
 
 def request_json(raw: bytes) -> Any:

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ._app import EmulatorApp, ProviderError, json_response, request_json
+from ._app import EmulatorApp, ProviderError, arrived_at, json_response, request_json
 from ._faults import FaultKind, FaultPlan
 
 __all__ = ["DEFAULT_BATCH_KEY", "DEFAULT_BATCH_PROJECT", "BatchConfig", "BatchEmulator"]
@@ -225,20 +225,22 @@ class BatchEmulator(EmulatorApp):
             raise ProviderError(401, "The Rest API Key is not valid for this project")
         with self.lock:
             state = self.projects.setdefault(project, _Project())
-            self._rate_limit(state)
+            self._rate_limit(state, arrived_at(request.scope))
         return project, state
 
-    def _rate_limit(self, project: _Project) -> None:
+    def _rate_limit(self, project: _Project, now: float) -> None:
+        """A token bucket per project, counting each request when it arrived (as a gateway
+        would), not when this single-threaded emulator got round to it."""
         rate = self.config.rate_limit
         if rate is None:
             return
-        now = time.monotonic()
         burst = float(self.config.rate_burst)
         if project.bucket_at == 0.0:
             project.bucket = burst
         else:
-            project.bucket = min(burst, project.bucket + (now - project.bucket_at) * rate)
-        project.bucket_at = now
+            elapsed = max(0.0, now - project.bucket_at)
+            project.bucket = min(burst, project.bucket + elapsed * rate)
+        project.bucket_at = max(project.bucket_at, now)
         if project.bucket < 1.0:
             headers = {}
             if self.config.retry_after_header:

@@ -44,6 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="views of its token before a Batch write is applied (default 0)",
     )
+    parser.add_argument(
+        "--batch-rate-limit",
+        type=float,
+        metavar="PER_SECOND",
+        help="Batch answers 429 past this many requests a second per project (default: no limit)",
+    )
+    parser.add_argument(
+        "--batch-retry-after",
+        action="store_true",
+        help="add a Retry-After header to Batch's 429 answers (Batch documents none)",
+    )
     parser.add_argument("--faults", metavar="FILE", help="a JSON fault plan for both emulators")
     parser.add_argument(
         "--no-request-bodies",
@@ -62,7 +73,12 @@ def main(argv: Sequence[str] | None = None, *, stop: threading.Event | None = No
             plan = FaultPlan.from_dict(json.load(handle))
     log_bodies = not args.no_request_bodies
     batch = BatchEmulator(
-        BatchConfig(index_delay=args.index_delay, index_polls=args.index_polls),
+        BatchConfig(
+            index_delay=args.index_delay,
+            index_polls=args.index_polls,
+            rate_limit=args.batch_rate_limit,
+            retry_after_header=args.batch_retry_after,
+        ),
         faults=plan,
         log_bodies=log_bodies,
     )
