@@ -62,7 +62,7 @@ class DelayLearner:
 
     def learn(self, polled: Polled[Any]) -> None:
         if polled.last_miss is None:
-            self.guess = min(self.guess, polled.hit) * 0.98
+            self.guess = min(self.guess, polled.hit) * 0.99
         else:
             self.guess = max(self.guess, (polled.last_miss + polled.hit) / 2)
 
