@@ -350,12 +350,14 @@ class BatchEmulator(EmulatorApp):
             member_id = item.get("id")
             if type(member_id) is not str or not member_id or len(member_id) > max_length:
                 raise ProviderError(400, f"ids[{index}].id must be a string of 1 to {max_length}")
-            action = item.get("action", "add")
-            if with_action:
+            if with_action:  # required on update (the OpenAPI excerpt: [action, id])
+                action = item.get("action")
                 if action != "add" and action != "remove":
-                    raise ProviderError(400, f"ids[{index}].action must be 'add' or 'remove'")
+                    raise ProviderError(400, f"ids[{index}].action is required: 'add' or 'remove'")
             elif "action" in item:
                 raise ProviderError(400, f"ids[{index}].action is not accepted by replace")
+            else:
+                action = "add"
             attributes = item.get("attributes")
             ops.pop(member_id, None)  # last action per id wins, and takes the last place
             if action == "remove":

@@ -272,7 +272,9 @@ async def test_update_validation(raw: httpx.AsyncClient, ids: list[Any]) -> None
 
 
 async def test_update_of_a_missing_audience(raw: httpx.AsyncClient) -> None:
-    response = await raw.post("/audiences/update", json={"name": "nope", "ids": [{"id": "a"}]})
+    response = await raw.post(
+        "/audiences/update", json={"name": "nope", "ids": [{"action": "add", "id": "a"}]}
+    )
     assert response.status_code == 404
     assert response.json()["error_code"] == "AUDIENCE_NOT_FOUND"
 
@@ -306,6 +308,18 @@ async def test_replace_overtakes_writes_still_pending(
     assert (await view(api, token=replace_token))["indexing_state"] == "APPLIED"
     assert (await view(api, token=pending))["indexing_state"] == "REPLACED"
     assert audiencekit_emulators.batch.members("aud") == {"b": {}}
+
+
+@pytest.mark.parametrize("item", [{"id": "a"}, {"action": "upsert", "id": "a"}])
+async def test_update_requires_an_action_on_every_item(
+    raw: httpx.AsyncClient, item: dict[str, str]
+) -> None:
+    """The update page and the OpenAPI excerpt list ``action`` as required."""
+    await create(raw)
+    ids = [{"action": "add", "id": "ok"}, item]
+    assert_error(await raw.post("/audiences/update", json={"name": "aud", "ids": ids}), 400)
+    audience = (await raw.get("/audiences/view", params={"name": "aud"})).json()
+    assert audience["nb_ids"] == 0  # nothing of a refused update is applied
 
 
 async def test_replace_refuses_actions_and_too_many_ids(raw: httpx.AsyncClient) -> None:

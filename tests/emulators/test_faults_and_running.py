@@ -134,7 +134,9 @@ async def test_a_5xx_after_processing_is_ambiguous(
         FaultPlan([Fault.http_status(500, "POST */update", calls=[1], timing=Timing.AFTER)])
     )
     await batch.post("/audiences/create", json={"name": "a", "type": "custom_ids"})
-    response = await batch.post("/audiences/update", json={"name": "a", "ids": [{"id": "x"}]})
+    response = await batch.post(
+        "/audiences/update", json={"name": "a", "ids": [{"action": "add", "id": "x"}]}
+    )
     assert response.status_code == 500
     assert set(response.json()) == {"error_code", "error_message"}
     assert emulator.members("a") == {"x": {}}  # it took effect all the same
@@ -147,7 +149,9 @@ async def test_a_5xx_before_processing_changes_nothing(
     emulator = audiencekit_emulators.batch
     emulator.set_faults(FaultPlan([Fault.http_status(503, "POST */update", calls=[1])]))
     await batch.post("/audiences/create", json={"name": "a", "type": "custom_ids"})
-    response = await batch.post("/audiences/update", json={"name": "a", "ids": [{"id": "x"}]})
+    response = await batch.post(
+        "/audiences/update", json={"name": "a", "ids": [{"action": "add", "id": "x"}]}
+    )
     assert response.status_code == 503
     assert emulator.members("a") == {}
 
