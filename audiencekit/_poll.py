@@ -43,10 +43,9 @@ class Polled(Generic[T]):
     value: T
     probes: int
     waited: float
-    #: When the last probe that found the state not reached yet was made (None: the first
-    #: probe found it), and when the probe that found it answered, from the start of the wait.
+    #: When the last probe that found the state not reached yet was made, from the start of
+    #: the wait (None: the first probe found it).
     last_miss: float | None = None
-    hit: float = 0.0
 
 
 class DelayLearner:
@@ -54,7 +53,8 @@ class DelayLearner:
     first probe of the next write comes when it is likely done: one probe a write, mostly.
 
     The guess moves up to the middle of the last wait's bounds (the last probe that missed,
-    the one that hit) when a write took longer, and creeps down while first probes hit.
+    the answer of the one that hit: ``waited``) when a write took longer, and creeps down while
+    first probes hit.
     """
 
     def __init__(self) -> None:
@@ -62,9 +62,9 @@ class DelayLearner:
 
     def learn(self, polled: Polled[Any]) -> None:
         if polled.last_miss is None:
-            self.guess = min(self.guess, polled.hit) * 0.99
+            self.guess = min(self.guess, polled.waited) * 0.99
         else:
-            self.guess = max(self.guess, (polled.last_miss + polled.hit) / 2)
+            self.guess = max(self.guess, (polled.last_miss + polled.waited) / 2)
 
 
 async def wait_until(
@@ -110,6 +110,6 @@ async def wait_until(
         asked = clock() - start
         value = await probe()
         if value is not None:
-            return Polled(value, probes, clock() - start, last_miss, clock() - start)
+            return Polled(value, probes, clock() - start, last_miss)
         last_miss = asked
         delay = min(max(delay * policy.backoff, first_delay / 4), policy.max_interval)
