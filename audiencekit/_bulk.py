@@ -562,59 +562,62 @@ class _Engine:
     ) -> list[_Part]:
         """Send a chunk; when the provider refuses it (400: nothing was applied), split it to
         find the ids it refuses, so that only they fail."""
+        tried = await self._attempt(flight, entries, ids)
+        if isinstance(tried, _Part):
+            return [tried]
+        if not self._plan.splittable:
+            return [_Part(ids, outcome_of(ids, tried))]
+        return await self._narrow(flight, entries, ids, tried, [split_budget(len(ids))])
+
+    async def _attempt(
+        self, flight: _Flight, entries: Mapping[str, object], ids: Mapping[str, None]
+    ) -> _Part | BadRequestError:
+        """Send entries once: what became of them, or the 400 that refused them whole."""
         try:
             outcome = await self._plan.send(entries, flight.stats)
         except BadRequestError as exc:
-            if len(ids) < 2 or not self._plan.splittable:
-                return [_Part(ids, outcome_of(ids, exc))]
-            budget = [split_budget(len(ids))]
-            return await self._split(flight, entries, exc, budget)
+            return exc
         except AudienceKitError as exc:
-            return [_Part(ids, outcome_of(ids, exc))]
+            return _Part(ids, outcome_of(ids, exc))
         if outcome.pending:
             # Reported before anything else can run, so that a caller checkpointing the
             # handle cannot be cancelled before it learns of it.
             self._accepted(flight, ids, outcome)
-        return [_Part(ids, outcome)]
+        return _Part(ids, outcome)
 
-    async def _split(
+    async def _narrow(
         self,
         flight: _Flight,
         entries: Mapping[str, object],
+        ids: Mapping[str, None],
         error: BadRequestError,
         budget: list[int],
     ) -> list[_Part]:
-        """Send the halves of a refused chunk, and split again each half refused for its own
-        reason, while ``budget`` (requests) lasts; a half refused for the reason the other
-        half was is not about particular ids, and fails whole."""
-        keys = list(entries)
-        halves = [keys[: len(keys) // 2], keys[len(keys) // 2 :]]
+        """Entries refused whole with ``error``: send their halves, and narrow each half
+        refused for its own reason down to single ids, while ``budget`` (requests, shared by
+        the whole chunk) lasts. Two halves refused for one reason show the refusal is not
+        about particular ids: both fail whole."""
+        if len(ids) < 2:
+            return [_Part(ids, outcome_of(ids, error))]
+        keys = list(ids)
         parts: list[_Part] = []
         refused: list[tuple[dict[str, None], dict[str, object], BadRequestError]] = []
-        for half in halves:
-            ids = dict.fromkeys(half)
+        for half in (keys[: len(keys) // 2], keys[len(keys) // 2 :]):
+            half_ids = dict.fromkeys(half)
             if budget[0] <= 0:
-                parts.append(_Part(ids, outcome_of(ids, error)))
+                parts.append(_Part(half_ids, outcome_of(half_ids, error)))
                 continue
             budget[0] -= 1
             sub = {key: entries[key] for key in half}
-            try:
-                outcome = await self._plan.send(sub, flight.stats)
-            except BadRequestError as exc:
-                refused.append((ids, sub, exc))
-                continue
-            except AudienceKitError as exc:
-                outcome = outcome_of(ids, exc)
-            if outcome.pending:
-                self._accepted(flight, ids, outcome)
-            parts.append(_Part(ids, outcome))
-        if len(refused) == 2 and _same_reason(refused[0][2], refused[1][2]):
-            return [_Part(ids, outcome_of(ids, why)) for ids, _, why in refused]
-        for ids, sub, why in refused:
-            if len(ids) == 1:
-                parts.append(_Part(ids, outcome_of(ids, why)))
+            tried = await self._attempt(flight, sub, half_ids)
+            if isinstance(tried, _Part):
+                parts.append(tried)
             else:
-                parts += await self._split(flight, sub, why, budget)
+                refused.append((half_ids, sub, tried))
+        if len(refused) == 2 and _same_reason(refused[0][2], refused[1][2]):
+            return [_Part(half_ids, outcome_of(half_ids, why)) for half_ids, _, why in refused]
+        for half_ids, sub, why in refused:
+            parts += await self._narrow(flight, sub, half_ids, why, budget)
         return parts
 
     def _accepted(self, flight: _Flight, ids: Mapping[str, None], outcome: ChunkOutcome) -> None:
