@@ -11,20 +11,25 @@ import logging
 import math
 import os
 import random
+import re
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import anyio
 import attrs
 import httpx
 
 from ._rate import governor_for
+from ._wire import read_json, redact_json, unexpected
 from .errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
     ConfigurationError,
+    NotFoundError,
+    UnexpectedResponseError,
     status_error_class,
 )
 
@@ -48,6 +53,9 @@ Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
 
 _REDACTED = "***"
+#: Secrets shorter than this are redacted only where they stand alone (not inside a word), so
+#: that a one-letter key does not turn every "p" of a message into "***".
+_SHORT_SECRET = 8
 
 
 @attrs.frozen(kw_only=True)
@@ -133,8 +141,16 @@ class _HeaderAuth(httpx.Auth):
         return f"<credentials {', '.join(self._headers)}: ***>"
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers.update(self._headers)
-        yield request
+        # A copy goes out: the request the transport holds never carries the credentials.
+        headers = request.headers.copy()
+        headers.update(self._headers)
+        yield httpx.Request(
+            request.method,
+            request.url,
+            headers=headers,
+            stream=request.stream,
+            extensions=request.extensions,
+        )
 
 
 class Transport:
@@ -168,6 +184,7 @@ class Transport:
         rng: random.Random | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
+        base_url, userinfo = split_userinfo(base_url)
         if not base_url.startswith(("http://", "https://")):
             raise ConfigurationError(f"{provider}: base_url must be an http(s) URL: {base_url!r}")
         if max_concurrency < 1:
@@ -187,7 +204,16 @@ class Transport:
         self._auth = _HeaderAuth(auth_headers)
         # Redact each header value and, for "Bearer <key>" style values, the bare key as well.
         secrets = {part for v in auth_headers.values() for part in (v, v.split(" ")[-1]) if part}
-        self._secrets = tuple(sorted(secrets, key=len, reverse=True))
+        if userinfo is not None:
+            # The credentials authenticate; a user:password in the URL would go nowhere (httpx
+            # uses it only without other auth), so it is dropped, and kept out of every text.
+            password = userinfo.partition(":")[2]
+            secrets.update(s for s in (userinfo, password, unquote(password)) if s)
+            logger.warning("%s: the user:password in base_url is not used; dropped", provider)
+        self._redactor = _redactor(secrets)
+        self._redactor_bytes = re.compile(
+            self._redactor.pattern.encode() if self._redactor is not None else b"(?!)"
+        )
         self._parse_error = parse_error
         self._sleep: Sleep = sleep if sleep is not None else anyio.sleep
         self._clock: Clock = clock if clock is not None else anyio.current_time
@@ -232,9 +258,20 @@ class Transport:
 
     def redact(self, text: str) -> str:
         """``text`` with every secret this transport knows replaced by ``***``."""
-        for secret in self._secrets:
-            text = text.replace(secret, _REDACTED)
-        return text
+        return self._redactor.sub(_REDACTED, text) if self._redactor is not None else text
+
+    def read_json(self, response: httpx.Response) -> Any:
+        """The JSON body of a successful answer, or an UnexpectedResponseError saying (redacted)
+        what came instead. A body that repeats a secret comes back with it redacted, so that no
+        caller holds it (one scan of the bytes; bodies without a secret are not copied)."""
+        body = read_json(response, provider=self.provider, redact=self.redact)
+        if self._redactor is not None and self._redactor_bytes.search(response.content):
+            body = redact_json(body, self.redact)
+        return body
+
+    def unexpected(self, message: str, body: object = None) -> UnexpectedResponseError:
+        """An UnexpectedResponseError about a successful answer, its body redacted."""
+        return unexpected(message, provider=self.provider, redact=self.redact, body=body)
 
     def url(self, path: str) -> str:
         """The absolute URL of ``path`` (returned unchanged when already absolute)."""
@@ -268,6 +305,7 @@ class Transport:
         governor = self.governor
         failures = 0  # failures other than 429, counted against retry.max_retries
         refusals = 0
+        took_effect = False  # whether an earlier try may have taken effect
         refused_since: float | None = None
         while True:
             if stats is not None:
@@ -282,6 +320,7 @@ class Transport:
                 if delay is None:
                     raise
                 failures += 1
+                took_effect = took_effect or exc.request_sent
                 logger.info("%s failed (%s); retry %d in %.2fs", shown, exc, failures, delay)
             else:
                 if response.is_success:
@@ -290,6 +329,10 @@ class Transport:
                     logger.debug("%s -> %d", shown, response.status_code)
                     return response
                 error = await self._status_error(response)
+                if took_effect and method == "DELETE" and isinstance(error, NotFoundError):
+                    # An earlier try was lost on its way back; this one finds the thing gone.
+                    logger.info("%s -> %d after a lost answer: deleted", shown, error.status)
+                    return httpx.Response(204, request=response.request)
                 if response.status_code == 429:
                     refused_since = sent_at if refused_since is None else refused_since
                     if governor is not None:
@@ -306,6 +349,7 @@ class Transport:
                         logger.debug("%s -> %d, not retried", shown, response.status_code)
                         raise error
                     failures += 1
+                    took_effect = True  # a 5xx or 408 may come after the provider acted
                 logger.info("%s -> %d; retry in %.2fs", shown, response.status_code, delay)
             if stats is not None:
                 stats.retries += 1
@@ -347,7 +391,12 @@ class Transport:
         shield: bool,
     ) -> tuple[httpx.Response, float]:
         """One exchange, and when it began. The governor's slot is claimed last, just before
-        the request goes out, so that what happens between does not bunch requests up."""
+        the request goes out, so that what happens between does not bunch requests up.
+
+        An httpx failure becomes an audiencekit error raised outside the ``except``: no
+        ``__context__`` leads back to httpx's exception, its request or its headers.
+        """
+        failure: APIConnectionError
         try:
             async with self._limiter:
                 request = self._client.build_request(
@@ -372,17 +421,16 @@ class Transport:
             kind = (
                 APITimeoutError if isinstance(exc, httpx.TimeoutException) else APIConnectionError
             )
-            raise kind(
+            failure = kind(
                 self._describe(exc, "could not connect"), provider=self.provider, request_sent=False
-            ) from None
+            )
         except httpx.TimeoutException as exc:
-            raise APITimeoutError(
-                self._describe(exc, "timed out"), provider=self.provider
-            ) from None
+            failure = APITimeoutError(self._describe(exc, "timed out"), provider=self.provider)
         except httpx.TransportError as exc:
-            raise APIConnectionError(
+            failure = APIConnectionError(
                 self._describe(exc, "connection failed"), provider=self.provider
-            ) from None
+            )
+        raise failure
 
     def _describe(self, exc: Exception, what: str) -> str:
         detail = self.redact(str(exc)) or type(exc).__name__
@@ -391,7 +439,7 @@ class Transport:
     async def _status_error(self, response: httpx.Response) -> APIStatusError:
         body: Any
         try:
-            body = _redact_value(response.json(), self.redact)
+            body = redact_json(response.json(), self.redact)
         except ValueError:
             body = self.redact(response.text[:2000])
         try:
@@ -461,11 +509,20 @@ def credential(value: str | None, env: str, what: str) -> str:
     return found
 
 
-def _redact_value(value: Any, redact: Callable[[str], str]) -> Any:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, list):
-        return [_redact_value(v, redact) for v in value]
-    if isinstance(value, dict):
-        return {k: _redact_value(v, redact) for k, v in value.items()}
-    return value
+def split_userinfo(url: str) -> tuple[str, str | None]:
+    """``url`` without its ``user:password@``, and that user:password (None when absent)."""
+    parts = urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at:
+        return url, None
+    return urlunsplit(parts._replace(netloc=host)), userinfo
+
+
+def _redactor(secrets: Iterable[str]) -> re.Pattern[str] | None:
+    """One pattern for every secret: the longest first, short ones only where they stand alone."""
+    ordered = sorted(set(secrets), key=len, reverse=True)
+    long = [re.escape(s) for s in ordered if len(s) >= _SHORT_SECRET]
+    short = [re.escape(s) for s in ordered if len(s) < _SHORT_SECRET]
+    if short:
+        long.append(rf"(?<![A-Za-z0-9])(?:{'|'.join(short)})(?![A-Za-z0-9])")
+    return re.compile("|".join(long)) if long else None

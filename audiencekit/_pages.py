@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Generic, NoReturn, TypeVar
 
 import attrs
 
@@ -27,18 +27,37 @@ class Page(Generic[T]):
 Fetch = Callable[[str | None], Awaitable[Page[T]]]
 
 
+#: The most pages one listing reads unless told otherwise (100 million items at 100 a page).
+DEFAULT_MAX_PAGES = 1_000_000
+#: Pages a listing may read past what the provider's own total allows (items added meanwhile).
+_SLACK_PAGES = 10
+#: Empty pages in a row, each with a next token, after which a listing cannot be progressing.
+_MAX_EMPTY_RUN = 100
+
+
 class AsyncPager(Generic[T]):
     """Iterates items across pages.
 
     ``fetch(token)`` gets one page (``None`` for the first). Iteration stops when a page has no
-    next token; a token that comes back a second time raises :class:`PaginationError` instead of
-    looping or silently stopping short. Each ``async for`` starts again from the first page.
+    next token. It raises :class:`PaginationError` instead of looping or silently stopping short
+    when it cannot be making progress: a token comes back a second time, the pages outnumber
+    what the provider's own total allows (twice over, plus a few), 100 empty pages come in a row,
+    or ``max_pages`` (settable; :data:`DEFAULT_MAX_PAGES`) is passed. Each ``async for`` starts
+    again from the first page.
     """
 
-    def __init__(self, fetch: Fetch[T], *, provider: str, what: str = "items") -> None:
+    def __init__(
+        self,
+        fetch: Fetch[T],
+        *,
+        provider: str,
+        what: str = "items",
+        max_pages: int = DEFAULT_MAX_PAGES,
+    ) -> None:
         self._fetch = fetch
         self._provider = provider
         self._what = what
+        self.max_pages = max_pages
 
     def __repr__(self) -> str:
         return f"<AsyncPager {self._provider} {self._what}>"
@@ -48,7 +67,7 @@ class AsyncPager(Generic[T]):
 
     def pages(self) -> AsyncIterator[Page[T]]:
         """Iterate the pages themselves (for their totals, or to work a page at a time)."""
-        return _Pages(self._fetch, self._provider, self._what)
+        return _Pages(self._fetch, self._provider, self._what, self.max_pages)
 
     def map(self, func: Callable[[T], U]) -> AsyncPager[U]:
         """A pager over the same pages whose items are ``func(item)``."""
@@ -58,17 +77,23 @@ class AsyncPager(Generic[T]):
             page = await fetch(token)
             return Page([func(item) for item in page.items], page.next_token, page.total)
 
-        return AsyncPager(mapped, provider=self._provider, what=self._what)
+        return AsyncPager(mapped, provider=self._provider, what=self._what,
+                          max_pages=self.max_pages)  # fmt: skip
 
 
 class _Pages(Generic[T]):
-    def __init__(self, fetch: Fetch[T], provider: str, what: str) -> None:
+    def __init__(self, fetch: Fetch[T], provider: str, what: str, max_pages: int) -> None:
         self._fetch = fetch
         self._provider = provider
         self._what = what
+        self._max_pages = max_pages
         self._seen: set[str] = set()
         self._token: str | None = None
         self._done = False
+        self._pages = 0
+        self._empty_run = 0
+        self._largest = 0  # the most items a page has held
+        self._total = 0  # the largest total the provider has given
 
     def __aiter__(self) -> _Pages[T]:
         return self
@@ -76,22 +101,45 @@ class _Pages(Generic[T]):
     async def __anext__(self) -> Page[T]:
         if self._done:
             raise StopAsyncIteration
+        if self._pages >= self._max_pages:
+            self._stop(f"had more than max_pages={self._max_pages} pages")
         page = await self._fetch(self._token)
+        self._pages += 1
         token = page.next_token or None
         if token is None:
             self._done = True
-        elif token in self._seen or token == self._token:
-            self._done = True
-            raise PaginationError(
-                f"{self._provider} returned the page token {token!r} twice while listing "
-                f"{self._what}; stopped instead of looping",
-                provider=self._provider,
-            )
-        else:
-            if self._token is not None:
-                self._seen.add(self._token)
-            self._token = token
+            return page
+        problem = self._stalled(page, token)
+        if problem:
+            self._stop(problem)
+        if self._token is not None:
+            self._seen.add(self._token)
+        self._token = token
         return page
+
+    def _stalled(self, page: Page[T], token: str) -> str:
+        """Why this listing cannot be making progress, or "" while it may be."""
+        if token in self._seen or token == self._token:
+            return f"returned the page token {token!r} twice"
+        self._largest = max(self._largest, len(page.items))
+        self._empty_run = 0 if page.items else self._empty_run + 1
+        if self._empty_run >= _MAX_EMPTY_RUN:
+            return f"returned {self._empty_run} empty pages in a row, each with a next token"
+        if page.total is not None and page.total >= 0:
+            self._total = max(self._total, page.total)
+            allowed = 2 * -(-self._total // max(self._largest, 1)) + _SLACK_PAGES
+            if self._pages > allowed:
+                return (
+                    f"returned {self._pages} pages, more than its own total of {self._total} allows"
+                )
+        return ""
+
+    def _stop(self, problem: str) -> NoReturn:
+        self._done = True
+        raise PaginationError(
+            f"{self._provider} {problem} while listing {self._what}; stopped instead of looping",
+            provider=self._provider,
+        )
 
 
 class _Items(Generic[T]):

@@ -29,7 +29,7 @@ except ImportError:  # pragma: no cover - the tests switch it off to cover this 
 else:
     _fast_dumps, _fast_loads = orjson.dumps, orjson.loads
 
-__all__ = ["dumps", "make_converter", "read_json", "structure"]
+__all__ = ["dumps", "make_converter", "read_json", "redact_json", "structure", "unexpected"]
 
 T = TypeVar("T")
 
@@ -45,40 +45,78 @@ def make_converter(parse_datetime: Callable[[str], datetime]) -> cattrs.Converte
     return converter
 
 
-def structure(converter: cattrs.Converter, data: Any, cls: type[T], *, provider: str) -> T:
-    """Build ``cls`` from a JSON object; fields it does not model go to its ``extra``."""
+def structure(
+    converter: cattrs.Converter,
+    data: Any,
+    cls: type[T],
+    *,
+    provider: str,
+    redact: Callable[[str], str],
+) -> T:
+    """Build ``cls`` from a JSON object; fields it does not model go to its ``extra``.
+
+    What cannot be read is an UnexpectedResponseError whose message and body went through
+    ``redact`` (the transport's), raised with no ``__context__``.
+    """
     if not isinstance(data, Mapping):
-        raise UnexpectedResponseError(
+        raise unexpected(
             f"{provider} answered {type(data).__name__} where an object was expected",
             provider=provider,
             body=data,
+            redact=redact,
         )
     names = {field.name for field in attrs.fields(cls)}  # type: ignore[arg-type]
     known = {k: v for k, v in data.items() if k in names and v is not None}
     if "extra" in names:
         known["extra"] = {k: v for k, v in data.items() if k not in names}
+    problem = ""
     try:
         return converter.structure(known, cls)
     except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
-        raise UnexpectedResponseError(
-            f"{provider} answered a {cls.__name__} that could not be read: {exc}",
-            provider=provider,
-            body=data,
-        ) from None
+        problem = str(exc)
+    raise unexpected(
+        f"{provider} answered a {cls.__name__} that could not be read: {problem}",
+        provider=provider,
+        body=data,
+        redact=redact,
+    )
 
 
-def read_json(response: httpx.Response, *, provider: str) -> Any:
+def read_json(response: httpx.Response, *, provider: str, redact: Callable[[str], str]) -> Any:
     """The JSON body of a successful answer, or an UnexpectedResponseError saying what came."""
     try:
         if _fast_loads is not None:
             return _fast_loads(response.content)
         return json.loads(response.content)
     except ValueError:
-        raise UnexpectedResponseError(
-            f"{provider} answered {response.status_code} with a body that is not JSON: "
-            f"{response.text[:200]!r}",
-            provider=provider,
-        ) from None
+        pass  # raised below, outside the except: the decoder's error holds the whole body
+    raise unexpected(
+        f"{provider} answered {response.status_code} with a body that is not JSON: "
+        f"{response.text[:200]!r}",
+        provider=provider,
+        redact=redact,
+    )
+
+
+def unexpected(
+    message: str, *, provider: str, redact: Callable[[str], str], body: object = None
+) -> UnexpectedResponseError:
+    """An UnexpectedResponseError with ``redact`` applied to its message and every string of
+    its body."""
+    return UnexpectedResponseError(
+        redact(message), provider=provider, body=redact_json(body, redact)
+    )
+
+
+def redact_json(value: Any, redact: Callable[[str], str]) -> Any:
+    """``value`` (JSON-like) with ``redact`` applied to every string in it, keys included."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list):
+        return [redact_json(v, redact) for v in value]
+    if isinstance(value, Mapping):
+        return {redact(str(k)): redact_json(v, redact) for k, v in value.items()}
+    return value
 
 
 _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)

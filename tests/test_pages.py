@@ -99,3 +99,81 @@ async def test_each_iteration_starts_from_the_first_page() -> None:
         second = [x async for x in items]
     assert first == second == ["a", "b", "c"]
     assert route.call_count == 4
+
+
+def endless(*, items: int, total: int | None) -> AsyncPager[int]:
+    """A server that hands out a fresh token on every page, forever."""
+    pages = 0
+
+    async def fetch(token: str | None) -> Page[int]:
+        nonlocal pages
+        pages += 1
+        return Page(list(range(items)), next_token=f"t{pages}", total=total)
+
+    return AsyncPager(fetch, provider="test", what="items")
+
+
+async def count_until_stopped(pager: AsyncPager[int]) -> int:
+    """How many pages the listing yielded before it raised PaginationError."""
+    pages = 0
+    try:
+        async for _ in pager.pages():
+            pages += 1
+    except PaginationError:
+        return pages
+    raise AssertionError("the listing ended without PaginationError")
+
+
+async def test_fresh_tokens_past_the_providers_own_total_stop() -> None:
+    # 250 items at 100 a page is 3 pages; twice that plus 10 is the most a listing may read.
+    assert await count_until_stopped(endless(items=100, total=250)) == 16
+
+
+async def test_fresh_tokens_on_empty_pages_stop_after_a_hundred() -> None:
+    assert await count_until_stopped(endless(items=0, total=None)) == 99
+
+
+async def test_max_pages_bounds_a_listing_without_totals() -> None:
+    pager = endless(items=3, total=None)
+    pager.max_pages = 40
+    assert await count_until_stopped(pager) == 40
+    assert pager.map(str).max_pages == 40  # a mapped pager keeps the bound
+
+
+async def test_a_total_that_grows_while_listing_is_not_a_loop() -> None:
+    calls = 0
+
+    async def fetch(token: str | None) -> Page[int]:
+        nonlocal calls
+        calls += 1  # 100 items a page; the audience grows by 100 a page, up to 5,000 items
+        return Page(list(range(100)), next_token=None if calls == 50 else f"t{calls}",
+                    total=min(5_000, 200 + 100 * calls))  # fmt: skip
+
+    items = [i async for i in AsyncPager(fetch, provider="test")]
+    assert len(items) == 5_000
+
+
+async def test_dexatel_listing_that_never_ends_raises_pagination_error() -> None:
+    from audiencekit.providers.dexatel import DexatelClient
+
+    served = 0
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        nonlocal served
+        served += 1
+        return httpx.Response(200, json={
+            "data": [{"id": f"a{served}", "name": "x", "channel": "SMS"}],
+            "pagination": {"total": 3, "links": {"next": f"?page_token=fresh{served}"}},
+        })  # fmt: skip
+
+    client = DexatelClient(
+        api_key="k" * 12,
+        base_url="https://dexatel.test/v1",
+        client=httpx.AsyncClient(transport=httpx.MockTransport(respond)),
+        rate_limit=None,
+    )
+    async with client:
+        with pytest.raises(PaginationError, match="own total of 3"):
+            async for _ in client.list_audiences(page_size=1):
+                pass
+    assert served == 2 * 3 + 10 + 1

@@ -34,12 +34,12 @@ def test_both_codecs_write_the_same_json(codec: str) -> None:
     }  # fmt: skip
     assert b" " not in encoded
     response = httpx.Response(200, content=encoded)
-    assert _wire.read_json(response, provider="p") == json.loads(encoded)
+    assert _wire.read_json(response, provider="p", redact=str) == json.loads(encoded)
 
 
 def test_a_body_that_is_not_json_is_an_api_error(codec: str) -> None:
     with pytest.raises(APIError, match="not JSON"):
-        _wire.read_json(httpx.Response(200, content=b"<html>"), provider="p")
+        _wire.read_json(httpx.Response(200, content=b"<html>"), provider="p", redact=str)
 
 
 def test_attributes_are_a_frozen_dict_that_serialises_as_it_is() -> None:

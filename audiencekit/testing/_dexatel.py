@@ -58,6 +58,12 @@ class DexatelConfig:
     contact_field_names: str = "legacy"
     #: Inferred: two spellings of one number ("+374..." and "374...") are the same contact.
     numbers_match_ignoring_plus: bool = True
+    #: Unknown upstream: how a number is stored and answered. "as_sent" keeps the spelling of
+    #: the request that created it (the examples show both); "digits" drops the "+" (as if
+    #: another tool had created every contact without it); "plus" always adds it.
+    number_storage: str = attrs.field(
+        default="as_sent", validator=attrs.validators.in_(("as_sent", "digits", "plus"))
+    )
     #: Inferred: the largest audience a campaign may target (the docs say 100,000 numbers).
     max_campaign_audience: int = 100_000
     #: How long a campaign stays in_progress before it completes (emulator only).
@@ -427,6 +433,14 @@ class DexatelEmulator(EmulatorApp):
     def _number_key(self, number: str) -> str:
         return number.lstrip("+") if self.config.numbers_match_ignoring_plus else number
 
+    def _stored_number(self, number: str) -> str:
+        storage = self.config.number_storage
+        if storage == "digits":
+            return number.lstrip("+")
+        if storage == "plus":
+            return "+" + number.lstrip("+")
+        return number
+
     def _check_contact(self, item: Any, *, new: bool) -> dict[str, Any]:
         if not isinstance(item, dict):
             raise ProviderError(400, "'data' is invalid", 1007)
@@ -473,7 +487,7 @@ class DexatelEmulator(EmulatorApp):
             id=str(uuid.uuid4()),
             account_id=audience.account_id,
             audience_id=audience.id,
-            number=fields["number"],
+            number=self._stored_number(fields["number"]),
             first_name=fields.get("first_name"),
             last_name=fields.get("last_name"),
             custom1=fields.get("custom1"),
@@ -826,18 +840,20 @@ class DexatelEmulator(EmulatorApp):
             campaign = self._campaign(account, request)
             if not isinstance(data, dict):
                 raise ProviderError(400, "Request data is missing", 1007)
+            # Every field is checked before any is applied: a refused update changes nothing.
             scheduled = self._status(campaign) == "scheduled"
-            if "status" in data:
-                if data["status"] != "canceled" or not scheduled:
-                    raise ProviderError(400, "'data.status' can not be changed", 1611)
-                campaign.canceled = True
-            elif set(data) & {"name", "schedule"} and not scheduled:
+            cancel = "status" in data
+            if cancel and (data["status"] != "canceled" or not scheduled):
+                raise ProviderError(400, "'data.status' can not be changed", 1611)
+            if not cancel and set(data) & {"name", "schedule"} and not scheduled:
                 # Inferred: details change only while the campaign is scheduled.
                 raise ProviderError(400, "'data.status' can not be changed", 1611)
-            if "name" in data:
-                campaign.name = data["name"]
-            if "schedule" in data:
-                campaign.schedule = self._schedule(data["schedule"])
+            name = data.get("name", campaign.name)
+            if name is not None and not isinstance(name, str):
+                raise ProviderError(400, "'data.name' is invalid", 1604)
+            schedule = self._schedule(data["schedule"]) if "schedule" in data else campaign.schedule
+            campaign.name, campaign.schedule = name, schedule
+            campaign.canceled = campaign.canceled or cancel
             campaign.updated = self.config.now()
             return json_response({"data": self._campaign_json(campaign)})
 

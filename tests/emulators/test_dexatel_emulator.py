@@ -370,6 +370,41 @@ async def test_campaign_cancel(api: httpx.AsyncClient, clock: Clock) -> None:
     )
 
 
+async def test_a_refused_campaign_update_changes_nothing(
+    api: httpx.AsyncClient, clock: Clock
+) -> None:
+    # The campaign pages list 1522 "Schedule date should be after current date" as an error:
+    # the request fails, so neither the name nor the schedule it carried is applied.
+    parts = await campaign_parts(api)
+    when = (clock.now + timedelta(days=1)).strftime("%Y-%m-%d %H:%M:%S")
+    created = await api.post("/campaigns", json={"data": parts | {"name": "c", "schedule": when}})
+    cid = created.json()["data"]["id"]
+    past = (clock.now - timedelta(days=1)).strftime("%Y-%m-%d %H:%M:%S")
+    for data in ({"name": "renamed", "schedule": past}, {"status": "canceled", "schedule": past}):
+        assert_error(await api.put(f"/campaigns/{cid}", json={"data": data}), 400, 1522)
+        held = (await api.get(f"/campaigns/{cid}")).json()["data"]
+        assert (held["name"], held["schedule"], held["status"]) == ("c", when, "scheduled")
+
+
+async def test_numbers_are_stored_as_sent_or_as_configured(
+    api: httpx.AsyncClient, audiencekit_emulators: EmulatorServer
+) -> None:
+    audience = await new_audience(api)
+    base = f"/audiences/{audience['id']}/contacts"
+    stored = {}
+    for storage, number in (("as_sent", "37477000001"), ("digits", "+37477000002"),
+                            ("plus", "37477000003")):  # fmt: skip
+        audiencekit_emulators.dexatel.config.number_storage = storage
+        created = await api.post(base, json={"data": {"number": number}})
+        stored[storage] = created.json()["data"]["number"]
+    assert stored == {"as_sent": "37477000001", "digits": "37477000002", "plus": "+37477000003"}
+    # Either spelling is one contact (numbers_match_ignoring_plus), and a search for the digits
+    # finds it whichever way it is stored.
+    assert_error(await api.post(base, json={"data": {"number": "+37477000001"}}), 409, 1360)
+    found = await api.get(base, params={"filter[search]": "3747700000"})
+    assert sorted(c["number"] for c in found.json()["data"]) == sorted(stored.values())
+
+
 async def test_campaign_create_validation(
     api: httpx.AsyncClient, clock: Clock, audiencekit_emulators: EmulatorServer
 ) -> None:

@@ -16,12 +16,10 @@ import httpx
 
 from ..._http import CallStats, Clock, ProviderClient, RetryPolicy, Sleep, Transport, credential
 from ..._pages import AsyncPager, Page
-from ..._wire import dumps, read_json, structure
+from ..._wire import dumps, structure
 from ...errors import (
-    APIError,
     ConfigurationError,
     Problem,
-    UnexpectedResponseError,
     ValidationError,
 )
 from .wire import PROVIDER, BatchAudience, check_audience_name, converter, error_detail
@@ -120,7 +118,7 @@ class BatchClient(ProviderClient):
         response = await self.transport.request(
             "POST", "/audiences/remove", content=dumps({"name": name}), replay_safe=True
         )
-        body = read_json(response, provider=PROVIDER) if response.content else {}
+        body = self.transport.read_json(response) if response.content else {}
         token = body.get("indexing_token") if isinstance(body, dict) else None
         return str(token) if token else None
 
@@ -130,17 +128,21 @@ class BatchClient(ProviderClient):
         response = await self.transport.request(
             "POST", path, content=body, replay_safe=replay_safe, stats=stats
         )
-        data = read_json(response, provider=PROVIDER)
+        data = self.transport.read_json(response)
         token = data.get("indexing_token") if isinstance(data, dict) else None
         if not isinstance(token, str) or not token:
             # The write may well have been applied: the caller cannot tell, hence "unknown".
-            raise UnexpectedResponseError(
-                f"batch answered {path} with {response.status_code} but no indexing token",
-                provider=PROVIDER,
+            raise self.transport.unexpected(
+                f"batch answered {path} with {response.status_code} but no indexing token", data
             )
         return token
 
     # -- reads ------------------------------------------------------------------------------
+
+    def _audience(self, data: Any) -> BatchAudience:
+        return structure(
+            converter, data, BatchAudience, provider=PROVIDER, redact=self.transport.redact
+        )
 
     async def view(
         self, name: str, *, indexing_token: str | None = None, stats: CallStats | None = None
@@ -152,9 +154,7 @@ class BatchClient(ProviderClient):
         response = await self.transport.request(
             "GET", "/audiences/view", params=params, replay_safe=True, stats=stats
         )
-        return structure(
-            converter, read_json(response, provider=PROVIDER), BatchAudience, provider=PROVIDER
-        )
+        return self._audience(self.transport.read_json(response))
 
     def list(self, *, limit: int = 100) -> AsyncPager[BatchAudience]:
         """Every audience of the project, ``limit`` (1 to 100) a page."""
@@ -168,13 +168,10 @@ class BatchClient(ProviderClient):
             response = await self.transport.request(
                 "GET", "/audiences/list", params=params, replay_safe=True
             )
-            data = read_json(response, provider=PROVIDER)
+            data = self.transport.read_json(response)
             if not isinstance(data, dict) or not isinstance(data.get("audiences"), list):
-                raise APIError("batch answered a list without audiences", provider=PROVIDER)
-            items = [
-                structure(converter, item, BatchAudience, provider=PROVIDER)
-                for item in data["audiences"]
-            ]
+                raise self.transport.unexpected("batch answered a list without audiences", data)
+            items = [self._audience(item) for item in data["audiences"]]
             # The end is has_more == false, or a missing next_from (the last page's shape is
             # not documented).
             more = data.get("has_more", True) and data.get("next_from")

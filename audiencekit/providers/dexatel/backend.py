@@ -36,13 +36,12 @@ from .wire import (
 __all__ = ["DexatelBackend"]
 
 
-def _key(number: str) -> str:
-    """Numbers compare without their "+" (Dexatel may store either form)."""
-    return number.lstrip("+")
-
-
 class _Directory:
-    """Finds a number's contact in one audience, during one bulk call.
+    """Finds a number's contacts in one audience, during one bulk call.
+
+    Numbers are compared in E.164 (the client reads them so), whichever spelling Dexatel stored;
+    a search asks for the digits alone, which match both. An account written by other tools may
+    even hold one number twice, once in each spelling: a number maps to a list of contacts.
 
     Looking numbers up one at a time costs a search each; reading the whole audience costs one
     request a page. It starts with searches and switches to one full read once it has made as
@@ -53,7 +52,7 @@ class _Directory:
     def __init__(self, client: DexatelClient, audience_id: str) -> None:
         self._client = client
         self._audience_id = audience_id
-        self._index: dict[str, DexatelContact] | None = None
+        self._index: dict[str, list[DexatelContact]] | None = None
         self._pages: int | None = None
         self._lookups = 0
         self._lock = anyio.Lock()
@@ -75,45 +74,49 @@ class _Directory:
             if self._pages <= self._lookups:
                 self._reading = True
                 try:
-                    self._index = {
-                        _key(c.number): c
-                        async for c in self._client.list_contacts(self._audience_id)
-                    }
+                    index: dict[str, list[DexatelContact]] = {}
+                    async for contact in self._client.list_contacts(self._audience_id):
+                        index.setdefault(contact.number, []).append(contact)
+                    self._index = index
                 finally:
                     self._reading = False
 
-    async def find(self, number: str, *, fresh: bool = False) -> DexatelContact | None:
-        """The contact of ``number``, or None; ``fresh`` asks the provider even with an index."""
-        key = _key(number)
-        if self._index is not None and not fresh and key not in self._unsure:
-            return self._index.get(key)
-        async for contact in self._client.list_contacts(self._audience_id, search=number):
-            if _key(contact.number) == key:
-                return self.remember(contact)
+    async def find(self, number: str, *, fresh: bool = False) -> list[DexatelContact]:
+        """The contacts of ``number`` (E.164); ``fresh`` asks the provider even with an index."""
+        if self._index is not None and not fresh and number not in self._unsure:
+            return self._index.get(number, [])
+        found = [
+            contact
+            async for contact in self._client.list_contacts(
+                self._audience_id, search=number.lstrip("+")
+            )
+            if contact.number == number
+        ]
         self.forget(number)
-        return None
+        for contact in found:
+            self.remember(contact)
+        return found
 
     # A number written while the index was being read may be missing from it or stale: it is
     # "unsure", and looked up afresh once.
 
     def remember(self, contact: DexatelContact) -> DexatelContact:
-        key = _key(contact.number)
         if self._index is None:
             if self._reading:
-                self._unsure.add(key)
+                self._unsure.add(contact.number)
         else:
-            self._index[key] = contact
-            self._unsure.discard(key)
+            known = self._index.setdefault(contact.number, [])
+            known[:] = [c for c in known if c.id != contact.id] + [contact]
+            self._unsure.discard(contact.number)
         return contact
 
     def forget(self, number: str) -> None:
-        key = _key(number)
         if self._index is None:
             if self._reading:
-                self._unsure.add(key)
+                self._unsure.add(number)
         else:
-            self._index.pop(key, None)
-            self._unsure.discard(key)
+            self._index.pop(number, None)
+            self._unsure.discard(number)
 
 
 class DexatelBackend(BaseBackend):
@@ -230,30 +233,34 @@ class DexatelBackend(BaseBackend):
                     await client.update_contact(audience_id, contact.id, stats=stats, **differ)
                 )
 
+        async def first(number: str) -> DexatelContact | None:
+            return next(iter(await directory.find(number, fresh=True)), None)
+
         async def add(member: Member, stats: CallStats) -> None:
             number, fields = member.id, {k: str(v) for k, v in member.attributes.items()}
-            existing = await directory.find(number)
-            if existing is None:
+            known = await directory.find(number)
+            if known:
+                existing = known[0]  # the first of a number stored twice: listings show both
+            else:
                 try:
                     created = await create_once(
                         lambda: client.create_contact(audience_id, number, stats=stats, **fields),
-                        lambda: directory.find(number, fresh=True),
+                        lambda: first(number),
                         attempts=attempts,
                     )
                 except ConflictError:  # "Contact already exists": an upsert updates it instead
-                    existing = await directory.find(number, fresh=True)
-                    if existing is None:
+                    found = await first(number)
+                    if found is None:
                         raise
+                    existing = found
                 else:
                     existing = directory.remember(created)
             await update_if_needed(existing, fields, stats)
 
         async def remove(number: str, stats: CallStats) -> None:
-            existing = await directory.find(number)
-            if existing is None:
-                return  # already absent
-            with contextlib.suppress(NotFoundError):  # deleted meanwhile: absent all the same
-                await client.delete_contact(audience_id, existing.id, stats=stats)
+            for existing in await directory.find(number):  # none when already absent
+                with contextlib.suppress(NotFoundError):  # deleted meanwhile: absent all the same
+                    await client.delete_contact(audience_id, existing.id, stats=stats)
             directory.forget(number)
 
         async def send(ops: Mapping[str, Operation], stats: CallStats) -> ChunkOutcome:

@@ -7,6 +7,7 @@ One method, one request (lists are pagers: one request a page). Write bodies are
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -19,8 +20,8 @@ import httpx
 from ..._http import CallStats, Clock, ProviderClient, RetryPolicy, Sleep, Transport, credential
 from ..._pages import AsyncPager, Page
 from ..._poll import PollPolicy, wait_until
-from ..._wire import dumps, read_json, structure
-from ...errors import APIError, Problem, ValidationError
+from ..._wire import dumps, structure
+from ...errors import Problem, ValidationError
 from ...models import Channel, Member
 from .wire import (
     AUDIENCE_NAME_RE,
@@ -108,15 +109,15 @@ class DexatelClient(ProviderClient):
         )
         if response.status_code == 204 or not response.content:
             return None
-        body = read_json(response, provider=PROVIDER)
+        body = self.transport.read_json(response)
         if not isinstance(body, Mapping) or "data" not in body:
-            raise APIError(f"dexatel answered {path} without 'data'", provider=PROVIDER, body=body)
+            raise self.transport.unexpected(f"dexatel answered {path} without 'data'", body)
         return body["data"]
 
     def _one(self, data: Any, cls: type[M]) -> M:
         if cls is DexatelContact and isinstance(data, Mapping):
             data = contact_from_wire(data)
-        return structure(converter, data, cls, provider=PROVIDER)
+        return structure(converter, data, cls, provider=PROVIDER, redact=self.transport.redact)
 
     def _pager(
         self,
@@ -139,9 +140,11 @@ class DexatelClient(ProviderClient):
             if token is not None:
                 params["page_token"] = token
             response = await self.transport.request("GET", path, params=params, replay_safe=True)
-            body = read_json(response, provider=PROVIDER)
+            body = self.transport.read_json(response)
             if not isinstance(body, Mapping) or not isinstance(body.get("data"), list):
-                raise APIError(f"dexatel answered {path} without a 'data' list", provider=PROVIDER)
+                raise self.transport.unexpected(
+                    f"dexatel answered {path} without a 'data' list", body
+                )
             pagination = body.get("pagination") or {}
             links = pagination.get("links") or {} if isinstance(pagination, Mapping) else {}
             return Page(
@@ -225,7 +228,11 @@ class DexatelClient(ProviderClient):
         """The contacts of an audience read straight into members (number and the fields that
         are set): the quick way to read a large audience."""
         return self._pager(
-            f"/audiences/{_id(audience_id)}/contacts", member_from_wire, {}, page_size, "contacts"
+            f"/audiences/{_id(audience_id)}/contacts",
+            functools.partial(member_from_wire, redact=self.transport.redact),
+            {},
+            page_size,
+            "contacts",
         )
 
     async def create_contact(

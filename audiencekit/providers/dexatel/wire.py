@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -16,8 +16,8 @@ import attrs
 import httpx
 
 from ..._http import ErrorDetail
-from ..._wire import is_text, make_converter, utc
-from ...errors import APIError, APIStatusError, ConflictError, NotFoundError, Problem
+from ..._wire import is_text, make_converter, unexpected, utc
+from ...errors import APIStatusError, ConflictError, NotFoundError, Problem
 from ...models import Channel, Member, _OpenEnum
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "next_page_token",
     "normalize_number",
     "parse_datetime",
+    "read_number",
 ]
 
 PROVIDER = "dexatel"
@@ -222,25 +223,44 @@ converter.register_structure_hook(CampaignStatus, lambda v, _: CampaignStatus(v)
 
 
 def contact_from_wire(data: Mapping[str, Any]) -> dict[str, Any]:
-    """A contact body with its custom fields under canonical names (either spelling is read)."""
+    """A contact body with its number in E.164 and its custom fields under canonical names
+    (either spelling is read). A number stored in another spelling is kept in ``extra``."""
     out = dict(data)
     for legacy, canonical in FIELD_ALIASES.items():
         if legacy in out:
             value = out.pop(legacy)
             if out.get(canonical) is None:
                 out[canonical] = value
+    stored = out.get("number")
+    if isinstance(stored, str):
+        number = read_number(stored)
+        if number != stored:
+            out["number"], out["stored_number"] = number, stored
     return out
+
+
+def read_number(stored: str) -> str:
+    """A number as Dexatel stored it (another client may have left out the "+"), in E.164.
+
+    One that is not a phone number at all is returned as stored: it names a contact all the
+    same, and reading an audience must not fail on it.
+    """
+    if stored.startswith("+") and _E164.match(stored):
+        return stored
+    return normalize_number(stored) or stored
 
 
 _READ_FIELDS = (("first_name", None), ("last_name", None), ("custom1", "timestamp"),
                 ("custom2", "date"))  # fmt: skip
 
 
-def member_from_wire(data: Any) -> Member:
-    """A contact body as a member: its number, and the contact fields that are set."""
+def member_from_wire(data: Any, *, redact: Callable[[str], str]) -> Member:
+    """A contact body as a member: its number in E.164, and the contact fields that are set."""
     number = data.get("number") if isinstance(data, Mapping) else None
     if not isinstance(number, str):
-        raise APIError("dexatel listed a contact without a number", provider=PROVIDER, body=data)
+        raise unexpected(
+            "dexatel listed a contact without a number", provider=PROVIDER, redact=redact, body=data
+        )
     fields = {}
     for name, legacy in _READ_FIELDS:
         value = data.get(name)
@@ -248,7 +268,7 @@ def member_from_wire(data: Any) -> Member:
             value = data.get(legacy)
         if value is not None:
             fields[name] = value
-    return Member(number, attributes=fields)
+    return Member(read_number(number), attributes=fields)
 
 
 def next_page_token(link: object) -> str | None:
@@ -260,8 +280,10 @@ def next_page_token(link: object) -> str | None:
     return tokens[0] if tokens and tokens[0] else None
 
 
-#: Codes whose meaning the status does not tell (the statuses of most are undocumented).
-NOT_FOUND_CODES = frozenset({1251, 1301, 1351, 1402, 1601})
+#: Codes whose meaning the status does not tell (the statuses of most are undocumented). An
+#: "invalid identifier" (1302 audience, 1352 contact, 1602 campaign; 1252 is assumed to be the
+#: template's) means that nothing can have that id: not found, whatever the status.
+NOT_FOUND_CODES = frozenset({1251, 1252, 1301, 1302, 1351, 1352, 1402, 1601, 1602})
 CONFLICT_CODES = frozenset({1258, 1309, 1360, 1441})
 
 
