@@ -25,6 +25,7 @@ import anyio
 
 from . import __version__
 from ._bulk import ChunkDone, ProgressEvent
+from ._resolve import resolve_audience
 from .backend import AudienceBackend
 from .errors import (
     AudienceKitError,
@@ -207,15 +208,16 @@ async def _audiences(args: argparse.Namespace, out: _Output) -> int:
                 lambda: "\n".join(f"{a.id}\t{a.name}\t{a.size}" for a in found) or "(none)",
             )
         elif args.action == "show":
-            audience = await backend.get_audience(args.audience)
+            audience, _ = await resolve_audience(backend, args.audience)
             out.data(_audience_dict(audience), lambda: "\n".join(
                 f"{k}: {v}" for k, v in _audience_dict(audience).items()))  # fmt: skip
         elif args.action == "create":
             audience = await backend.create_audience(args.audience, channel=args.channel)
             out.data(_audience_dict(audience), lambda: f"created {audience.id}")
         else:
-            await backend.delete_audience(args.audience)
-            out.data({"deleted": args.audience}, lambda: f"deleted {args.audience}")
+            audience, _ = await resolve_audience(backend, args.audience)
+            await backend.delete_audience(audience.id)
+            out.data({"deleted": audience.id}, lambda: f"deleted {audience.id}")
     return OK
 
 
@@ -226,15 +228,17 @@ async def _member_command(args: argparse.Namespace, out: _Output) -> int:
     fmt = _format(args.file, args.format)
     async with _backend(args, args.provider) as backend:
         with out.progress(f"{args.action} {args.audience}", None) as progress:
+            if args.action in ("add", "remove"):
+                audience_id = (await resolve_audience(backend, args.audience))[0].id
             if args.action == "add":
                 result = await backend.add_members(
-                    args.audience, _members(args.file, fmt), on_progress=progress,
+                    audience_id, _members(args.file, fmt), on_progress=progress,
                     raise_on_failure=False,
                 )  # fmt: skip
             elif args.action == "remove":
                 ids = (m.id for m in _members(args.file, fmt))
                 result = await backend.remove_members(
-                    args.audience, ids, on_progress=progress, raise_on_failure=False
+                    audience_id, ids, on_progress=progress, raise_on_failure=False
                 )
             else:
                 state = StateStore(args.state) if args.state else None

@@ -18,10 +18,10 @@ import attrs
 from ._base import BaseBackend, aiterate
 from ._bulk import ProgressCallback
 from ._pages import AsyncPager
+from ._resolve import resolve_audience
 from .backend import AudienceBackend, Capabilities, Members, Operations
 from .errors import (
     AudienceKitError,
-    NotFoundError,
     PollTimeoutError,
     Problem,
     UnsupportedFeatureError,
@@ -108,20 +108,8 @@ class Mirror(BaseBackend):
     async def _id(self, name: str, backend_name: str) -> str:
         key = (name, backend_name)
         if key not in self._ids:
-            backend = self.backends[backend_name]
-            try:
-                self._ids[key] = (await backend.get_audience(name)).id
-            except (NotFoundError, ValidationError):
-                async for audience in backend.list_audiences():
-                    if audience.name == name:
-                        self._ids[key] = audience.id
-                        break
-                else:
-                    raise NotFoundError(
-                        f"{backend_name} has no audience named {name!r}",
-                        provider=backend.provider,
-                        status=404,
-                    ) from None
+            found, _ = await resolve_audience(self.backends[backend_name], name)
+            self._ids[key] = found.id
         return self._ids[key]
 
     def _audience(self, name: str, found: Audience) -> Audience:

@@ -16,6 +16,7 @@ import attrs
 
 from ._base import prepared_members
 from ._bulk import ChunkAccepted, ChunkDone, ChunkSent, ProgressCallback, ProgressEvent
+from ._resolve import resolve_audience
 from .backend import AudienceBackend, Members
 from .errors import (
     ConfigurationError,
@@ -23,7 +24,7 @@ from .errors import (
     Problem,
     ValidationError,
 )
-from .models import Add, Audience, BulkResult, Channel, Member, Operation, PendingChunk, Remove
+from .models import Add, BulkResult, Channel, Member, Operation, PendingChunk, Remove
 from .state import StateStore, fingerprint
 
 __all__ = ["MigrationReport", "SyncReport", "migrate", "sync"]
@@ -56,6 +57,8 @@ async def sync(
     audience_id: str,
     desired: Members,
     *,
+    create: bool = False,
+    channel: Channel | str | None = None,
     state: StateStore | None = None,
     scope: str | None = None,
     on_progress: ProgressCallback | None = None,
@@ -63,26 +66,31 @@ async def sync(
 ) -> SyncReport:
     """Make the audience hold exactly ``desired``, sending only the difference.
 
-    A backend that can list its members is compared with its own listing; one that cannot
-    (Batch) needs ``state``, which records what was applied (under ``scope``, by default the
-    provider's name) so that the next sync knows it. A second identical sync sends nothing.
-    Holds the desired set and the current one in memory (ids and attributes).
+    The audience is given by id or by name; with ``create`` a missing one is created
+    (``channel`` for Dexatel). A backend that can list its members is compared with its own
+    listing; one that cannot (Batch) needs ``state``, which records what was applied (under
+    ``scope``, by default the provider's name) so that the next sync knows it. A second
+    identical sync sends nothing. Holds the desired set and the current one in memory (ids and
+    attributes).
     """
     wanted = await prepared_members(backend, desired)
+    if not backend.capabilities.list_members and state is None:
+        raise ConfigurationError(
+            f"{backend.provider} cannot list the members of an audience: pass a StateStore "
+            "so that sync knows what it pushed before"
+        )
+    found, _ = await resolve_audience(backend, audience_id, create=create, channel=channel)
+    audience_id = found.id
     scope = scope or backend.provider
     attributes: dict[str, Mapping[str, Any]] | None = None
     fingerprints: dict[str, str] | None = None
     if backend.capabilities.list_members:
         attributes = {m.id: m.attributes async for m in backend.iter_members(audience_id)}
         current: Mapping[str, object] = attributes
-    elif state is not None:
+    else:
+        assert state is not None
         fingerprints = await anyio.to_thread.run_sync(state.pushed, scope, audience_id)
         current = fingerprints
-    else:
-        raise ConfigurationError(
-            f"{backend.provider} cannot list the members of an audience: pass a StateStore "
-            "so that sync knows what it pushed before"
-        )
 
     ops: list[Operation] = []
     added = changed = unchanged = 0
@@ -350,9 +358,14 @@ async def migrate(
 
     scope = None if target.capabilities.list_members or state is None else target.provider
     checkpoint = _Checkpoint(state, run, saved or {}, scope=scope)
+    source_found = (await resolve_audience(source, source_audience))[0]
     if not checkpoint.target:
-        checkpoint.target, checkpoint.created = await _target(target, target_audience, create,
-                                                              channel)  # fmt: skip
+        if channel is None and source_found.channel not in (None, Channel.UNKNOWN):
+            channel = source_found.channel  # a new audience takes the source's channel
+        found, checkpoint.created = await resolve_audience(
+            target, target_audience, create=create, channel=channel
+        )
+        checkpoint.target = found.id
     target_id = checkpoint.target
     checkpoint.save()
 
@@ -375,7 +388,7 @@ async def migrate(
         checkpoint.save()
 
     async def operations() -> AsyncIterator[Operation]:
-        async for member in checkpoint.members(source.iter_members(source_audience)):
+        async for member in checkpoint.members(source.iter_members(source_found.id)):
             yield checkpoint.remember(Add(mapping(member)), target.prepare)
 
     resumed_from = checkpoint.cursor
@@ -403,28 +416,6 @@ async def migrate(
     return report
 
 
-async def _target(
-    target: AudienceBackend, name: str, create: bool, channel: Channel | str | None
-) -> tuple[str, bool]:
-    """The id of the target audience (found by id or by name, or created when asked), and
-    whether this run created it."""
-    try:
-        return (await target.get_audience(name)).id, False
-    except (NotFoundError, ValidationError):
-        pass
-    async for audience in target.list_audiences():
-        if audience.name == name:
-            return audience.id, False
-    if not create:
-        raise NotFoundError(
-            f"{target.provider} has no audience {name!r} (pass create=True to create it)",
-            provider=target.provider,
-            status=404,
-        )
-    made: Audience = await target.create_audience(name, channel=channel)
-    return made.id, True
-
-
 async def _dry_run(
     source: AudienceBackend,
     source_audience: str,
@@ -435,10 +426,11 @@ async def _dry_run(
 ) -> MigrationReport:
     """Read and check every member; compare with what the target holds, when that is known."""
     known: Mapping[str, Any] = {}
+    source_id = (await resolve_audience(source, source_audience))[0].id
     try:
-        target_id = (await target.get_audience(target_audience)).id
-    except (NotFoundError, ValidationError):
-        target_id = target_audience
+        target_id = (await resolve_audience(target, target_audience))[0].id
+    except NotFoundError:
+        target_id = target_audience  # a run would create it (with create=True)
     else:
         if target.capabilities.list_members:
             known = {m.id: m.attributes async for m in target.iter_members(target_id)}
@@ -446,7 +438,7 @@ async def _dry_run(
             known = state.pushed(target.provider, target_id)
     read = would_send = unchanged = 0
     problems: list[Problem] = []
-    async for member in source.iter_members(source_audience):
+    async for member in source.iter_members(source_id):
         read += 1
         try:
             op = target.prepare(Add(mapping(member)))

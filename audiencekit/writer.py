@@ -16,6 +16,7 @@ import anyio.abc
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._resolve import resolve_audience
 from .backend import AudienceBackend
 from .errors import AudienceKitError, PartialFailureError
 from .models import Add, BulkResult, Member, Operation, Remove
@@ -29,7 +30,8 @@ class _Flush:
 
 
 class AudienceWriter:
-    """Buffers membership changes for one audience and applies them in bulk.
+    """Buffers membership changes for one audience (given by id or by name) and applies them
+    in bulk.
 
     Use it as an async context manager: leaving the block flushes everything, then raises
     :class:`~audiencekit.PartialFailureError` if any id failed along the way (``failed`` and
@@ -69,6 +71,8 @@ class AudienceWriter:
     async def __aenter__(self) -> AudienceWriter:
         if self._group is not None:
             raise RuntimeError("an AudienceWriter can be entered once")
+        found, _ = await resolve_audience(self.backend, self.audience_id)
+        self.audience_id = found.id
         self._send, self._receive = anyio.create_memory_object_stream[Operation | _Flush](
             self.max_queue
         )
