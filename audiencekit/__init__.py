@@ -12,6 +12,7 @@ from .errors import (
     APIError,
     APIStatusError,
     APITimeoutError,
+    AudienceBusyError,
     AudienceKitError,
     AuthenticationError,
     BadRequestError,
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from .mirror import Mirror, MirrorError
     from .providers.batch import BatchBackend, BatchClient
     from .providers.dexatel import DexatelBackend, DexatelClient
-    from .state import StateStore
+    from .state import SqliteStateStore, StateStore
     from .writer import AudienceWriter
 
 from .models import (
@@ -65,6 +66,7 @@ _LAZY = {
     "Mirror": "audiencekit.mirror",
     "MirrorError": "audiencekit.mirror",
     "StateStore": "audiencekit.state",
+    "SqliteStateStore": "audiencekit.state",
 }
 
 
@@ -87,6 +89,7 @@ __all__ = [
     "AttributeValue",
     "Audience",
     "AudienceBackend",
+    "AudienceBusyError",
     "AudienceKitError",
     "AudienceWriter",
     "AuthenticationError",
@@ -124,6 +127,7 @@ __all__ = [
     "RateLimitError",
     "Remove",
     "RetryPolicy",
+    "SqliteStateStore",
     "StateStore",
     "UnsupportedFeatureError",
     "Url",

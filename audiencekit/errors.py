@@ -20,6 +20,7 @@
      │    ├── UnexpectedResponseError  a 2xx whose body cannot be used (a write may have happened)
      │    ├── PaginationError          the provider's paging went wrong (a repeated page token)
      │    └── WriteReplacedError       the provider dropped a write: a replace overtook it
+     ├── AudienceBusyError             another run is writing the audience (its lease is held)
      ├── PartialFailureError           a bulk call finished, but some ids did not make it
      └── PollTimeoutError(TimeoutError) accepted writes not confirmed; carries them, to resume
 
@@ -41,6 +42,7 @@ __all__ = [
     "APIError",
     "APIStatusError",
     "APITimeoutError",
+    "AudienceBusyError",
     "AudienceKitError",
     "AuthenticationError",
     "BadRequestError",
@@ -274,6 +276,33 @@ def status_error_class(status: int) -> type[APIStatusError]:
     if status >= 500:
         return InternalServerError
     return _STATUS_CLASSES.get(status, BadRequestError if status >= 400 else APIStatusError)
+
+
+class AudienceBusyError(AudienceKitError):
+    """Another run (another process, or another task) holds the audience's lease in the state
+    store: a sync, migrate or writer never interleaves with another on one audience. ``holder``
+    names it (host:pid:token) and ``expires_in`` says when its lease runs out unless renewed;
+    ``lost`` is True when this run's own lease was taken over (it stalled past the lease's
+    time) and the run was stopped."""
+
+    def __init__(
+        self, audience: str, holder: str | None, expires_in: float, *, lost: bool = False
+    ) -> None:
+        self.audience = audience
+        self.holder = holder
+        self.expires_in = expires_in
+        self.lost = lost
+        if lost:
+            message = (
+                f"this run lost its lease on {audience}: it stalled past the lease's time and "
+                "another run may have taken over; run it again"
+            )
+        else:
+            message = (
+                f"another run is writing {audience} ({holder}; its lease runs out in "
+                f"{expires_in:.0f} s unless renewed): wait for it to finish"
+            )
+        super().__init__(message)
 
 
 class PartialFailureError(AudienceKitError):

@@ -1,15 +1,22 @@
-"""The state store: what was pushed where, and checkpoints of runs in progress.
+"""The state store: what each audience holds as far as audiencekit knows, who is writing to it,
+and the runs in progress.
 
-SQLite (a file, or ``":memory:"``), no server. Every write is one transaction in WAL mode, so a
-crash mid-write leaves the store as it was before that write, never half-written.
+:class:`StateStore` is the interface (a few blocking methods, each one transaction; the library
+calls them from a worker thread, never on the event loop). :class:`SqliteStateStore` is the
+embedded implementation, and what ``StateStore(path)`` opens. A server-backed store (for
+workers on several machines) implements the same methods with the same guarantees:
 
-Two things live here:
-
-- *pushed members*: for each provider audience (a ``scope`` such as ``"batch"`` plus the audience
-  id), each member id and a fingerprint of the attributes last applied. ``sync`` diffs against it
-  for providers that cannot list their members (Batch).
-- *checkpoints*: a JSON document per run id (``migrate`` keeps its cursor, its pending indexing
-  tokens and its counts there), replaced as the run moves on, removed when it ends.
+- **the journal**: per (scope, audience, member id) the fingerprint of the attributes last
+  written and whether that write is *settled* (the provider confirmed it) or not (it was
+  intended, sent, accepted under a handle, or its outcome is unknown). An id without an entry
+  is absent. A run marks what it is about to send before sending it, notes each handle as the
+  provider accepts it, and settles entries as writes are confirmed, so a crash at any point
+  leaves a store from which the next run converges: an unsettled id may be present, and is
+  written again (or removed).
+- **leases**: one writer per audience across processes: :meth:`StateStore.acquire_lease`
+  takes a key for ``ttl`` seconds unless another owner holds it (a dead process's lease
+  expires; on this host it is taken over at once).
+- **checkpoints**: a small JSON document per run id, for the runs that need one.
 """
 
 from __future__ import annotations
@@ -17,30 +24,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+import attrs
+
+from .errors import ConfigurationError
 from .models import Attributes, Url
 
-__all__ = ["StateStore", "fingerprint"]
+__all__ = ["Entry", "LeaseHolder", "SqliteStateStore", "StateStore", "fingerprint"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS pushed (
-    scope TEXT NOT NULL,
-    audience TEXT NOT NULL,
-    member TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    PRIMARY KEY (scope, audience, member)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS checkpoints (
-    run TEXT PRIMARY KEY,
-    data TEXT NOT NULL,
-    updated TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
-);
-"""
+#: A fingerprint that stands for "absent": an entry with it is an intended removal.
+ABSENT = ""
 
 
 def _plain(value: object) -> object:
@@ -61,29 +61,36 @@ def fingerprint(attributes: Attributes) -> str:
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
-class StateStore:
-    """What audiencekit remembers between runs, in one SQLite database.
+@attrs.frozen
+class Entry:
+    """What the store knows of one member: the fingerprint last written (``""`` for a removal),
+    whether the provider confirmed it, and the handle it was accepted under, if any."""
 
-    Safe to share between tasks and threads (one connection, one lock). Use it as a context
-    manager, or call :meth:`close`.
+    fingerprint: str
+    settled: bool
+    handle: str | None = None
+
+
+@attrs.frozen
+class LeaseHolder:
+    """Who holds a lease: ``owner`` (host, process id and a token) and seconds left on it."""
+
+    owner: str
+    expires_in: float
+
+
+class StateStore:
+    """What audiencekit remembers between runs (see the module's documentation).
+
+    ``StateStore(path)`` opens a :class:`SqliteStateStore` (as ``pathlib.Path`` opens a
+    ``PosixPath``); other stores subclass this class and implement every method that raises
+    NotImplementedError here. Use a store as a context manager, or call :meth:`close`.
     """
 
-    def __init__(self, path: str | os.PathLike[str] = ":memory:") -> None:
-        self.path = os.fspath(path)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        with self._lock:
-            if self.path != ":memory:":
-                self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-
-    def __repr__(self) -> str:
-        return f"<StateStore {self.path}>"
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+    def __new__(cls, *args: Any, **kwargs: Any) -> StateStore:
+        if cls is StateStore:
+            return super().__new__(SqliteStateStore)
+        return super().__new__(cls)
 
     def __enter__(self) -> StateStore:
         return self
@@ -91,34 +98,23 @@ class StateStore:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _write(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(sql, rows)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def close(self) -> None:
+        """Release the store's resources."""
 
-    # -- pushed members -------------------------------------------------------------------------
+    # -- the journal ----------------------------------------------------------------------------
 
-    def pushed(self, scope: str, audience: str) -> dict[str, str]:
-        """Member id → fingerprint of what was last applied to this audience."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT member, fingerprint FROM pushed WHERE scope = ? AND audience = ?",
-                (scope, audience),
-            ).fetchall()
-        return dict(rows)
+    def entries(self, scope: str, audience: str) -> dict[str, Entry]:
+        """Every entry of an audience: member id → :class:`Entry`."""
+        raise NotImplementedError
 
-    def count(self, scope: str, audience: str) -> int:
-        """How many members the store holds for this audience."""
-        with self._lock:
-            (found,) = self._db.execute(
-                "SELECT count(*) FROM pushed WHERE scope = ? AND audience = ?", (scope, audience)
-            ).fetchone()
-        return int(found)
+    def intend(self, scope: str, audience: str, writes: Iterable[tuple[str, str]]) -> None:
+        """Mark ``(member id, fingerprint)`` writes as about to be sent (``""``: a removal):
+        unsettled, with no handle, whatever the entry said before."""
+        raise NotImplementedError
+
+    def accept(self, scope: str, audience: str, handle: str, ids: Iterable[str]) -> None:
+        """Note the handle under which the provider accepted the writes of ``ids``."""
+        raise NotImplementedError
 
     def record(
         self,
@@ -128,40 +124,257 @@ class StateStore:
         present: Mapping[str, str] | Iterable[tuple[str, str]] = (),
         absent: Iterable[str] = (),
     ) -> None:
-        """Record members now ``present`` (id → fingerprint) and ids now ``absent``, at once."""
-        items = present.items() if isinstance(present, Mapping) else present
-        rows: list[tuple[Any, ...]] = [(scope, audience, k, fp) for k, fp in items]
-        gone = [(scope, audience, k) for k in absent]
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    "INSERT INTO pushed VALUES (?, ?, ?, ?) ON CONFLICT (scope, audience, member) "
-                    "DO UPDATE SET fingerprint = excluded.fingerprint",
-                    rows,
-                )
-                self._db.executemany(
-                    "DELETE FROM pushed WHERE scope = ? AND audience = ? AND member = ?", gone
-                )
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        """Settle: members now ``present`` (id → fingerprint) and ids now ``absent``."""
+        raise NotImplementedError
 
     def forget_audience(self, scope: str, audience: str) -> None:
-        """Drop everything recorded for an audience (after deleting it, say)."""
-        self._write("DELETE FROM pushed WHERE scope = ? AND audience = ?", [(scope, audience)])
+        """Drop every entry of an audience (after deleting it, say)."""
+        raise NotImplementedError
+
+    def pushed(self, scope: str, audience: str) -> dict[str, str]:
+        """Member id → fingerprint of the members the provider is known to hold (settled)."""
+        return {
+            k: e.fingerprint
+            for k, e in self.entries(scope, audience).items()
+            if e.settled and e.fingerprint != ABSENT
+        }
+
+    def count(self, scope: str, audience: str) -> int:
+        """How many members the provider is known to hold (settled entries)."""
+        return len(self.pushed(scope, audience))
+
+    # -- leases ---------------------------------------------------------------------------------
+
+    def acquire_lease(self, key: str, owner: str, ttl: float) -> LeaseHolder | None:
+        """Take ``key`` for ``ttl`` seconds: None when taken (or renewed, for the same owner),
+        else who holds it. An expired lease, or one a dead process holds, is taken over."""
+        raise NotImplementedError
+
+    def renew_lease(self, key: str, owner: str, ttl: float) -> bool:
+        """Extend the lease ``owner`` holds; False when it no longer holds it."""
+        raise NotImplementedError
+
+    def release_lease(self, key: str, owner: str) -> None:
+        """Give the lease up (nothing happens when ``owner`` does not hold it)."""
+        raise NotImplementedError
 
     # -- checkpoints ----------------------------------------------------------------------------
 
     def checkpoint(self, run: str) -> dict[str, Any] | None:
         """The saved state of run ``run``, or None."""
+        raise NotImplementedError
+
+    def save_checkpoint(self, run: str, data: Mapping[str, Any]) -> None:
+        """Replace the saved state of ``run`` (atomically)."""
+        raise NotImplementedError
+
+    def clear_checkpoint(self, run: str) -> None:
+        """Forget run ``run``."""
+        raise NotImplementedError
+
+
+#: The schema this code writes. 1: pushed (settled fingerprints) and checkpoints (audiencekit
+#: 0.1, which did not set user_version); 2: unsettled entries with handles, and leases.
+SCHEMA_VERSION = 2
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pushed (
+    scope TEXT NOT NULL,
+    audience TEXT NOT NULL,
+    member TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    settled INTEGER NOT NULL DEFAULT 1,
+    handle TEXT,
+    PRIMARY KEY (scope, audience, member)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    run TEXT PRIMARY KEY,
+    data TEXT NOT NULL,
+    updated TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS leases (
+    key TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires REAL NOT NULL
+);
+"""
+
+#: Version 1 → 2: entries gain "settled" (all of version 1's are) and "handle"; leases appear.
+_FROM_1 = """
+ALTER TABLE pushed ADD COLUMN settled INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE pushed ADD COLUMN handle TEXT;
+"""
+
+
+def _upsert(settled: int) -> str:
+    return (
+        "INSERT INTO pushed (scope, audience, member, fingerprint, settled, handle) "
+        f"VALUES (?, ?, ?, ?, {settled}, NULL) ON CONFLICT (scope, audience, member) DO UPDATE "
+        f"SET fingerprint = excluded.fingerprint, settled = {settled}, handle = NULL"
+    )
+
+
+_INTEND, _SETTLE = _upsert(0), _upsert(1)
+
+
+class SqliteStateStore(StateStore):
+    """The state store in one SQLite database (a file, or ``":memory:"``), no server.
+
+    Every write is one transaction in WAL mode: a crash mid-write leaves the store as it was.
+    Several processes may open one file; leases keep them from writing one audience at once.
+    Safe to share between tasks and threads (one connection, one lock). The schema carries its
+    version (``PRAGMA user_version``); a file of an older audiencekit is migrated when opened,
+    one of a newer one is refused.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] = ":memory:") -> None:
+        self.path = os.fspath(path)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=30.0
+        )
+        with self._lock:
+            if self.path != ":memory:":
+                self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            with self._transaction():
+                self._migrate()
+
+    def __repr__(self) -> str:
+        return f"<SqliteStateStore {self.path}>"
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _migrate(self) -> None:
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise ConfigurationError(
+                f"the state store {self.path!r} was written by a newer audiencekit (schema "
+                f"{version}; this one reads up to {SCHEMA_VERSION})"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(pushed)")}
+        if columns and "settled" not in columns:  # version 1
+            for statement in _FROM_1.strip().split(";\n"):
+                self._db.execute(statement)
+        for statement in _SCHEMA.strip().split(";\n"):
+            self._db.execute(statement)
+        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    class _Tx:
+        def __init__(self, db: sqlite3.Connection) -> None:
+            self._db = db
+
+        def __enter__(self) -> sqlite3.Connection:
+            self._db.execute("BEGIN IMMEDIATE")
+            return self._db
+
+        def __exit__(self, exc_type: object, *rest: object) -> None:
+            self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+
+    def _transaction(self) -> SqliteStateStore._Tx:
+        """One transaction (call with the lock held): committed, or rolled back on error."""
+        return SqliteStateStore._Tx(self._db)
+
+    def _write(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
+        with self._lock, self._transaction() as db:
+            db.executemany(sql, rows)
+
+    # -- the journal ----------------------------------------------------------------------------
+
+    def entries(self, scope: str, audience: str) -> dict[str, Entry]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT member, fingerprint, settled, handle FROM pushed "
+                "WHERE scope = ? AND audience = ?",
+                (scope, audience),
+            ).fetchall()
+        return {member: Entry(fp, bool(settled), handle) for member, fp, settled, handle in rows}
+
+    def pushed(self, scope: str, audience: str) -> dict[str, str]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT member, fingerprint FROM pushed WHERE scope = ? AND audience = ? "
+                "AND settled = 1 AND fingerprint != ''",
+                (scope, audience),
+            ).fetchall()
+        return dict(rows)
+
+    def count(self, scope: str, audience: str) -> int:
+        with self._lock:
+            (found,) = self._db.execute(
+                "SELECT count(*) FROM pushed WHERE scope = ? AND audience = ? AND settled = 1 "
+                "AND fingerprint != ''",
+                (scope, audience),
+            ).fetchone()
+        return int(found)
+
+    def intend(self, scope: str, audience: str, writes: Iterable[tuple[str, str]]) -> None:
+        self._write(_INTEND, ((scope, audience, k, fp) for k, fp in writes))
+
+    def accept(self, scope: str, audience: str, handle: str, ids: Iterable[str]) -> None:
+        self._write(
+            "UPDATE pushed SET handle = ? WHERE scope = ? AND audience = ? AND member = ? "
+            "AND settled = 0",
+            ((handle, scope, audience, k) for k in ids),
+        )
+
+    def record(
+        self,
+        scope: str,
+        audience: str,
+        *,
+        present: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+        absent: Iterable[str] = (),
+    ) -> None:
+        items = present.items() if isinstance(present, Mapping) else present
+        with self._lock, self._transaction() as db:
+            db.executemany(_SETTLE, ((scope, audience, k, fp) for k, fp in items))
+            db.executemany(
+                "DELETE FROM pushed WHERE scope = ? AND audience = ? AND member = ?",
+                ((scope, audience, k) for k in absent),
+            )
+
+    def forget_audience(self, scope: str, audience: str) -> None:
+        self._write("DELETE FROM pushed WHERE scope = ? AND audience = ?", [(scope, audience)])
+
+    # -- leases ---------------------------------------------------------------------------------
+
+    def acquire_lease(self, key: str, owner: str, ttl: float) -> LeaseHolder | None:
+        now = time.time()
+        with self._lock, self._transaction() as db:
+            row = db.execute("SELECT owner, expires FROM leases WHERE key = ?", (key,)).fetchone()
+            if row is not None and row[0] != owner and row[1] > now and _alive(row[0]):
+                return LeaseHolder(owner=row[0], expires_in=row[1] - now)
+            db.execute(
+                "INSERT INTO leases VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
+                "owner = excluded.owner, expires = excluded.expires",
+                (key, owner, now + ttl),
+            )
+        return None
+
+    def renew_lease(self, key: str, owner: str, ttl: float) -> bool:
+        with self._lock, self._transaction() as db:
+            changed = db.execute(
+                "UPDATE leases SET expires = ? WHERE key = ? AND owner = ?",
+                (time.time() + ttl, key, owner),
+            ).rowcount
+        return changed == 1
+
+    def release_lease(self, key: str, owner: str) -> None:
+        self._write("DELETE FROM leases WHERE key = ? AND owner = ?", [(key, owner)])
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def checkpoint(self, run: str) -> dict[str, Any] | None:
         with self._lock:
             row = self._db.execute("SELECT data FROM checkpoints WHERE run = ?", (run,)).fetchone()
         return None if row is None else dict(json.loads(row[0]))
 
     def save_checkpoint(self, run: str, data: Mapping[str, Any]) -> None:
-        """Replace the saved state of ``run`` (atomically)."""
         text = json.dumps(data, separators=(",", ":"))
         self._write(
             "INSERT INTO checkpoints (run, data) VALUES (?, ?) ON CONFLICT (run) "
@@ -171,3 +384,24 @@ class StateStore:
 
     def clear_checkpoint(self, run: str) -> None:
         self._write("DELETE FROM checkpoints WHERE run = ?", [(run,)])
+
+
+def lease_owner(token: str) -> str:
+    """An owner name for a lease: this host, this process, and a token of the run."""
+    return f"{socket.gethostname()}:{os.getpid()}:{token}"
+
+
+def _alive(owner: str) -> bool:
+    """Whether the process named in ``owner`` may still run (False only when it is on this host
+    and certainly gone)."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return True
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, but belongs to someone else
+        return True
+    return True

@@ -1,0 +1,225 @@
+"""A run's lease and journal: how sync, migrate and the writer keep the state store true.
+
+:func:`guarded` takes the audience's lease in the state store (one writer per audience, across
+processes), keeps it alive while the run lasts, and gives a :class:`Journal` that records the
+run's writes as they happen: every operation is marked *intended* before it can be sent, each
+handle is noted as the provider accepts it, and each write is *settled* once confirmed. The
+store is only ever touched from a worker thread, in batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable
+from typing import Any, TypeVar
+
+import anyio
+import anyio.abc
+
+from ._bulk import ChunkAccepted, ChunkDone, ProgressCallback, ProgressEvent
+from .backend import AudienceBackend
+from .errors import AudienceBusyError
+from .models import Add, Operation, PendingChunk
+from .state import ABSENT, Entry, StateStore, fingerprint, lease_owner
+
+__all__ = ["LEASE_TTL", "Journal", "guarded"]
+
+T = TypeVar("T")
+
+#: Seconds a lease lasts unless renewed; it is renewed every third of that.
+LEASE_TTL = 30.0
+#: Operations marked intended in one transaction before any of them is handed on.
+INTENT_BLOCK = 2_000
+
+
+async def _off_loop(func: Callable[..., T], *args: Any) -> T:
+    return await anyio.to_thread.run_sync(func, *args)
+
+
+class Journal:
+    """The journal of one run on one audience (``scope`` names the provider in the store)."""
+
+    def __init__(self, store: StateStore, scope: str, audience: str) -> None:
+        self.store = store
+        self.scope = scope
+        self.audience = audience
+        self._inflight: dict[str, str] = {}  # id -> fingerprint of the write read last
+        self._twice: set[str] = set()  # ids read twice in one run: never settled by it
+        self._queue: list[tuple[str, Any, Any]] = []
+        self._wake = anyio.Event()
+        self._flushing = anyio.Lock()  # queued writes reach the store in the order queued
+
+    async def entries(self) -> dict[str, Entry]:
+        """What the store knows of the audience (read in a worker thread)."""
+        return await _off_loop(self.store.entries, self.scope, self.audience)
+
+    async def adopt(self, held: dict[str, str]) -> None:
+        """Take a listing of the audience (id → fingerprint) as the settled truth."""
+
+        def adopt() -> None:
+            known = self.store.entries(self.scope, self.audience)
+            gone = [member for member in known if member not in held]
+            self._record(held.items(), gone)
+
+        await _off_loop(adopt)
+
+    async def settle_pending(self, backend: AudienceBackend, entries: dict[str, Entry]) -> None:
+        """Wait for the writes an earlier run left accepted but unconfirmed (their handles are
+        in ``entries``), so that nothing sent now can be overtaken by them; settle those that
+        applied, in ``entries`` too."""
+        if not backend.capabilities.deferred_writes:
+            return
+        by_handle: dict[str, list[str]] = {}
+        for member, entry in entries.items():
+            if not entry.settled and entry.handle is not None:
+                by_handle.setdefault(entry.handle, []).append(member)
+        if not by_handle:
+            return
+        chunks = [PendingChunk(handle=h, audience_id=self.audience, ids=tuple(ids))
+                  for h, ids in by_handle.items()]  # fmt: skip
+        result = await backend.wait(chunks, raise_on_failure=False)
+        done = {k for ids in by_handle.values() for k in ids} - set(result.failed)
+        done -= set(result.unknown) | {k for c in result.pending for k in c.ids}
+        present = [(k, entries[k].fingerprint) for k in done if entries[k].fingerprint != ABSENT]
+        absent = [k for k in done if entries[k].fingerprint == ABSENT]
+        await _off_loop(self._record, present, absent)
+        for member, fp in present:
+            entries[member] = Entry(fp, True)
+        for member in absent:
+            del entries[member]
+
+    async def intents(self, operations: AsyncIterable[Operation]) -> AsyncIterator[Operation]:
+        """``operations`` as they come, each block marked intended in the store before any
+        operation of it is handed on (and so before any of it can be sent)."""
+        block: list[Operation] = []
+        closing = (
+            contextlib.aclosing(operations)
+            if isinstance(operations, AsyncGenerator)
+            else contextlib.nullcontext()
+        )
+        async with closing:  # closed with this generator, not left to the garbage collector
+            async for op in operations:
+                block.append(op)
+                if len(block) >= INTENT_BLOCK:
+                    await self._intend(block)
+                    for ready in block:
+                        yield ready
+                    block = []
+            if block:
+                await self._intend(block)
+                for ready in block:
+                    yield ready
+
+    async def _intend(self, block: list[Operation]) -> None:
+        writes = []
+        inflight, twice = self._inflight, self._twice
+        for op in block:
+            fp = fingerprint(op.member.attributes) if isinstance(op, Add) else ABSENT
+            if op.id in inflight:
+                twice.add(op.id)
+            inflight[op.id] = fp
+            writes.append((op.id, fp))
+        await _off_loop(self.store.intend, self.scope, self.audience, writes)
+
+    def on_event(self, event: ProgressEvent) -> None:
+        """Queue what a progress event tells the store; a flusher task writes it."""
+        if isinstance(event, ChunkAccepted):
+            self._queue.append(("accept", event.handle, event.ids))
+        elif isinstance(event, ChunkDone) and not event.pending:
+            unsettled = set(event.failed_ids) | set(event.unknown_ids)
+            present, absent = [], []
+            for member in event.ids:
+                fp = self._inflight.pop(member, None)
+                if fp is None or member in unsettled or member in self._twice:
+                    continue  # stays unsettled: the next run writes it again
+                if fp == ABSENT:
+                    absent.append(member)
+                else:
+                    present.append((member, fp))
+            self._queue.append(("record", present, absent))
+        else:
+            return
+        self._wake.set()
+
+    def progress(self, also: ProgressCallback | None) -> ProgressCallback:
+        """A progress callback that feeds the journal, then ``also``."""
+
+        def both(event: ProgressEvent) -> None:
+            self.on_event(event)
+            if also is not None:
+                also(event)
+
+        return both
+
+    async def flush(self) -> None:
+        """Write everything queued (in one worker-thread call)."""
+        async with self._flushing:
+            queue, self._queue = self._queue, []
+            if queue:
+                await _off_loop(self._apply, queue)
+
+    def _apply(self, queue: list[tuple[str, Any, Any]]) -> None:
+        for kind, first, second in queue:
+            if kind == "accept":
+                self.store.accept(self.scope, self.audience, first, second)
+            else:
+                self._record(first, second)
+
+    def _record(self, present: Iterable[tuple[str, str]], absent: Iterable[str]) -> None:
+        self.store.record(self.scope, self.audience, present=present, absent=absent)
+
+    async def _flusher(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            await self.flush()
+
+
+@contextlib.asynccontextmanager
+async def guarded(
+    store: StateStore, scope: str, audience: str, *, ttl: float = LEASE_TTL
+) -> AsyncIterator[Journal]:
+    """Hold the audience's lease and keep a journal while the block runs.
+
+    Raises :class:`~audiencekit.AudienceBusyError` at once when another run holds the lease,
+    and from the block when the lease is lost (the run stalled past ``ttl``).
+    """
+    key = f"{scope}:{audience}"
+    owner = lease_owner(uuid.uuid4().hex)
+    holder = await _off_loop(store.acquire_lease, key, owner, ttl)
+    if holder is not None:
+        raise AudienceBusyError(key, holder.owner, holder.expires_in)
+    journal = Journal(store, scope, audience)
+    lost = False
+
+    async def keep() -> None:  # renew every third of the lease's time; stop the run if lost
+        nonlocal lost
+        while True:
+            await anyio.sleep(ttl / 3 if math.isfinite(ttl) else 3600)
+            if not await _off_loop(store.renew_lease, key, owner, ttl):
+                lost = True
+                tg.cancel_scope.cancel()
+                return
+
+    stopped: Exception | None = None
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(keep)
+            tg.start_soon(journal._flusher)
+            try:
+                yield journal
+            except Exception as exc:  # kept, and raised as it is once the tasks are done (not
+                stopped = exc  # wrapped in an ExceptionGroup by the task group)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await journal.flush()  # what was confirmed is kept, even on a cancel
+                tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await _off_loop(store.release_lease, key, owner)
+    if stopped is not None:
+        raise stopped
+    if lost:
+        raise AudienceBusyError(key, None, 0.0, lost=True)
