@@ -30,6 +30,7 @@ from .errors import (
     UnsupportedFeatureError,
     ValidationError,
     WriteReplacedError,
+    WriterStoppedError,
 )
 
 if TYPE_CHECKING:
@@ -133,6 +134,7 @@ __all__ = [
     "Url",
     "ValidationError",
     "WriteReplacedError",
+    "WriterStoppedError",
     "__version__",
     "open_backend",
 ]

@@ -22,6 +22,7 @@
      │    └── WriteReplacedError       the provider dropped a write: a replace overtook it
      ├── AudienceBusyError             another run is writing the audience (its lease is held)
      ├── PartialFailureError           a bulk call finished, but some ids did not make it
+     ├── WriterStoppedError            an AudienceWriter stopped; carries what it never sent
      └── PollTimeoutError(TimeoutError) accepted writes not confirmed; carries them, to resume
 
 No exception holds an API key, an auth header or an ``httpx.Request``: they are safe to log.
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 if TYPE_CHECKING:
-    from .models import BulkResult, PendingChunk
+    from .models import BulkResult, Operation, PendingChunk
 
 __all__ = [
     "APIConnectionError",
@@ -60,6 +61,7 @@ __all__ = [
     "UnsupportedFeatureError",
     "ValidationError",
     "WriteReplacedError",
+    "WriterStoppedError",
     "status_error_class",
 ]
 
@@ -318,6 +320,18 @@ class PartialFailureError(AudienceKitError):
             f"bulk call did not apply every id: {result.applied} applied, {', '.join(parts)}"
             + (f"; e.g. {', '.join(map(repr, sample))}" if sample else "")
         )
+
+
+class WriterStoppedError(AudienceKitError):
+    """An :class:`~audiencekit.AudienceWriter` stopped because a bulk call raised (the error is
+    ``__cause__``); ``unsent`` holds, in order, every operation it had queued and never sent."""
+
+    def __init__(self, cause: BaseException, *, unsent: Sequence[Operation]) -> None:
+        self.unsent = tuple(unsent)
+        super().__init__(f"the writer stopped: {cause}")
+
+    def __str__(self) -> str:
+        return f"{self.args[0]} ({len(self.unsent):,} queued operation(s) not sent: see .unsent)"
 
 
 class PollTimeoutError(AudienceKitError, TimeoutError):

@@ -3,11 +3,14 @@
 For long-running services: ``await writer.add(member)`` from anywhere, and the writer coalesces
 the operations into bulk calls by size (``max_batch``) and time (``max_delay``). The queue is
 bounded (``max_queue``), so a writer that cannot keep up slows its callers down instead of
-growing. Failures are never only logged: they raise from :meth:`flush` and on exit.
+growing. Failures are never only logged: they raise from :meth:`~AudienceWriter.flush` and on
+exit, and no queued operation is ever dropped without being handed back.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Callable
 from types import TracebackType
 
@@ -16,12 +19,17 @@ import anyio.abc
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._base import aiterate
+from ._journal import Journal, guarded
 from ._resolve import resolve_audience
 from .backend import AudienceBackend
-from .errors import AudienceKitError, PartialFailureError
+from .errors import AudienceKitError, PartialFailureError, WriterStoppedError
 from .models import Add, BulkResult, Member, Operation, Remove
+from .state import StateStore
 
 __all__ = ["AudienceWriter"]
+
+logger = logging.getLogger("audiencekit")
 
 
 @attrs.frozen
@@ -29,13 +37,31 @@ class _Flush:
     done: anyio.Event
 
 
+class _Cancelled(AudienceKitError):
+    """The outcome of operations whose bulk call was cancelled: they may have been applied."""
+
+
 class AudienceWriter:
     """Buffers membership changes for one audience (given by id or by name) and applies them
     in bulk.
 
-    Use it as an async context manager: leaving the block flushes everything, then raises
+    Use it as an async context manager; leaving the block sends everything queued, then raises
     :class:`~audiencekit.PartialFailureError` if any id failed along the way (``failed`` and
     ``unknown`` hold them, last outcome per id). ``on_result`` hears every bulk call's result.
+    With a ``state`` store, the writer holds the audience's lease while it is open (a sync or
+    another writer of the audience raises :class:`~audiencekit.AudienceBusyError`) and journals
+    what it writes, as ``sync`` does.
+
+    The shutdown contract: every operation put is sent, or handed back in ``unsent``.
+
+    - A bulk call that raises (a :class:`~audiencekit.PollTimeoutError`, say) stops the writer:
+      what was queued behind it is not sent but moved to ``unsent``, every waiting
+      :meth:`flush` returns, and the next call (and the exit) raises
+      :class:`~audiencekit.WriterStoppedError` with ``unsent`` and the error as its cause.
+    - When the block raises, what was queued is still sent; if some ids fail, the exit raises
+      :class:`~audiencekit.PartialFailureError` (the block's exception is its ``__context__``).
+    - When the block is cancelled, nothing more is sent: queued operations are moved to
+      ``unsent``, those of the bulk call cut short to ``unknown``, and a warning says so.
     """
 
     def __init__(
@@ -47,6 +73,8 @@ class AudienceWriter:
         max_delay: float = 1.0,
         max_queue: int = 10_000,
         on_result: Callable[[BulkResult], None] | None = None,
+        state: StateStore | None = None,
+        scope: str | None = None,
     ) -> None:
         if max_batch < 1 or max_queue < 1 or not max_delay > 0:
             raise ValueError("max_batch and max_queue must be at least 1, max_delay positive")
@@ -55,24 +83,35 @@ class AudienceWriter:
         self.max_batch = max_batch
         self.max_delay = max_delay
         self.on_result = on_result
+        self.state = state
+        self.scope = scope or backend.provider
         self.failed: dict[str, AudienceKitError] = {}
         self.unknown: dict[str, AudienceKitError] = {}
+        #: Operations put but never sent (the writer stopped, or was cancelled), in order.
+        self.unsent: list[Operation] = []
         self.applied = 0
         self.calls = 0
         self.max_queue = max_queue
         self._send: MemoryObjectSendStream[Operation | _Flush] | None = None
         self._receive: MemoryObjectReceiveStream[Operation | _Flush] | None = None
         self._group: anyio.abc.TaskGroup | None = None
-        self._crashed: BaseException | None = None
+        self._guard: contextlib.AsyncExitStack | None = None
+        self._journal: Journal | None = None
+        self._stopped: WriterStoppedError | None = None
 
     def __repr__(self) -> str:
         return f"<AudienceWriter {self.backend.provider}:{self.audience_id} applied={self.applied}>"
 
     async def __aenter__(self) -> AudienceWriter:
-        if self._group is not None:
+        if self._guard is not None:
             raise RuntimeError("an AudienceWriter can be entered once")
+        self._guard = contextlib.AsyncExitStack()
         found, _ = await resolve_audience(self.backend, self.audience_id)
         self.audience_id = found.id
+        if self.state is not None:
+            self._journal = await self._guard.enter_async_context(
+                guarded(self.state, self.scope, self.audience_id)
+            )
         self._send, self._receive = anyio.create_memory_object_stream[Operation | _Flush](
             self.max_queue
         )
@@ -89,12 +128,30 @@ class AudienceWriter:
     ) -> None:
         assert self._group is not None
         assert self._send is not None
-        await self._send.aclose()  # the loop drains what is queued, then ends
-        await self._group.__aexit__(None, None, None)
-        if self._crashed is not None:
-            raise self._crashed
-        if exc is None:
-            self._raise_failures()
+        assert self._guard is not None
+        cancelled = exc is not None and isinstance(exc, anyio.get_cancelled_exc_class())
+        try:
+            self._send.close()  # the loop drains what is queued, then ends
+            if cancelled:
+                self._group.cancel_scope.cancel()
+            await self._group.__aexit__(None, None, None)
+        finally:
+            try:
+                await self._guard.aclose()
+            finally:
+                if cancelled and (self.unsent or self.unknown):
+                    logger.warning(
+                        "%r cancelled: %d operation(s) not sent (writer.unsent), %d cut short "
+                        "(writer.unknown)",
+                        self,
+                        len(self.unsent),
+                        len(self.unknown),
+                    )
+        if cancelled:
+            return
+        if self._stopped is not None:
+            raise self._stopped
+        self._raise_failures()
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -113,21 +170,28 @@ class AudienceWriter:
 
     async def flush(self) -> None:
         """Apply everything queued so far; raise :class:`PartialFailureError` if anything failed
-        since the last flush."""
+        since the last flush (:class:`WriterStoppedError` once the writer has stopped)."""
         done = anyio.Event()
         await self._enqueue(_Flush(done))
         await done.wait()
-        if self._crashed is not None:
-            raise self._crashed
+        if self._stopped is not None:
+            raise self._stopped
         self._raise_failures()
 
     async def _enqueue(self, item: Operation | _Flush) -> None:
         if self._send is None:
             raise RuntimeError("use the writer in 'async with': it has no running loop yet")
+        if self._stopped is not None:
+            raise self._stopped
         try:
             await self._send.send(item)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            raise RuntimeError("the writer has stopped") from self._crashed
+            stopped = self._stopped
+        else:
+            return
+        if stopped is not None:
+            raise stopped
+        raise RuntimeError("the writer is closed")
 
     def _raise_failures(self) -> None:
         if self.failed or self.unknown:
@@ -139,18 +203,46 @@ class AudienceWriter:
 
     async def _run(self) -> None:
         assert self._receive is not None
-        try:
-            async with self._receive:
-                while True:
-                    batch, flushes, closed = await self._collect()
-                    if batch:
-                        await self._apply(batch)
-                    for flush in flushes:
-                        flush.done.set()
-                    if closed:
-                        return
-        except Exception as exc:  # surfaced by the next call, and on exit
-            self._crashed = exc
+        batch: list[Operation] = []
+        flushes: list[_Flush] = []
+        try:  # the receiving end is closed by _drain, once what is left was handed back
+            while True:
+                batch, flushes, closed = await self._collect()
+                if batch:
+                    await self._apply(batch)
+                batch = []
+                for flush in flushes:
+                    flush.done.set()
+                if closed:
+                    return
+        except anyio.get_cancelled_exc_class():
+            cut = _Cancelled("the writer was cancelled while this operation was being applied")
+            self.unknown.update((op.id, cut) for op in batch)
+            raise
+        except Exception as exc:  # raised by the next call, and on exit
+            self._stopped = WriterStoppedError(exc, unsent=())
+            self._stopped.__cause__ = exc
+        finally:
+            for flush in flushes:  # a flush waiting on the batch that failed returns too
+                flush.done.set()
+            self._drain()
+            if self._stopped is not None:
+                self._stopped.unsent = tuple(self.unsent)
+
+    def _drain(self) -> None:
+        """Hand back what is still queued (into ``unsent``) and release every waiting flush."""
+        receive = self._receive
+        assert receive is not None
+        while True:
+            try:
+                item = receive.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
+            if isinstance(item, _Flush):
+                item.done.set()
+            else:
+                self.unsent.append(item)
+        receive.close()
 
     async def _collect(self) -> tuple[list[Operation], list[_Flush], bool]:
         """Wait for an operation, then take more until the batch is full, the delay is over,
@@ -179,7 +271,16 @@ class AudienceWriter:
         return batch, flushes, False
 
     async def _apply(self, batch: list[Operation]) -> None:
-        result = await self.backend.apply(self.audience_id, batch, raise_on_failure=False)
+        journal = self._journal
+        if journal is None:
+            result = await self.backend.apply(self.audience_id, batch, raise_on_failure=False)
+        else:
+            result = await self.backend.apply(
+                self.audience_id,
+                journal.intents(aiterate(batch)),
+                on_progress=journal.progress(None),
+                raise_on_failure=False,
+            )
         self.calls += 1
         self.applied += result.applied
         for op in batch:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import pytest
 
 from audiencekit import (
     Add,
     AudienceBackend,
+    AudienceBusyError,
     AudienceWriter,
     AuthenticationError,
     BadRequestError,
@@ -15,10 +18,14 @@ from audiencekit import (
     Mirror,
     MirrorError,
     PartialFailureError,
+    PollTimeoutError,
     Remove,
     ValidationError,
+    WriterStoppedError,
 )
 from audiencekit.providers.batch import BatchBackend
+from audiencekit.state import StateStore, fingerprint
+from audiencekit.sync import sync
 from audiencekit.testing import EmulatorServer, FakeBackend
 
 pytestmark = pytest.mark.anyio
@@ -188,3 +195,118 @@ async def test_a_writer_must_be_entered() -> None:
     writer = AudienceWriter(fake, "a")
     with pytest.raises(RuntimeError, match="async with"):
         await writer.add(Member("x"))
+
+
+# -- AudienceWriter: the shutdown contract --------------------------------------------------------
+
+
+def failing_on_call(fake: FakeBackend, call: int, error: Exception) -> anyio.Event:
+    """Make the fake's ``call``-th bulk call raise ``error`` once ``release`` is set."""
+    original = fake.apply
+    calls = 0
+    release = anyio.Event()
+
+    async def apply(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        if calls == call:
+            raise error
+        return await original(*args, **kwargs)
+
+    fake.apply = apply  # type: ignore[method-assign]
+    return release
+
+
+async def test_a_failing_bulk_call_hands_back_what_was_queued_and_releases_flushes() -> None:
+    fake = FakeBackend()
+    audience = await fake.create_audience("svc")
+    timeout = PollTimeoutError("not confirmed", pending=[], waited=1.0)
+    release = failing_on_call(fake, 2, timeout)
+    writer = AudienceWriter(fake, audience.id, max_batch=10, max_delay=60, max_queue=100)
+
+    async def serve() -> None:
+        async with writer:
+            for i in range(10):  # the first call
+                await writer.add(Member(f"a{i}"))
+            for i in range(10):  # the second call, which fails
+                await writer.add(Member(f"b{i}"))
+            for i in range(25):  # queued behind it
+                await writer.add(Member(f"c{i}"))
+            async with anyio.create_task_group() as tg:
+                flushed = anyio.Event()
+
+                async def flush() -> None:
+                    with pytest.raises(WriterStoppedError):
+                        await writer.flush()
+                    flushed.set()
+
+                tg.start_soon(flush)
+                release.set()
+                with anyio.fail_after(5):  # a flush behind the failure returns
+                    await flushed.wait()
+            with pytest.raises(WriterStoppedError):
+                await writer.add(Member("late"))
+
+    with pytest.raises(WriterStoppedError) as at_exit:
+        await serve()
+    stopped = at_exit.value
+    assert stopped.__cause__ is timeout
+    assert [op.id for op in stopped.unsent] == [f"c{i}" for i in range(25)]
+    assert writer.unsent == list(stopped.unsent)
+    assert set(fake.members(audience.id)) == {f"a{i}" for i in range(10)}
+
+
+async def test_a_cancelled_writer_hands_back_every_operation(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = FakeBackend()
+    audience = await fake.create_audience("svc")
+    release = failing_on_call(fake, 0, RuntimeError("never raised"))  # every call waits
+    writer = AudienceWriter(fake, audience.id, max_batch=10, max_delay=0.01, max_queue=100)
+    with anyio.move_on_after(0.5) as scope:
+        async with writer:
+            for i in range(45):
+                await writer.add(Member(f"m{i}"))
+            await writer.flush()  # cancelled while the first call waits
+    assert scope.cancel_called
+    release.set()
+    cut, unsent = set(writer.unknown), {op.id for op in writer.unsent}
+    assert len(cut) == 10
+    assert not cut & unsent
+    assert cut | unsent == {f"m{i}" for i in range(45)}  # every operation is accounted for
+    assert fake.members(audience.id) == {}
+    assert "35 operation(s) not sent" in caplog.text
+
+
+async def test_failures_of_the_last_flush_are_reported_when_the_block_raises() -> None:
+    fake = FakeBackend()
+    audience = await fake.create_audience("svc")
+    fake.fail_id("bad", BadRequestError("no", provider="fake", status=400))
+
+    async def write() -> None:
+        async with AudienceWriter(fake, audience.id, max_delay=60) as writer:
+            await writer.add(Member("good"))
+            await writer.add(Member("bad"))
+            raise KeyError("the service's own error")
+
+    with pytest.raises(PartialFailureError) as caught:
+        await write()
+    assert set(caught.value.result.failed) == {"bad"}
+    assert isinstance(caught.value.__context__, KeyError)
+    assert set(fake.members(audience.id)) == {"good"}
+
+
+async def test_a_writer_with_a_state_store_holds_the_lease_and_journals(
+    batch: BatchBackend, state: StateStore, emulators: EmulatorServer
+) -> None:
+    await batch.create_audience("svc")
+    async with AudienceWriter(batch, "svc", state=state, max_delay=0.01) as writer:
+        for i in range(30):
+            await writer.add(Member(f"u{i}", attributes={"n": i}))
+        with pytest.raises(AudienceBusyError):
+            await sync(batch, "svc", [], state=state)
+        await writer.remove("u0")
+    held = emulators.batch.members("svc")
+    assert set(held) == {f"u{i}" for i in range(1, 30)}
+    assert state.pushed("batch", "svc") == {k: fingerprint(v) for k, v in held.items()}

@@ -19,7 +19,6 @@ import pytest
 
 from audiencekit import (
     AudienceBusyError,
-    ChunkAccepted,
     ChunkDone,
     ConfigurationError,
     Member,
@@ -173,20 +172,23 @@ async def test_a_second_sync_of_one_audience_fails_fast_and_changes_nothing(
     await first.create_audience("shared")
     path = tmp_path / "s.sqlite3"
     with SqliteStateStore(path) as mine, SqliteStateStore(path) as theirs:  # two "processes"
-        started = anyio.Event()
+        inside, go_on = anyio.Event(), anyio.Event()
+        apply = first.apply
 
-        def signal(event: ProgressEvent) -> None:
-            if isinstance(event, ChunkAccepted):
-                started.set()
+        async def held_apply(*args: Any, **kwargs: Any) -> Any:  # the first run, mid-way
+            inside.set()
+            await go_on.wait()
+            return await apply(*args, **kwargs)
 
+        first.apply = held_apply  # type: ignore[method-assign]
         async with anyio.create_task_group() as tg:
-            tg.start_soon(lambda: sync(first, "shared", people(range(30_000)), state=mine,
-                                       on_progress=signal))  # fmt: skip
-            await started.wait()
+            tg.start_soon(lambda: sync(first, "shared", people(range(30_000)), state=mine))
+            await inside.wait()
             with pytest.raises(AudienceBusyError, match="another run is writing batch:shared"):
                 await sync(second, "shared", people(range(5)), state=theirs)
             with pytest.raises(AudienceBusyError):  # two tasks sharing one store: the same
                 await sync(second, "shared", people(range(5)), state=mine)
+            go_on.set()
         exact(emulators, "shared", mine, people(range(30_000)))
         assert (await sync(second, "shared", people(range(5)), state=theirs)).result.ok
         exact(emulators, "shared", theirs, people(range(5)))
