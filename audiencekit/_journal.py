@@ -86,7 +86,7 @@ class Journal:
         absent = [k for k in done if entries[k].fingerprint == ABSENT]
         await _off_loop(self._record, present, absent)
         for member, fp in present:
-            entries[member] = Entry(fp, True)
+            entries[member] = Entry(fp, "settled")
         for member in absent:
             del entries[member]
 
@@ -128,16 +128,20 @@ class Journal:
         if isinstance(event, ChunkAccepted):
             self._queue.append(("accept", event.handle, event.ids))
         elif isinstance(event, ChunkDone) and not event.pending:
-            unsettled = set(event.failed_ids) | set(event.unknown_ids)
+            failed, unknown = set(event.failed_ids), set(event.unknown_ids) - set(event.failed_ids)
             present, absent = [], []
             for member in event.ids:
                 fp = self._inflight.pop(member, None)
-                if fp is None or member in unsettled or member in self._twice:
+                if fp is None or member in failed or member in unknown or member in self._twice:
                     continue  # stays unsettled: the next run writes it again
                 if fp == ABSENT:
                     absent.append(member)
                 else:
                     present.append((member, fp))
+            if failed:
+                self._queue.append(("failed", failed, None))
+            if unknown:
+                self._queue.append(("unknown", unknown, None))
             self._queue.append(("record", present, absent))
         else:
             return
@@ -164,8 +168,10 @@ class Journal:
         for kind, first, second in queue:
             if kind == "accept":
                 self.store.accept(self.scope, self.audience, first, second)
-            else:
+            elif kind == "record":
                 self._record(first, second)
+            else:  # "failed", "unknown"
+                self.store.mark(self.scope, self.audience, kind, first)
 
     def _record(self, present: Iterable[tuple[str, str]], absent: Iterable[str]) -> None:
         self.store.record(self.scope, self.audience, present=present, absent=absent)

@@ -7,12 +7,12 @@ embedded implementation, and what ``StateStore(path)`` opens. A server-backed st
 workers on several machines) implements the same methods with the same guarantees:
 
 - **the journal**: per (scope, audience, member id) the fingerprint of the attributes last
-  written and whether that write is *settled* (the provider confirmed it) or not (it was
-  intended, sent, accepted under a handle, or its outcome is unknown). An id without an entry
-  is absent. A run marks what it is about to send before sending it, notes each handle as the
-  provider accepts it, and settles entries as writes are confirmed, so a crash at any point
-  leaves a store from which the next run converges: an unsettled id may be present, and is
-  written again (or removed).
+  written and where that write stands: ``intended`` (about to be sent), ``accepted`` (under a
+  handle), ``unknown`` or ``failed`` (no confirmation), or ``settled`` (the provider confirmed
+  it). An id without an entry is absent. A run marks what it is about to send before sending
+  it, notes each handle as the provider accepts it, and settles entries as writes are
+  confirmed, so a crash at any point leaves a store from which the next run converges: an
+  unsettled id may be present, and is written again (or removed).
 - **leases**: one writer per audience across processes: :meth:`StateStore.acquire_lease`
   takes a key for ``ttl`` seconds unless another owner holds it (a dead process's lease
   expires; on this host it is taken over at once).
@@ -61,14 +61,23 @@ def fingerprint(attributes: Attributes) -> str:
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
+#: Where a journalled write stands. Every status but "settled" means "may or may not be held".
+STATUSES = ("intended", "accepted", "unknown", "failed", "settled")
+
+
 @attrs.frozen
 class Entry:
     """What the store knows of one member: the fingerprint last written (``""`` for a removal),
-    whether the provider confirmed it, and the handle it was accepted under, if any."""
+    where that write stands (one of :data:`STATUSES`), and the handle it was accepted under."""
 
     fingerprint: str
-    settled: bool
+    status: str = attrs.field(validator=attrs.validators.in_(STATUSES))
     handle: str | None = None
+
+    @property
+    def settled(self) -> bool:
+        """Whether the provider confirmed the write."""
+        return self.status == "settled"
 
 
 @attrs.frozen
@@ -113,7 +122,13 @@ class StateStore:
         raise NotImplementedError
 
     def accept(self, scope: str, audience: str, handle: str, ids: Iterable[str]) -> None:
-        """Note the handle under which the provider accepted the writes of ``ids``."""
+        """Note the handle under which the provider accepted the writes of ``ids`` (status
+        ``accepted``; entries already settled are left alone)."""
+        raise NotImplementedError
+
+    def mark(self, scope: str, audience: str, status: str, ids: Iterable[str]) -> None:
+        """Note that the writes of ``ids`` ended ``unknown`` or ``failed`` (unconfirmed);
+        entries already settled are left alone."""
         raise NotImplementedError
 
     def record(
@@ -174,7 +189,7 @@ class StateStore:
 
 
 #: The schema this code writes. 1: pushed (settled fingerprints) and checkpoints (audiencekit
-#: 0.1, which did not set user_version); 2: unsettled entries with handles, and leases.
+#: 0.1, which did not set user_version); 2: every entry with its status and handle, and leases.
 SCHEMA_VERSION = 2
 
 _SCHEMA = """
@@ -183,7 +198,7 @@ CREATE TABLE IF NOT EXISTS pushed (
     audience TEXT NOT NULL,
     member TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
-    settled INTEGER NOT NULL DEFAULT 1,
+    status TEXT NOT NULL DEFAULT 'settled',
     handle TEXT,
     PRIMARY KEY (scope, audience, member)
 ) WITHOUT ROWID;
@@ -199,22 +214,22 @@ CREATE TABLE IF NOT EXISTS leases (
 );
 """
 
-#: Version 1 → 2: entries gain "settled" (all of version 1's are) and "handle"; leases appear.
+#: Version 1 → 2: entries gain a status (all of version 1's are settled) and a handle; leases.
 _FROM_1 = """
-ALTER TABLE pushed ADD COLUMN settled INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE pushed ADD COLUMN status TEXT NOT NULL DEFAULT 'settled';
 ALTER TABLE pushed ADD COLUMN handle TEXT;
 """
 
 
-def _upsert(settled: int) -> str:
+def _upsert(status: str) -> str:
     return (
-        "INSERT INTO pushed (scope, audience, member, fingerprint, settled, handle) "
-        f"VALUES (?, ?, ?, ?, {settled}, NULL) ON CONFLICT (scope, audience, member) DO UPDATE "
-        f"SET fingerprint = excluded.fingerprint, settled = {settled}, handle = NULL"
+        "INSERT INTO pushed (scope, audience, member, fingerprint, status, handle) "
+        f"VALUES (?, ?, ?, ?, '{status}', NULL) ON CONFLICT (scope, audience, member) DO UPDATE "
+        f"SET fingerprint = excluded.fingerprint, status = '{status}', handle = NULL"
     )
 
 
-_INTEND, _SETTLE = _upsert(0), _upsert(1)
+_INTEND, _SETTLE = _upsert("intended"), _upsert("settled")
 
 
 class SqliteStateStore(StateStore):
@@ -257,7 +272,7 @@ class SqliteStateStore(StateStore):
         if version == SCHEMA_VERSION:
             return
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(pushed)")}
-        if columns and "settled" not in columns:  # version 1
+        if columns and "status" not in columns:  # version 1
             for statement in _FROM_1.strip().split(";\n"):
                 self._db.execute(statement)
         for statement in _SCHEMA.strip().split(";\n"):
@@ -288,17 +303,17 @@ class SqliteStateStore(StateStore):
     def entries(self, scope: str, audience: str) -> dict[str, Entry]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT member, fingerprint, settled, handle FROM pushed "
+                "SELECT member, fingerprint, status, handle FROM pushed "
                 "WHERE scope = ? AND audience = ?",
                 (scope, audience),
             ).fetchall()
-        return {member: Entry(fp, bool(settled), handle) for member, fp, settled, handle in rows}
+        return {member: Entry(fp, status, handle) for member, fp, status, handle in rows}
 
     def pushed(self, scope: str, audience: str) -> dict[str, str]:
         with self._lock:
             rows = self._db.execute(
                 "SELECT member, fingerprint FROM pushed WHERE scope = ? AND audience = ? "
-                "AND settled = 1 AND fingerprint != ''",
+                "AND status = 'settled' AND fingerprint != ''",
                 (scope, audience),
             ).fetchall()
         return dict(rows)
@@ -306,8 +321,8 @@ class SqliteStateStore(StateStore):
     def count(self, scope: str, audience: str) -> int:
         with self._lock:
             (found,) = self._db.execute(
-                "SELECT count(*) FROM pushed WHERE scope = ? AND audience = ? AND settled = 1 "
-                "AND fingerprint != ''",
+                "SELECT count(*) FROM pushed WHERE scope = ? AND audience = ? "
+                "AND status = 'settled' AND fingerprint != ''",
                 (scope, audience),
             ).fetchone()
         return int(found)
@@ -317,9 +332,18 @@ class SqliteStateStore(StateStore):
 
     def accept(self, scope: str, audience: str, handle: str, ids: Iterable[str]) -> None:
         self._write(
-            "UPDATE pushed SET handle = ? WHERE scope = ? AND audience = ? AND member = ? "
-            "AND settled = 0",
+            "UPDATE pushed SET status = 'accepted', handle = ? WHERE scope = ? AND audience = ? "
+            "AND member = ? AND status != 'settled'",
             ((handle, scope, audience, k) for k in ids),
+        )
+
+    def mark(self, scope: str, audience: str, status: str, ids: Iterable[str]) -> None:
+        if status not in ("unknown", "failed"):
+            raise ValueError(f"mark() takes 'unknown' or 'failed', not {status!r}")
+        self._write(
+            "UPDATE pushed SET status = ? WHERE scope = ? AND audience = ? AND member = ? "
+            "AND status != 'settled'",
+            ((status, scope, audience, k) for k in ids),
         )
 
     def record(

@@ -1,7 +1,8 @@
 """Move a Dexatel audience to Batch, resumably: ``python examples/migrate_dexatel_to_batch.py``.
 
-The state file keeps the run's checkpoint: if the script dies halfway, run it again with
-``--resume`` and it continues where it stopped, sending nothing twice.
+The state file journals the run: if the script dies halfway, run it again with ``--resume``; it
+reads the source again and sends only what Batch has not confirmed, changes at the source
+included. Audiences are named by name on both sides.
 """
 
 from __future__ import annotations
@@ -42,10 +43,9 @@ async def main(resume: bool = False) -> bool:
                                                          "custom1": "weekly"})
                      for i in range(1_500)),
                 )  # fmt: skip
-            else:
-                source = next(a async for a in dexatel.list_audiences() if a.name == "newsletter")
-            report = await migrate(dexatel, source.id, batch, "newsletter_readers", create=True,
-                                   mapping=to_batch, state=state, resume=resume)  # fmt: skip
+            report = await migrate(dexatel, "newsletter", batch, "newsletter_readers",
+                                   create=True, mapping=to_batch, state=state,
+                                   resume=resume)  # fmt: skip
     print(
         f"read {report.read:,}, sent {report.sent:,}, applied {report.applied:,}; "
         f"Batch holds {report.target_size:,} (verified: {report.verified})"

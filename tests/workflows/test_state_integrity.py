@@ -99,7 +99,8 @@ async def test_accepted_writes_left_unconfirmed_by_a_poll_timeout_are_reconciled
     with pytest.raises(PollTimeoutError):
         await sync(impatient, "slow", people(range(12_000)), state=state)
     assert state.count("batch", "slow") == 0
-    assert all(not e.settled and e.handle for e in state.entries("batch", "slow").values())
+    entries = state.entries("batch", "slow").values()
+    assert all(e.status == "accepted" and e.handle for e in entries)
 
     emulators.batch.config.index_polls = 1
     desired = people(range(6_000, 13_000), plan="silver")
@@ -121,8 +122,9 @@ async def test_an_unknown_outcome_stays_recorded_and_is_reconciled(
     first = await sync(batch, "unsure", people(range(20_000)), state=state,
                        raise_on_failure=False)  # fmt: skip
     assert len(first.result.unknown) == 10_000
-    unsure = {k for k, e in state.entries("batch", "unsure").items() if not e.settled}
+    unsure = {k for k, e in state.entries("batch", "unsure").items() if e.status == "unknown"}
     assert unsure == set(first.result.unknown)
+    assert all(e.settled for k, e in state.entries("batch", "unsure").items() if k not in unsure)
 
     emulators.batch.set_faults(FaultPlan())
     keep = people(range(5_000))  # the unknown ones are not wanted any more: they are removed
@@ -300,7 +302,10 @@ def test_an_audiencekit_0_1_store_is_migrated_and_a_newer_one_refused(tmp_path: 
     db.close()
     with StateStore(old) as store:
         assert isinstance(store, SqliteStateStore)
-        assert store.entries("batch", "a") == {"u1": Entry("f1", True), "u2": Entry("f2", True)}
+        assert store.entries("batch", "a") == {
+            "u1": Entry("f1", "settled"),
+            "u2": Entry("f2", "settled"),
+        }
         assert store.acquire_lease("batch:a", "h:1:t", 30) is None
     with sqlite3.connect(old) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (2,)
@@ -323,19 +328,25 @@ class DictStore(StateStore):
 
     def intend(self, scope: str, audience: str, writes: Iterable[tuple[str, str]]) -> None:
         self.rows.setdefault((scope, audience), {}).update(
-            (k, Entry(fp, False)) for k, fp in writes
+            (k, Entry(fp, "intended")) for k, fp in writes
         )
 
     def accept(self, scope: str, audience: str, handle: str, ids: Iterable[str]) -> None:
         rows = self.rows.setdefault((scope, audience), {})
         for k in ids:
             if k in rows and not rows[k].settled:
-                rows[k] = Entry(rows[k].fingerprint, False, handle)
+                rows[k] = Entry(rows[k].fingerprint, "accepted", handle)
+
+    def mark(self, scope: str, audience: str, status: str, ids: Iterable[str]) -> None:
+        rows = self.rows.setdefault((scope, audience), {})
+        for k in ids:
+            if k in rows and not rows[k].settled:
+                rows[k] = Entry(rows[k].fingerprint, status, rows[k].handle)
 
     def record(self, scope: str, audience: str, *, present: Any = (), absent: Any = ()) -> None:
         rows = self.rows.setdefault((scope, audience), {})
         items = present.items() if isinstance(present, dict) else present
-        rows.update((k, Entry(fp, True)) for k, fp in items)
+        rows.update((k, Entry(fp, "settled")) for k, fp in items)
         for k in absent:
             rows.pop(k, None)
 
