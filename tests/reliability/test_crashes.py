@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+import audiencekit
 from audiencekit.state import SqliteStateStore, fingerprint
 from audiencekit.testing import EmulatorServer
 
@@ -42,7 +43,9 @@ def server(audiencekit_emulators: EmulatorServer) -> EmulatorServer:
 @pytest.fixture
 def env(server: EmulatorServer) -> dict[str, str]:
     ends = server.endpoints
+    here = str(Path(audiencekit.__file__).parents[1])  # the children run the code under test
     return os.environ | {
+        "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])),
         "BATCH_API_KEY": ends.batch_key,
         "BATCH_PROJECT_KEY": ends.batch_project,
         "BATCH_BASE_URL": ends.batch_url,
