@@ -18,6 +18,8 @@ from collections.abc import (
 from types import TracebackType
 from typing import Any, ClassVar, TypeVar
 
+import anyio.lowlevel
+
 from ._bulk import (
     BulkPlan,
     ProgressCallback,
@@ -261,11 +263,14 @@ async def prepared_members(backend: AudienceBackend, members: Members) -> dict[s
 
 
 async def aiterate(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
-    """Iterate a sync or async iterable asynchronously (a str is refused, not split)."""
+    """Iterate a sync or async iterable asynchronously (a str is refused, not split); a sync one
+    lets the event loop run every 1,024 items, so that a long list does not hold it."""
     if isinstance(items, AsyncIterable):
         async for item in items:
             yield item
         return
     _check_iterable(items)
-    for item in items:
+    for count, item in enumerate(items, 1):
         yield item
+        if count % 1024 == 0:
+            await anyio.lowlevel.checkpoint()

@@ -12,7 +12,14 @@ from __future__ import annotations
 import contextlib
 import math
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Mapping,
+)
 from typing import Any, TypeVar
 
 import anyio
@@ -50,6 +57,7 @@ class Journal:
         self._queue: list[tuple[str, Any, Any]] = []
         self._wake = anyio.Event()
         self._flushing = anyio.Lock()  # queued writes reach the store in the order queued
+        self._known: Mapping[str, str] = {}
 
     async def entries(self) -> dict[str, Entry]:
         """What the store knows of the audience (read in a worker thread)."""
@@ -90,9 +98,13 @@ class Journal:
         for member in absent:
             del entries[member]
 
-    async def intents(self, operations: AsyncIterable[Operation]) -> AsyncIterator[Operation]:
+    async def intents(
+        self, operations: AsyncIterable[Operation], known: Mapping[str, str] | None = None
+    ) -> AsyncIterator[Operation]:
         """``operations`` as they come, each block marked intended in the store before any
-        operation of it is handed on (and so before any of it can be sent)."""
+        operation of it is handed on (and so before any of it can be sent). ``known`` holds
+        fingerprints already computed for the adds, by id."""
+        self._known = known or {}
         block: list[Operation] = []
         closing = (
             contextlib.aclosing(operations)
@@ -113,15 +125,23 @@ class Journal:
                     yield ready
 
     async def _intend(self, block: list[Operation]) -> None:
-        writes = []
+        known = self._known
+
+        def intend() -> list[tuple[str, str]]:  # in a worker thread: fingerprints, then write
+            writes = [
+                (op.id, known.get(op.id) or fingerprint(op.member.attributes))
+                if isinstance(op, Add)
+                else (op.id, ABSENT)
+                for op in block
+            ]
+            self.store.intend(self.scope, self.audience, writes)
+            return writes
+
         inflight, twice = self._inflight, self._twice
-        for op in block:
-            fp = fingerprint(op.member.attributes) if isinstance(op, Add) else ABSENT
-            if op.id in inflight:
-                twice.add(op.id)
-            inflight[op.id] = fp
-            writes.append((op.id, fp))
-        await _off_loop(self.store.intend, self.scope, self.audience, writes)
+        for member, fp in await _off_loop(intend):
+            if member in inflight:
+                twice.add(member)
+            inflight[member] = fp
 
     def on_event(self, event: ProgressEvent) -> None:
         """Queue what a progress event tells the store; a flusher task writes it."""

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import attrs
 
 from ._base import aiterate, prepared_members
@@ -85,9 +86,13 @@ async def sync(
     scope = scope or backend.provider
     async with _guarded(state, scope, audience_id) as journal:
         held = await _holding(backend, audience_id, journal)
+        if held.listed is None:  # compared by fingerprint: computed in a worker thread
+            held.wanted = await anyio.to_thread.run_sync(_fingerprints, wanted)
         ops: list[Operation] = []
         added = changed = unchanged = 0
-        for member_id, member in wanted.items():
+        for count, (member_id, member) in enumerate(wanted.items(), 1):
+            if count % 4096 == 0:
+                await anyio.lowlevel.checkpoint()  # 200,000 members do not hold the loop
             if not held.may_hold(member_id):
                 added += 1
             elif held.holds(member_id, member.attributes):
@@ -98,7 +103,7 @@ async def sync(
             ops.append(Add(member))
         removals = [Remove(member_id) for member_id in held.ids() if member_id not in wanted]
         ops += removals
-        result = await _apply(backend, audience_id, ops, journal, on_progress)
+        result = await _apply(backend, audience_id, ops, journal, on_progress, held.wanted)
     report = SyncReport(
         added=added, changed=changed, removed=len(removals), unchanged=unchanged, result=result
     )
@@ -116,6 +121,8 @@ class _Held:
 
     listed: dict[str, Mapping[str, Any]] | None = None
     entries: dict[str, Entry] = attrs.field(factory=dict)
+    #: Fingerprints of the wanted members, when computed ahead (id → fingerprint).
+    wanted: dict[str, str] = attrs.field(factory=dict)
 
     def may_hold(self, member_id: str) -> bool:
         return member_id in (self.listed if self.listed is not None else self.entries)
@@ -126,7 +133,10 @@ class _Held:
             current = self.listed.get(member_id)
             return current is not None and _same(current, attributes)
         entry = self.entries.get(member_id)
-        return entry is not None and entry.settled and entry.fingerprint == fingerprint(attributes)
+        if entry is None or not entry.settled:
+            return False
+        wanted = self.wanted.get(member_id)
+        return entry.fingerprint == (wanted if wanted is not None else fingerprint(attributes))
 
     def ids(self) -> Iterable[str]:
         """Every id that may be held (a removal is sent for those no longer wanted)."""
@@ -148,6 +158,10 @@ async def _holding(backend: AudienceBackend, audience_id: str, journal: Journal 
     return _Held(entries=entries)
 
 
+def _fingerprints(members: Mapping[str, Member]) -> dict[str, str]:
+    return {member_id: fingerprint(m.attributes) for member_id, m in members.items()}
+
+
 def _guarded(
     state: StateStore | None, scope: str, audience_id: str
 ) -> contextlib.AbstractAsyncContextManager[Journal | None]:
@@ -163,15 +177,17 @@ async def _apply(
     ops: Iterable[Operation] | AsyncIterator[Operation],
     journal: Journal | None,
     on_progress: ProgressCallback | None,
+    fingerprints: Mapping[str, str] | None = None,
 ) -> BulkResult:
-    """``backend.apply`` of ``ops``, journalled when there is a journal."""
+    """``backend.apply`` of ``ops``, journalled when there is a journal (``fingerprints``: of
+    the adds, where already computed)."""
     if journal is None:
         return await backend.apply(
             audience_id, ops, on_progress=on_progress, raise_on_failure=False
         )
     return await backend.apply(
         audience_id,
-        journal.intents(aiterate(ops)),
+        journal.intents(aiterate(ops), fingerprints),
         on_progress=journal.progress(on_progress),
         raise_on_failure=False,
     )

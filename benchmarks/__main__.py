@@ -13,6 +13,9 @@ loopback emulator, each in a process of its own (CPU time and peak memory are pe
 - Memory: peak RSS streaming 500,000 vs 5,000,000 operations. Target: growth <= 20 MB.
 - Dexatel: reading 100,000 contacts (vs a plain page loop), adding 5,000 under a rate limit
   (vs sequential creates at the same rate).
+- The state store: a sync of 200,000 Batch members with a SQLite store vs a plain apply of the
+  same members: the wall time, and the longest the event loop is held (a 5 ms ticker).
+  Target: the journal never holds the loop longer than the bulk engine itself does.
 - ``import audiencekit`` vs ``import httpx``.
 
 ``--scale`` shrinks every size (0.1 for a quick look); ``--only NAME`` runs one group;
@@ -176,6 +179,20 @@ def dexatel_rows(read: int, add: int) -> list[Row]:
     ]  # fmt: skip
 
 
+def state_rows(n: int) -> list[Row]:
+    """A sync of n Batch members with a state store against a plain apply of the same members:
+    the journal's cost, and the longest the event loop is held (a ticker every 5 ms)."""
+    with emulator_process() as ends:
+        e = endpoints(ends)
+        ours = run_scenario("state_sync", e, n)
+        plain = run_scenario("state_apply", e, n)
+    assert ours["applied"] == plain["applied"] == n
+    return [
+        (f"sync {n:,} with a state store: wall s", ours["wall"], plain["wall"], "apply"),
+        (f"sync {n:,}: longest loop stall ms", ours["stall_ms"], plain["stall_ms"], "apply"),
+    ]
+
+
 def import_rows() -> list[Row]:
     def best(module: str) -> float:
         code = (
@@ -195,7 +212,7 @@ def import_rows() -> list[Row]:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--scale", type=float, default=1.0)
-    parser.add_argument("--only", choices=["batch", "rate", "memory", "dexatel", "import"])
+    parser.add_argument("--only", choices=["batch", "rate", "memory", "dexatel", "state", "import"])
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs of each Batch CPU scenario; the best is shown"
     )
@@ -216,6 +233,8 @@ def main() -> None:
         rows += memory_rows(size(500_000), size(5_000_000))
     if args.only in (None, "dexatel"):
         rows += dexatel_rows(size(100_000), size(5_000))
+    if args.only in (None, "state"):
+        rows += state_rows(size(200_000))
     if args.only in (None, "import"):
         rows += import_rows()
 

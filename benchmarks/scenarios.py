@@ -9,6 +9,7 @@ import json
 import math
 import resource
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -251,6 +252,62 @@ async def dexatel_add_sequential(ends: dict[str, Any], n: int) -> dict[str, Any]
             data = {"data": {"number": f"+1666{i:07d}", "first_name": "x"}}
             (await client.post(path, json=data)).raise_for_status()
     return {"applied": n}
+
+
+# -- the state store -------------------------------------------------------------------------------
+
+
+async def longest_stall(stalls: list[float], tick: float = 0.005) -> None:
+    """Note the longest time the event loop did not run this task past its ``tick``."""
+    last = time.perf_counter()
+    while True:
+        await anyio.sleep(tick)
+        now = time.perf_counter()
+        stalls[0] = max(stalls[0], now - last - tick)
+        last = now
+
+
+async def batch_with_ticker(ends: dict[str, Any], n: int, *, state: bool) -> dict[str, Any]:
+    """Put n members into a Batch audience, with sync and a state store or with a plain apply,
+    while a task measures how long the event loop is held."""
+    from audiencekit.state import SqliteStateStore
+    from audiencekit.sync import sync
+
+    await create_batch_audience(ends, "bench")
+    members = [Member(i, attributes={"plan": "gold"}) for i in member_ids(n)]
+    stalls = [0.0]
+    async with BatchBackend(
+        api_key=ends["batch"]["key"],
+        project_key=ends["batch"]["project"],
+        base_url=ends["batch"]["url"],
+        concurrency=CONCURRENCY,
+        poll=PollPolicy(max_wait=600, interval=POLL),
+        rate_limit=math.inf,
+    ) as backend, anyio.create_task_group() as tg:  # fmt: skip
+        tg.start_soon(longest_stall, stalls)
+        if state:
+            with (
+                tempfile.TemporaryDirectory() as folder,
+                SqliteStateStore(f"{folder}/state.sqlite3") as store,
+            ):
+                report = await sync(backend, "bench", members, state=store)
+            applied = report.result.applied
+        else:
+            applied = (await backend.apply("bench", [Add(m) for m in members])).applied
+        tg.cancel_scope.cancel()
+    return {"applied": applied, "stall_ms": stalls[0] * 1e3}
+
+
+@scenario
+async def state_sync(ends: dict[str, Any], n: int) -> dict[str, Any]:
+    """sync of n members with a SQLite state store (the journal, the lease)."""
+    return await batch_with_ticker(ends, n, state=True)
+
+
+@scenario
+async def state_apply(ends: dict[str, Any], n: int) -> dict[str, Any]:
+    """The same members with a plain apply: no state store at all."""
+    return await batch_with_ticker(ends, n, state=False)
 
 
 # -- import time ----------------------------------------------------------------------------------

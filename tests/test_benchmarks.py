@@ -34,6 +34,8 @@ def test_the_benchmarks_run_and_count_what_they_should() -> None:
         "batch CPU s, typed input alone (vs B)",
         "peak RSS MB, 50,000 vs 5,000 ops",
         "dexatel add 50 at 200 req/s: wall s",
+        "sync 2,000 with a state store: wall s",
+        "sync 2,000: longest loop stall ms",
         "import ms (audiencekit vs httpx)",
     } <= set(rows)
     assert all(ours > 0 and base > 0 for ours, base in rows.values())
