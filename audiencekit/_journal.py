@@ -27,7 +27,7 @@ import anyio.abc
 
 from ._bulk import ChunkAccepted, ChunkDone, ProgressCallback, ProgressEvent
 from .backend import AudienceBackend
-from .errors import AudienceBusyError
+from .errors import AudienceBusyError, PollTimeoutError
 from .models import Add, Operation, PendingChunk
 from .state import ABSENT, Entry, StateStore, fingerprint, lease_owner
 
@@ -87,7 +87,12 @@ class Journal:
             return
         chunks = [PendingChunk(handle=h, audience_id=self.audience, ids=tuple(ids))
                   for h, ids in by_handle.items()]  # fmt: skip
-        result = await backend.wait(chunks, raise_on_failure=False)
+        try:
+            result = await backend.wait(chunks, raise_on_failure=False)
+        except PollTimeoutError as exc:  # still unconfirmed: written again, as unknowns are
+            if exc.result is None:
+                return
+            result = exc.result
         done = {k for ids in by_handle.values() for k in ids} - set(result.failed)
         done -= set(result.unknown) | {k for c in result.pending for k in c.ids}
         present = [(k, entries[k].fingerprint) for k in done if entries[k].fingerprint != ABSENT]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 
 from audiencekit import (
@@ -31,7 +32,7 @@ from audiencekit.providers.batch import BatchBackend
 from audiencekit.providers.dexatel import DexatelBackend
 from audiencekit.state import Entry, LeaseHolder, SqliteStateStore, StateStore, fingerprint
 from audiencekit.sync import MigrationReport, migrate, sync
-from audiencekit.testing import EmulatorServer, Fault, FaultPlan, Timing
+from audiencekit.testing import EmulatorServer, FakeBackend, Fault, FaultPlan, Timing
 
 from ..conftest import Connect
 
@@ -389,3 +390,22 @@ async def test_a_store_of_your_own_implements_the_interface(
     assert (report.added, report.changed, report.removed) == (1_000, 5_000, 10_000)
     exact(emulators, "own", store, desired)
     assert store.leases == {}  # released
+
+
+async def test_handles_that_never_confirm_do_not_stop_the_next_sync() -> None:
+    fake = FakeBackend()
+    fake.capabilities = attrs.evolve(fake.capabilities, list_members=False)  # a Batch-like one
+    audience = await fake.create_audience("stale")
+    store = SqliteStateStore()
+    await fake.add_members(audience.id, [Member("x")])
+    store.intend("fake", audience.id, [("x", fingerprint({}))])
+    store.accept("fake", audience.id, "a-token-nobody-knows", ["x"])
+
+    async def never_confirmed(*args: Any, **kwargs: Any) -> Any:
+        raise PollTimeoutError("still indexing", pending=[], waited=600.0)
+
+    fake.wait = never_confirmed  # type: ignore[method-assign]
+    report = await sync(fake, audience.id, [Member("y")], state=store)
+    assert (report.added, report.removed) == (1, 1)  # x may be there: it is removed
+    assert set(fake.members(audience.id)) == {"y"}
+    assert store.pushed("fake", audience.id) == {"y": fingerprint({})}
