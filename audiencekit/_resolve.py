@@ -7,7 +7,7 @@ Every workflow, the Mirror and the command line resolve what the user wrote thro
 from __future__ import annotations
 
 from .backend import AudienceBackend
-from .errors import ConfigurationError, NotFoundError, ValidationError
+from .errors import ConfigurationError, ConflictError, NotFoundError, ValidationError
 from .models import Audience, Channel
 
 __all__ = ["resolve_audience"]
@@ -27,7 +27,7 @@ async def resolve_audience(
     sending (:class:`~audiencekit.ValidationError`) is then asked for an audience of that name.
     Two audiences of one name are a :class:`~audiencekit.ConfigurationError` (give the id);
     none is a :class:`~audiencekit.NotFoundError`, unless ``create`` (with ``channel`` where
-    the provider needs one) creates it.
+    the provider needs one) creates it; one that another run created meanwhile is found.
     """
     try:
         return await backend.get_audience(ref), False
@@ -47,4 +47,8 @@ async def resolve_audience(
             provider=backend.provider,
             status=404,
         )
-    return await backend.create_audience(ref, channel=channel), True
+    try:
+        return await backend.create_audience(ref, channel=channel), True
+    except ConflictError:
+        pass  # created meanwhile by another run: found below
+    return await resolve_audience(backend, ref, create=False)

@@ -58,13 +58,17 @@ def run(mode: str, state: Path, round_: int, env: dict[str, str],
         kill_after: int | None = None, rng: random.Random | None = None) -> str:  # fmt: skip
     """Run the child; with ``kill_after``, SIGKILL it right after its n-th step (half the
     time a little way into the next one). Returns "killed", "done" or "busy"."""
-    with subprocess.Popen(
-        [sys.executable, CHILD, mode, str(state), str(round_)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    ) as child:
+    errors = state.with_suffix(f".{mode}.{round_}.stderr")
+    with (
+        errors.open("w") as stderr,
+        subprocess.Popen(
+            [sys.executable, CHILD, mode, str(state), str(round_)],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=env,
+        ) as child,
+    ):
         assert child.stdout is not None
         steps = 0
         for line in child.stdout:
@@ -81,7 +85,7 @@ def run(mode: str, state: Path, round_: int, env: dict[str, str],
         child.wait(60)
     if child.returncode == 3:
         return "busy"
-    assert child.returncode == 0, f"the {mode} child failed ({child.returncode})"
+    assert child.returncode == 0, errors.read_text()[-3000:]
     return "done"
 
 

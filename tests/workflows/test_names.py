@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import anyio
 import pytest
 
 from audiencekit import (
@@ -120,3 +121,18 @@ def test_command_line_migrates_into_a_new_dexatel_audience_by_name(
     assert set(held(env, "vip-copy")) == set(NUMBERS)
     assert main(["--json", "audiences", "show", "vip-copy", "--provider", "dexatel"]) == 0
     assert json.loads(capsys.readouterr().out)["size"] == len(NUMBERS)
+
+
+async def test_two_runs_creating_one_audience_at_once_both_find_it(
+    batch: BatchBackend, emulators: EmulatorServer
+) -> None:
+    found: list[tuple[str, bool]] = []
+
+    async def create() -> None:
+        audience, created = await resolve_audience(batch, "raced", create=True)
+        found.append((audience.id, created))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(create)
+        tg.start_soon(create)
+    assert sorted(found) == [("raced", False), ("raced", True)]
