@@ -328,7 +328,7 @@ class Transport:
                         governor.accepted()
                     logger.debug("%s -> %d", shown, response.status_code)
                     return response
-                error = await self._status_error(response)
+                error = self._status_error(response)
                 if took_effect and method == "DELETE" and isinstance(error, NotFoundError):
                     # An earlier try was lost on its way back; this one finds the thing gone.
                     logger.info("%s -> %d after a lost answer: deleted", shown, error.status)
@@ -436,7 +436,7 @@ class Transport:
         detail = self.redact(str(exc)) or type(exc).__name__
         return f"{self.provider}: {what} ({type(exc).__name__}: {detail})"
 
-    async def _status_error(self, response: httpx.Response) -> APIStatusError:
+    def _status_error(self, response: httpx.Response) -> APIStatusError:
         body: Any
         try:
             body = redact_json(response.json(), self.redact)

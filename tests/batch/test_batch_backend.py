@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -228,7 +227,6 @@ async def test_polls_only_as_often_as_needed(
     result = await backend.add_members("polled", (Member(f"u{i}") for i in range(250)))
     views = [r for r in emulators.batch.requests if r.path.endswith("/view")]
     assert result.polls == len(views) == 3 * 3  # three chunks, three views each
-    assert all("IN_PROGRESS" in json.dumps(r.body) or True for r in views)
 
 
 async def test_wait_false_returns_tokens_and_another_backend_resumes(

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from audiencekit import Add, Member, Operation, Remove, Url, ValidationError
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.providers.dexatel import DexatelBackend
-from audiencekit.testing import BatchEmulator, DexatelEmulator
+from audiencekit.testing import BatchEmulator, DexatelEmulator, FakeBackend
 
 pytestmark = pytest.mark.anyio
 
@@ -144,11 +144,36 @@ async def test_batch_refuses_bad_attributes_and_ids(
     assert any(member["id"][:40] == found[:40] for found in error.ids)
 
 
+class _FakeCalls:
+    """A FakeBackend's recorded calls where ``refused`` looks for an emulator's requests."""
+
+    def __init__(self, fake: FakeBackend) -> None:
+        self.fake = fake
+
+    @property
+    def requests(self) -> list[Any]:
+        return [c for c in self.fake.calls if c.method not in ("create_audience",)]
+
+
+@pytest.fixture(params=["batch", "dexatel", "fake"])
+async def every_backend(request: pytest.FixtureRequest, batch: Any, dexatel: Any) -> Any:
+    if request.param == "batch":
+        return batch
+    if request.param == "dexatel":
+        return dexatel
+    fake = FakeBackend()
+    audience = await fake.create_audience("bad")
+    return fake, _FakeCalls(fake), audience.id
+
+
 @SETTINGS
 @given(bad_id=bad_ids, position=st.integers(0, 10))
-async def test_every_backend_refuses_bad_ids(batch: Any, bad_id: Any, position: int) -> None:
-    backend, emulator, audience = batch
+async def test_every_backend_refuses_bad_ids(
+    every_backend: Any, bad_id: Any, position: int
+) -> None:
+    backend, emulator, audience = every_backend
     await refused(backend, emulator, assemble(Remove(bad_id), position), audience)
+    await refused(backend, emulator, assemble(Add(Member(bad_id)), position), audience)
 
 
 async def test_the_refusals_name_every_bad_item(batch: Any) -> None:

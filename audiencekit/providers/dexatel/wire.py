@@ -5,7 +5,6 @@ Facts from ``shared/provider-docs`` (pages 000, 001, 002, 004 and dexatel-refere
 
 from __future__ import annotations
 
-import enum
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
@@ -285,13 +284,6 @@ def next_page_token(link: object) -> str | None:
 #: template's) means that nothing can have that id: not found, whatever the status.
 NOT_FOUND_CODES = frozenset({1251, 1252, 1301, 1302, 1351, 1352, 1402, 1601, 1602})
 CONFLICT_CODES = frozenset({1258, 1309, 1360, 1441})
-
-
-class Code(enum.IntEnum):
-    """Dexatel codes the backend acts on."""
-
-    CONTACT_NOT_FOUND = 1351
-    CONTACT_EXISTS = 1360
 
 
 def error_detail(response: httpx.Response, body: Any) -> ErrorDetail:
