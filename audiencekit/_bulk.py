@@ -34,15 +34,12 @@ import attrs
 from ._http import CallStats
 from ._wire import is_text
 from .errors import (
-    APIConnectionError,
-    APIStatusError,
     AudienceKitError,
     BadRequestError,
-    InternalServerError,
     PollTimeoutError,
     Problem,
-    UnexpectedResponseError,
     ValidationError,
+    may_have_taken_effect,
 )
 from .models import Add, BulkResult, Member, Operation, PendingChunk, Remove
 
@@ -56,7 +53,6 @@ __all__ = [
     "ProgressEvent",
     "create_once",
     "fan_out",
-    "is_ambiguous",
     "keep_operation",
     "run_bulk",
 ]
@@ -171,15 +167,6 @@ def keep_operation(op: Operation) -> Operation:
     return op
 
 
-def is_ambiguous(error: BaseException) -> bool:
-    """True when a failed request may still have taken effect at the provider."""
-    if isinstance(error, APIConnectionError):
-        return error.request_sent
-    if isinstance(error, APIStatusError):
-        return isinstance(error, InternalServerError) or error.status == 408
-    return isinstance(error, (PollTimeoutError, UnexpectedResponseError))
-
-
 async def fan_out(
     ops: Mapping[str, Operation],
     apply_one: Callable[[Operation], Awaitable[object]],
@@ -197,7 +184,7 @@ async def fan_out(
             try:
                 await apply_one(op)
             except AudienceKitError as exc:
-                (unknown if is_ambiguous(exc) else failed)[op.id] = exc
+                (unknown if may_have_taken_effect(exc) else failed)[op.id] = exc
 
     async with anyio.create_task_group() as tg:
         for op in ops.values():
@@ -210,24 +197,28 @@ async def create_once(
     find: Callable[[], Awaitable[T | None]],
     *,
     attempts: int = 3,
+    pause: Callable[[int], Awaitable[None]] | None = None,
 ) -> T:
     """Create something that must exist once, with a call that is not safe to replay.
 
-    After an ambiguous failure (the provider may have done it), look it up before anything else:
-    found, it is the result; not found, the create is sent again, ``attempts`` times in all. The
-    error of the last attempt is raised only if a last lookup does not find it either.
+    After a failure that may have taken effect, look it up before anything else: found, it is
+    the result; not found, the create is sent again (after ``pause(attempt)``, the transport's
+    backoff), ``attempts`` times in all. The error of the last attempt is raised only if a last
+    lookup does not find it either.
     """
     for attempt in range(1, attempts + 1):
         try:
             return await create()
         except AudienceKitError as exc:
-            if not is_ambiguous(exc):
+            if not may_have_taken_effect(exc):
                 raise
             found = await find()
             if found is not None:
                 return found
             if attempt == attempts:
                 raise
+        if pause is not None:
+            await pause(attempt - 1)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -367,7 +358,9 @@ def outcome_of(ids: Iterable[str], error: AudienceKitError) -> ChunkOutcome:
     """The outcome of a chunk whose sending raised ``error``: every id failed, or unknown when
     the provider may have applied it anyway."""
     bucket = dict.fromkeys(ids, error)
-    return ChunkOutcome(unknown=bucket) if is_ambiguous(error) else ChunkOutcome(failed=bucket)
+    if may_have_taken_effect(error):
+        return ChunkOutcome(unknown=bucket)
+    return ChunkOutcome(failed=bucket)
 
 
 def _same_reason(a: BadRequestError, b: BadRequestError) -> bool:

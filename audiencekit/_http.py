@@ -30,6 +30,7 @@ from .errors import (
     ConfigurationError,
     NotFoundError,
     UnexpectedResponseError,
+    may_have_taken_effect,
     status_error_class,
 )
 
@@ -320,7 +321,7 @@ class Transport:
                 if delay is None:
                     raise
                 failures += 1
-                took_effect = took_effect or exc.request_sent
+                took_effect = took_effect or may_have_taken_effect(exc)
                 logger.info("%s failed (%s); retry %d in %.2fs", shown, exc, failures, delay)
             else:
                 if response.is_success:
@@ -349,12 +350,17 @@ class Transport:
                         logger.debug("%s -> %d, not retried", shown, response.status_code)
                         raise error
                     failures += 1
-                    took_effect = True  # a 5xx or 408 may come after the provider acted
+                    took_effect = took_effect or may_have_taken_effect(error)
                 logger.info("%s -> %d; retry in %.2fs", shown, response.status_code, delay)
             if stats is not None:
                 stats.retries += 1
             if delay > 0:
                 await self._sleep(delay)
+
+    async def pause(self, attempt: int) -> None:
+        """Wait the policy's backoff before try number ``attempt + 1`` of a call made again
+        above the transport (``create_once``)."""
+        await self._sleep(self.retry.backoff(attempt, self._rng))
 
     def _delay(self, failures: int, retry_after: float | None) -> float | None:
         """Seconds to wait before the next try after a failure, or None to give up now."""

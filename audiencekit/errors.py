@@ -62,6 +62,7 @@ __all__ = [
     "ValidationError",
     "WriteReplacedError",
     "WriterStoppedError",
+    "may_have_taken_effect",
     "status_error_class",
 ]
 
@@ -261,6 +262,19 @@ class WriteReplacedError(APIError):
     def __init__(self, message: str, *, provider: str, handle: str) -> None:
         super().__init__(message, provider=provider)
         self.handle = handle
+
+
+def may_have_taken_effect(error: BaseException) -> bool:
+    """Whether a failed call may still have taken effect at the provider: the one rule the
+    transport (what to retry), the bulk engine (``unknown`` rather than ``failed``) and
+    ``create_once`` (look before creating again) share. A connection lost after sending, a
+    5xx, a 408, a status check that ran out, or a 2xx that cannot be read: yes. A 4xx, a 429,
+    a connection that never opened: no, nothing happened."""
+    if isinstance(error, APIConnectionError):
+        return error.request_sent
+    if isinstance(error, APIStatusError):
+        return isinstance(error, InternalServerError) or error.status == 408
+    return isinstance(error, (PollTimeoutError, UnexpectedResponseError))
 
 
 _STATUS_CLASSES: Mapping[int, type[APIStatusError]] = {

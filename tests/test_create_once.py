@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from audiencekit import APIConnectionError, BadRequestError, InternalServerError
+from audiencekit import (
+    APIConnectionError,
+    APITimeoutError,
+    BadRequestError,
+    InternalServerError,
+    NotFoundError,
+    PollTimeoutError,
+    RateLimitError,
+    UnexpectedResponseError,
+)
 from audiencekit._bulk import create_once
+from audiencekit.errors import may_have_taken_effect
 
 pytestmark = pytest.mark.anyio
 
@@ -65,3 +75,34 @@ async def test_a_definite_refusal_is_not_looked_up() -> None:
     with pytest.raises(BadRequestError):
         await create_once(provider.create, provider.find)
     assert provider.lookups == 0
+
+
+async def test_a_create_sent_again_waits_the_backoff_first() -> None:
+    provider = Provider(["before", "before", "ok"])
+    pauses: list[int] = []
+
+    async def pause(attempt: int) -> None:
+        pauses.append(attempt)
+
+    assert await create_once(provider.create, provider.find, attempts=3, pause=pause) == "created"
+    assert pauses == [0, 1]  # before the second and the third attempt, never after the last
+
+
+@pytest.mark.parametrize(
+    ("error", "maybe"),
+    [
+        (APIConnectionError("dropped", provider="p", request_sent=True), True),
+        (APIConnectionError("refused", provider="p", request_sent=False), False),
+        (APITimeoutError("read", provider="p"), True),
+        (InternalServerError("down", provider="p", status=503), True),
+        (BadRequestError("timeout", provider="p", status=408), True),
+        (BadRequestError("no", provider="p", status=400), False),
+        (RateLimitError("slow down", provider="p", status=429), False),
+        (NotFoundError("gone", provider="p", status=404), False),
+        (UnexpectedResponseError("no token", provider="p"), True),
+        (PollTimeoutError("still indexing", pending=[], waited=1.0), True),
+        (ValueError("not ours"), False),
+    ],
+)
+def test_one_rule_says_what_may_have_taken_effect(error: BaseException, maybe: bool) -> None:
+    assert may_have_taken_effect(error) is maybe

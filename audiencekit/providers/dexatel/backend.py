@@ -247,6 +247,7 @@ class DexatelBackend(BaseBackend):
                         lambda: client.create_contact(audience_id, number, stats=stats, **fields),
                         lambda: first(number),
                         attempts=attempts,
+                        pause=client.transport.pause,
                     )
                 except ConflictError:  # "Contact already exists": an upsert updates it instead
                     found = await first(number)
