@@ -53,6 +53,7 @@ __all__ = [
     "ProgressEvent",
     "create_once",
     "fan_out",
+    "last_outcome_wins",
     "keep_operation",
     "run_bulk",
 ]
@@ -368,6 +369,28 @@ def _same_reason(a: BadRequestError, b: BadRequestError) -> bool:
     return (type(a), a.code, a.message) == (type(b), b.code, b.message)
 
 
+def last_outcome_wins(
+    failed: dict[str, AudienceKitError],
+    unknown: dict[str, AudienceKitError],
+    ids: Iterable[str],
+    *,
+    failed_now: Mapping[str, AudienceKitError] | None = None,
+    unknown_now: Mapping[str, AudienceKitError] | None = None,
+) -> dict[str, AudienceKitError]:
+    """Record in ``failed`` and ``unknown`` the outcome of the latest operations on ``ids``:
+    it replaces whatever an earlier operation of an id left (an id now applied leaves both).
+    Returns the unknown ones recorded (those not also failed)."""
+    if failed or unknown:
+        for id_ in ids:
+            failed.pop(id_, None)
+            unknown.pop(id_, None)
+    failed_now = failed_now or {}
+    fresh = {k: v for k, v in (unknown_now or {}).items() if k not in failed_now}
+    failed.update(failed_now)
+    unknown.update(fresh)
+    return fresh
+
+
 class _Tally:
     """Accounts for every id of a call: the bucket of an id is the outcome of its last chunk."""
 
@@ -421,10 +444,6 @@ class _Tally:
         self.polls += counts[2]
         if outcome.handle is not None:
             self.handles[key] = outcome.handle
-        if self.failed or self.unknown:  # a later outcome of an id replaces an earlier one
-            for id_ in ids:
-                self.failed.pop(id_, None)
-                self.unknown.pop(id_, None)
         pending = 0
         if outcome.pending:
             assert outcome.handle is not None
@@ -433,9 +452,9 @@ class _Tally:
             )
             self._counted[key] = counts
             pending = len(ids)
-        unknown = {k: v for k, v in outcome.unknown.items() if k not in outcome.failed}
-        self.failed.update(outcome.failed)
-        self.unknown.update(unknown)
+        unknown = last_outcome_wins(
+            self.failed, self.unknown, ids, failed_now=outcome.failed, unknown_now=outcome.unknown
+        )
         applied = 0 if outcome.pending else len(ids) - len(outcome.failed) - len(unknown)
         self.applied += applied
         self.emit(

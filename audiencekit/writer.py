@@ -20,6 +20,7 @@ import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._base import aiterate
+from ._bulk import last_outcome_wins
 from ._journal import Journal, guarded
 from ._resolve import resolve_audience
 from .backend import AudienceBackend
@@ -283,10 +284,7 @@ class AudienceWriter:
             )
         self.calls += 1
         self.applied += result.applied
-        for op in batch:
-            self.failed.pop(op.id, None)
-            self.unknown.pop(op.id, None)
-        self.failed.update(result.failed)
-        self.unknown.update(result.unknown)
+        last_outcome_wins(self.failed, self.unknown, (op.id for op in batch),
+                          failed_now=result.failed, unknown_now=result.unknown)  # fmt: skip
         if self.on_result is not None:
             self.on_result(result)
