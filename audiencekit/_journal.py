@@ -63,10 +63,11 @@ class Journal:
         """What the store knows of the audience (read in a worker thread)."""
         return await _off_loop(self.store.entries, self.scope, self.audience)
 
-    async def adopt(self, held: dict[str, str]) -> None:
-        """Take a listing of the audience (id → fingerprint) as the settled truth."""
+    async def adopt(self, listed: Mapping[str, Mapping[str, Any]]) -> None:
+        """Take a listing of the audience (id → attributes) as the settled truth."""
 
-        def adopt() -> None:
+        def adopt() -> None:  # in a worker thread: fingerprints, then one transaction
+            held = {member: fingerprint(attributes) for member, attributes in listed.items()}
             known = self.store.entries(self.scope, self.audience)
             gone = [member for member in known if member not in held]
             self._record(held.items(), gone)

@@ -149,7 +149,7 @@ async def _holding(backend: AudienceBackend, audience_id: str, journal: Journal 
     if backend.capabilities.list_members:
         listed = {m.id: m.attributes async for m in backend.iter_members(audience_id)}
         if journal is not None:
-            await journal.adopt({k: fingerprint(v) for k, v in listed.items()})
+            await journal.adopt(listed)
         return _Held(listed=listed)
     if journal is None:
         return _Held()  # nothing is known of it (migrate without a state store)
