@@ -306,34 +306,12 @@ async def migrate(
                 state.save_checkpoint, run, {"target": target_id, "created": created}
             )
 
-    counts = {"read": 0, "unchanged": 0, "removed": 0}
-    seen: set[str] = set()
-    problems: list[Problem] = []
     async with _guarded(state, target.provider, target_id) as journal:
-        held = await _holding(target, target_id, journal)
-
-        async def operations() -> AsyncIterator[Operation]:
-            async for member in source.iter_members(source_id):
-                counts["read"] += 1
-                try:
-                    op = target.prepare(Add(mapping(member)))
-                except ValidationError as exc:
-                    problems.extend(exc.problems)
-                    continue
-                assert isinstance(op, Add)
-                seen.add(op.id)
-                if held.holds(op.id, op.member.attributes):
-                    counts["unchanged"] += 1
-                    continue
-                yield op
-            for member_id in list(held.ids()):
-                if member_id not in seen:
-                    counts["removed"] += 1
-                    yield Remove(member_id)
-
+        diff = _Difference(target, await _holding(target, target_id, journal), mapping)
         # A poll timeout propagates: the journal holds the handles, resume=True waits for them.
-        result = await _apply(target, target_id, operations(), journal, on_progress)
-        expected = seen - set(result.failed)
+        operations = diff.operations(source.iter_members(source_id))
+        result = await _apply(target, target_id, operations, journal, on_progress)
+        expected = diff.seen - set(result.failed)
         if journal is not None:
             await journal.flush()
         target_ids = await _held_ids(target, target_id, state)
@@ -344,15 +322,15 @@ async def migrate(
         source_audience=source_audience,
         target_audience=target_id,
         dry_run=False,
-        resumed_from=counts["unchanged"] if saved is not None else 0,
-        read=counts["read"],
+        resumed_from=diff.unchanged if saved is not None else 0,
+        read=diff.read,
         sent=result.operations,
         applied=result.applied,
         failed={k: str(v) for k, v in result.failed.items()},
         unknown={k: str(v) for k, v in result.unknown.items()},
-        invalid=tuple(problems),
-        unchanged=counts["unchanged"],
-        removed=counts["removed"],
+        invalid=tuple(diff.problems),
+        unchanged=diff.unchanged,
+        removed=diff.removed,
         target_size=target_size,
         expected_size=len(expected),
         target_ids=None if target_ids is None else ids_digest(target_ids),
@@ -403,34 +381,55 @@ async def _dry_run(
         elif state is not None:
             entries = await anyio.to_thread.run_sync(state.entries, target.provider, target_id)
             held = _Held(entries=entries)
-    read = would_send = unchanged = 0
-    seen: set[str] = set()
-    problems: list[Problem] = []
-    async for member in source.iter_members(source_id):
-        read += 1
-        try:
-            op = target.prepare(Add(mapping(member)))
-        except ValidationError as exc:
-            problems.extend(exc.problems)
-            continue
-        assert isinstance(op, Add)
-        seen.add(op.id)
-        if held.holds(op.id, op.member.attributes):
-            unchanged += 1
-        else:
-            would_send += 1
-    removed = sum(1 for member_id in held.ids() if member_id not in seen)
+    diff = _Difference(target, held, mapping)
+    sent = 0
+    async for _ in diff.operations(source.iter_members(source_id)):
+        sent += 1
     return MigrationReport(
         source_audience=source_audience,
         target_audience=target_id,
         dry_run=True,
         resumed_from=0,
-        read=read,
-        sent=would_send + removed,
+        read=diff.read,
+        sent=sent,
         applied=0,
         failed={},
         unknown={},
-        invalid=tuple(problems),
-        unchanged=unchanged,
-        removed=removed,
+        invalid=tuple(diff.problems),
+        unchanged=diff.unchanged,
+        removed=diff.removed,
     )
+
+
+class _Difference:
+    """What a migration sends: each source member the target does not hold as it is (as the
+    target's add), then a removal of each id the target may hold that the source did not list;
+    counting as it goes."""
+
+    def __init__(self, target: AudienceBackend, held: _Held, mapping: Mapper) -> None:
+        self.target = target
+        self.held = held
+        self.mapping = mapping
+        self.seen: set[str] = set()
+        self.problems: list[Problem] = []
+        self.read = self.unchanged = self.removed = 0
+
+    async def operations(self, source: AsyncIterator[Member]) -> AsyncIterator[Operation]:
+        held = self.held
+        async for member in source:
+            self.read += 1
+            try:
+                op = self.target.prepare(Add(self.mapping(member)))
+            except ValidationError as exc:
+                self.problems.extend(exc.problems)
+                continue
+            assert isinstance(op, Add)
+            self.seen.add(op.id)
+            if held.holds(op.id, op.member.attributes):
+                self.unchanged += 1
+                continue
+            yield op
+        for member_id in list(held.ids()):
+            if member_id not in self.seen:
+                self.removed += 1
+                yield Remove(member_id)
