@@ -87,16 +87,21 @@ async def batch_rate_limited(ends: dict[str, Any], n: int) -> dict[str, Any]:
     return await run_batch(ends, n, rate_limit=ends["batch"]["rate_limit"])
 
 
-async def run_batch(ends: dict[str, Any], n: int, *, rate_limit: float) -> dict[str, Any]:
-    await create_batch_audience(ends, "bench")
-    async with BatchBackend(
+def batch_backend(ends: dict[str, Any], *, rate_limit: float) -> BatchBackend:
+    """audiencekit's Batch backend as every Batch scenario runs it."""
+    return BatchBackend(
         api_key=ends["batch"]["key"],
         project_key=ends["batch"]["project"],
         base_url=ends["batch"]["url"],
         concurrency=CONCURRENCY,
         poll=PollPolicy(max_wait=600, interval=POLL),
         rate_limit=rate_limit,
-    ) as backend:
+    )
+
+
+async def run_batch(ends: dict[str, Any], n: int, *, rate_limit: float) -> dict[str, Any]:
+    await create_batch_audience(ends, "bench")
+    async with batch_backend(ends, rate_limit=rate_limit) as backend:
         result = await backend.apply("bench", typed_adds(n), raise_on_failure=False)
     failed = len(result.failed) + len(result.unknown) + result.pending_count
     return {"applied": result.applied, "polls": result.polls, "chunks": result.chunks,
@@ -276,14 +281,7 @@ async def batch_with_ticker(ends: dict[str, Any], n: int, *, state: bool) -> dic
     await create_batch_audience(ends, "bench")
     members = [Member(i, attributes={"plan": "gold"}) for i in member_ids(n)]
     stalls = [0.0]
-    async with BatchBackend(
-        api_key=ends["batch"]["key"],
-        project_key=ends["batch"]["project"],
-        base_url=ends["batch"]["url"],
-        concurrency=CONCURRENCY,
-        poll=PollPolicy(max_wait=600, interval=POLL),
-        rate_limit=math.inf,
-    ) as backend, anyio.create_task_group() as tg:  # fmt: skip
+    async with batch_backend(ends, rate_limit=math.inf) as backend, anyio.create_task_group() as tg:
         tg.start_soon(longest_stall, stalls)
         if state:
             with (
