@@ -20,14 +20,8 @@ from typing import Any, ClassVar, TypeVar
 
 import anyio.lowlevel
 
-from ._bulk import (
-    BulkPlan,
-    ProgressCallback,
-    Settler,
-    check_operation,
-    run_bulk,
-    settle_pending,
-)
+from ._bulk import BulkPlan, ProgressCallback, Settler, run_bulk, settle_pending
+from ._checks import check_operation
 from ._pages import AsyncPager
 from .backend import AudienceBackend, Capabilities, Ids, Members, Operations
 from .errors import PollTimeoutError, Problem, UnsupportedFeatureError, ValidationError

@@ -31,8 +31,8 @@ import anyio
 import anyio.lowlevel
 import attrs
 
+from ._checks import check_operation, validate_all
 from ._http import CallStats
-from ._wire import is_text
 from .errors import (
     AudienceKitError,
     BadRequestError,
@@ -41,7 +41,7 @@ from .errors import (
     ValidationError,
     may_have_taken_effect,
 )
-from .models import Add, BulkResult, Member, Operation, PendingChunk, Remove
+from .models import Add, BulkResult, Operation, PendingChunk
 
 __all__ = [
     "BulkPlan",
@@ -51,8 +51,6 @@ __all__ = [
     "ChunkSent",
     "ProgressCallback",
     "ProgressEvent",
-    "create_once",
-    "fan_out",
     "last_outcome_wins",
     "keep_operation",
     "run_bulk",
@@ -166,100 +164,6 @@ class BulkPlan(Generic[E]):
 def keep_operation(op: Operation) -> Operation:
     """The ``entry`` of a provider that needs the operations themselves to send a chunk."""
     return op
-
-
-async def fan_out(
-    ops: Mapping[str, Operation],
-    apply_one: Callable[[Operation], Awaitable[object]],
-    *,
-    limit: int,
-) -> ChunkOutcome:
-    """Apply the operations of a chunk one request (or a few) each, at most ``limit`` at once,
-    for providers without a bulk call; an operation that raises lands in failed or unknown."""
-    failed: dict[str, AudienceKitError] = {}
-    unknown: dict[str, AudienceKitError] = {}
-    limiter = anyio.CapacityLimiter(limit)
-
-    async def one(op: Operation) -> None:
-        async with limiter:
-            try:
-                await apply_one(op)
-            except AudienceKitError as exc:
-                (unknown if may_have_taken_effect(exc) else failed)[op.id] = exc
-
-    async with anyio.create_task_group() as tg:
-        for op in ops.values():
-            tg.start_soon(one, op)
-    return ChunkOutcome(failed=failed, unknown=unknown)
-
-
-async def create_once(
-    create: Callable[[], Awaitable[T]],
-    find: Callable[[], Awaitable[T | None]],
-    *,
-    attempts: int = 3,
-    pause: Callable[[int], Awaitable[None]] | None = None,
-) -> T:
-    """Create something that must exist once, with a call that is not safe to replay.
-
-    After a failure that may have taken effect, look it up before anything else: found, it is
-    the result; not found, the create is sent again (after ``pause(attempt)``, the transport's
-    backoff), ``attempts`` times in all. The error of the last attempt is raised only if a last
-    lookup does not find it either.
-    """
-    for attempt in range(1, attempts + 1):
-        try:
-            return await create()
-        except AudienceKitError as exc:
-            if not may_have_taken_effect(exc):
-                raise
-            found = await find()
-            if found is not None:
-                return found
-            if attempt == attempts:
-                raise
-        if pause is not None:
-            await pause(attempt - 1)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-_GOOD_NAMES: set[str] = set()  # attribute names already found valid (bounded)
-
-
-def check_operation(op: object) -> Operation:
-    """The provider-neutral checks every operation passes before any provider sees it."""
-    if isinstance(op, Add):
-        member = op.member
-        if not isinstance(member, Member):
-            raise ValidationError([Problem(f"Add needs a Member, got {type(member).__name__}")])
-        ident = member.id
-        # The common case in C-level tests on the hot path: a non-blank ASCII string.
-        if type(ident) is not str or not ident.isascii() or not ident or ident.isspace():
-            _check_id(ident)
-        attributes = member.attributes
-        if attributes and not _GOOD_NAMES.issuperset(attributes):
-            bad = [k for k in attributes if not isinstance(k, str) or not k]
-            if len(_GOOD_NAMES) < 10_000:
-                _GOOD_NAMES.update(k for k in attributes if k not in bad)
-            if bad:
-                raise ValidationError(
-                    [Problem("attribute names must be non-empty strings", id=ident,
-                             field=str(k)) for k in bad]
-                )  # fmt: skip
-        return op
-    if isinstance(op, Remove):
-        _check_id(op.id)
-        return op
-    raise ValidationError([Problem(f"expected Add or Remove, got {type(op).__name__}: {op!r:.80}")])
-
-
-def _check_id(value: object) -> None:
-    if not isinstance(value, str):
-        raise ValidationError([Problem(f"an id must be a string, got {type(value).__name__}")])
-    if not value or value.isspace():
-        raise ValidationError([Problem("an id must not be empty or blank", id=value)])
-    if not is_text(value):  # a lone surrogate; the message shows it escaped (repr)
-        raise ValidationError([Problem("an id must be valid text", id=value)])
 
 
 class _Chunker:
@@ -707,7 +611,7 @@ async def run_bulk(
         )
     checked = isinstance(ops, Collection)
     if isinstance(ops, Collection):
-        ops = _validate_all(ops, prepare)  # a sized input is refused whole, before any request
+        ops = validate_all(ops, prepare)  # a sized input is refused whole, before any request
 
     tally = _Tally(on_progress)
     engine = _Engine(audience_id=audience_id, plan=plan, wait=wait, tally=tally)
@@ -796,17 +700,3 @@ async def settle_pending(
             tg.start_soon(one, seq, item)
     result = tally.result(sum(len(item.ids) for item in pending))
     return tally.finish(result, raise_on_failure=raise_on_failure)
-
-
-def _validate_all(ops: Collection[object], prepare: Preparer | None) -> list[Operation]:
-    prepared: list[Operation] = []
-    problems: list[Problem] = []
-    for op in ops:
-        try:
-            checked = check_operation(op)
-            prepared.append(prepare(checked) if prepare is not None else checked)
-        except ValidationError as exc:
-            problems.extend(exc.problems)
-    if problems:
-        raise ValidationError(problems)
-    return prepared

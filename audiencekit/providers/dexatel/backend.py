@@ -17,9 +17,10 @@ import anyio
 import httpx
 
 from ..._base import BaseBackend
-from ..._bulk import BulkPlan, ChunkOutcome, create_once, fan_out, keep_operation
+from ..._bulk import BulkPlan, ChunkOutcome, keep_operation
 from ..._http import CallStats, Clock, RetryPolicy, Sleep
 from ..._pages import AsyncPager
+from ..._single import create_once, fan_out
 from ...backend import Capabilities
 from ...errors import ConflictError, NotFoundError, Problem, ValidationError
 from ...models import Add, Audience, Channel, Member, Operation, Remove

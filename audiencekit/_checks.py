@@ -1,0 +1,69 @@
+"""The provider-neutral checks every operation passes before any provider sees it (the
+provider's own rules come after, in its ``prepare``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+
+from ._wire import is_text
+from .errors import Problem, ValidationError
+from .models import Add, Member, Operation, Remove
+
+__all__ = ["check_operation", "validate_all"]
+
+
+_GOOD_NAMES: set[str] = set()  # attribute names already found valid (bounded)
+
+
+def check_operation(op: object) -> Operation:
+    """The provider-neutral checks every operation passes before any provider sees it."""
+    if isinstance(op, Add):
+        member = op.member
+        if not isinstance(member, Member):
+            raise ValidationError([Problem(f"Add needs a Member, got {type(member).__name__}")])
+        ident = member.id
+        # The common case in C-level tests on the hot path: a non-blank ASCII string.
+        if type(ident) is not str or not ident.isascii() or not ident or ident.isspace():
+            _check_id(ident)
+        attributes = member.attributes
+        if attributes and not _GOOD_NAMES.issuperset(attributes):
+            bad = [k for k in attributes if not isinstance(k, str) or not k]
+            if len(_GOOD_NAMES) < 10_000:
+                _GOOD_NAMES.update(k for k in attributes if k not in bad)
+            if bad:
+                raise ValidationError(
+                    [Problem("attribute names must be non-empty strings", id=ident,
+                             field=str(k)) for k in bad]
+                )  # fmt: skip
+        return op
+    if isinstance(op, Remove):
+        _check_id(op.id)
+        return op
+    raise ValidationError([Problem(f"expected Add or Remove, got {type(op).__name__}: {op!r:.80}")])
+
+
+def _check_id(value: object) -> None:
+    if not isinstance(value, str):
+        raise ValidationError([Problem(f"an id must be a string, got {type(value).__name__}")])
+    if not value or value.isspace():
+        raise ValidationError([Problem("an id must not be empty or blank", id=value)])
+    if not is_text(value):  # a lone surrogate; the message shows it escaped (repr)
+        raise ValidationError([Problem("an id must be valid text", id=value)])
+
+
+def validate_all(
+    ops: Collection[object], prepare: Callable[[Operation], Operation] | None
+) -> list[Operation]:
+    """Every operation of a sized input checked (and prepared), or one ValidationError naming
+    every bad one: a list is refused whole, before anything is sent."""
+    prepared: list[Operation] = []
+    problems: list[Problem] = []
+    for op in ops:
+        try:
+            checked = check_operation(op)
+            prepared.append(prepare(checked) if prepare is not None else checked)
+        except ValidationError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ValidationError(problems)
+    return prepared
