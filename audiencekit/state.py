@@ -252,10 +252,25 @@ class SqliteStateStore(StateStore):
         )
         with self._lock:
             if self.path != ":memory:":
-                self._db.execute("PRAGMA journal_mode=WAL")
+                self._wal()
             self._db.execute("PRAGMA synchronous=NORMAL")
             with self._transaction():
                 self._migrate()
+
+    def _wal(self, timeout: float = 30.0) -> None:
+        """Switch to WAL mode. SQLite answers "database is locked" at once, without waiting,
+        while another process opens the same new file and switches it too: try again, for up
+        to ``timeout`` seconds, as the busy timeout does for everything else."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            else:
+                return
+            time.sleep(0.01)
 
     def __repr__(self) -> str:
         return f"<SqliteStateStore {self.path}>"

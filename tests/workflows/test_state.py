@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import sqlite3
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,3 +55,33 @@ def test_a_failing_write_leaves_nothing_half_written(tmp_path: Path) -> None:
         with pytest.raises(RuntimeError):
             store.record("batch", "aud", present=rows(), absent=["keep"])
         assert store.pushed("batch", "aud") == {"keep": "f"}
+
+
+def _open_and_write(path: str, barrier: Any, failures: Any) -> None:
+    barrier.wait()
+    try:
+        with StateStore(path) as store:
+            store.intend("batch", "a", [(str(os.getpid()), "f")])
+    except sqlite3.OperationalError:
+        failures.value += 1
+
+
+def test_processes_opening_one_new_store_at_once_all_succeed(tmp_path: Path) -> None:
+    # Switching a new file to WAL answers "database is locked" at once (no busy wait) while
+    # another process switches it too; the store tries again.
+    context = multiprocessing.get_context("fork")
+    failures = context.Value("i", 0)
+    for round_ in range(40):
+        path = str(tmp_path / f"s{round_}.sqlite3")
+        barrier = context.Barrier(4)
+        children = [
+            context.Process(target=_open_and_write, args=(path, barrier, failures))
+            for _ in range(4)
+        ]
+        for child in children:
+            child.start()
+        for child in children:
+            child.join(30)
+        with StateStore(path) as store:
+            assert len(store.entries("batch", "a")) == 4
+    assert failures.value == 0
