@@ -206,19 +206,26 @@ class AudienceWriter:
         assert self._receive is not None
         batch: list[Operation] = []
         flushes: list[_Flush] = []
+        sending = False
         try:  # the receiving end is closed by _drain, once what is left was handed back
             while True:
-                batch, flushes, closed = await self._collect()
+                batch, flushes = [], []
+                closed = await self._collect(batch, flushes)
                 if batch:
+                    sending = True
                     await self._apply(batch)
+                    sending = False
                 batch = []
                 for flush in flushes:
                     flush.done.set()
                 if closed:
                     return
         except anyio.get_cancelled_exc_class():
-            cut = _Cancelled("the writer was cancelled while this operation was being applied")
-            self.unknown.update((op.id, cut) for op in batch)
+            if sending:  # cut short mid-call: they may have been applied
+                cut = _Cancelled("the writer was cancelled while this operation was being applied")
+                self.unknown.update((op.id, cut) for op in batch)
+            else:  # taken from the queue, not sent yet
+                self.unsent.extend(batch)
             raise
         except Exception as exc:  # raised by the next call, and on exit
             self._stopped = WriterStoppedError(exc, unsent=())
@@ -245,31 +252,31 @@ class AudienceWriter:
                 self.unsent.append(item)
         receive.close()
 
-    async def _collect(self) -> tuple[list[Operation], list[_Flush], bool]:
-        """Wait for an operation, then take more until the batch is full, the delay is over,
-        a flush is asked for, or the writer is closed."""
+    async def _collect(self, batch: list[Operation], flushes: list[_Flush]) -> bool:
+        """Wait for an operation, then take more into ``batch`` until it is full, the delay is
+        over, a flush is asked for (into ``flushes``), or the writer is closed (True). The
+        lists are the caller's, so that what was taken is never lost to a cancel."""
         receive = self._receive
         assert receive is not None
-        batch: list[Operation] = []
-        flushes: list[_Flush] = []
         try:
             first = await receive.receive()
         except anyio.EndOfStream:
-            return batch, flushes, True
+            return True
         if isinstance(first, _Flush):
-            return batch, [first], False
+            flushes.append(first)
+            return False
         batch.append(first)
         with anyio.move_on_after(self.max_delay):
             while len(batch) < self.max_batch:
                 try:
                     item = await receive.receive()
                 except anyio.EndOfStream:
-                    return batch, flushes, True
+                    return True
                 if isinstance(item, _Flush):
                     flushes.append(item)
                     break
                 batch.append(item)
-        return batch, flushes, False
+        return False
 
     async def _apply(self, batch: list[Operation]) -> None:
         journal = self._journal

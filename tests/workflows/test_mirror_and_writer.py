@@ -310,3 +310,17 @@ async def test_a_writer_with_a_state_store_holds_the_lease_and_journals(
     held = emulators.batch.members("svc")
     assert set(held) == {f"u{i}" for i in range(1, 30)}
     assert state.pushed("batch", "svc") == {k: fingerprint(v) for k, v in held.items()}
+
+
+async def test_a_cancel_while_a_batch_is_being_gathered_hands_it_back() -> None:
+    fake = FakeBackend()
+    audience = await fake.create_audience("svc")
+    writer = AudienceWriter(fake, audience.id, max_batch=100, max_delay=60)
+    with anyio.move_on_after(0.3):
+        async with writer:
+            for i in range(5):  # taken from the queue into a batch that waits for more
+                await writer.add(Member(f"m{i}"))
+            await anyio.sleep(5)
+    assert [op.id for op in writer.unsent] == [f"m{i}" for i in range(5)]
+    assert writer.unknown == {}
+    assert fake.members(audience.id) == {}
