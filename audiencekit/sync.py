@@ -277,7 +277,8 @@ async def migrate(
     )
     mapping = mapping or default_mapping
     start = anyio.current_time()
-    source_id = (await resolve_audience(source, source_audience))[0].id
+    source_found, _ = await resolve_audience(source, source_audience)
+    source_id = source_found.id
     if dry_run:
         return await _dry_run(source, source_id, source_audience, target, target_audience,
                               mapping, state)  # fmt: skip
@@ -294,9 +295,8 @@ async def migrate(
     if saved is not None:
         target_id, created = str(saved["target"]), bool(saved.get("created"))
     else:
-        if channel is None:
-            source_channel = (await source.get_audience(source_id)).channel
-            channel = None if source_channel is Channel.UNKNOWN else source_channel
+        if channel is None and source_found.channel is not Channel.UNKNOWN:
+            channel = source_found.channel  # a new target takes the source's channel
         found, created = await resolve_audience(
             target, target_audience, create=create, channel=channel
         )
