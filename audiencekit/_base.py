@@ -1,7 +1,8 @@
 """What every backend shares: the bulk calls, capability checks, the async context manager.
 
 A provider subclasses :class:`BaseBackend` and supplies translation only: the single calls, and a
-:class:`BulkPlan` saying how one chunk is sent (and waited for); the loops live in the core.
+:class:`~audiencekit._chunkwriter.ChunkWriter` saying how one chunk is encoded, sent (and checked
+on); the loops, the waits and the accounting live in the core.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from typing import Any, ClassVar, TypeVar
 
 import anyio.lowlevel
 
-from ._bulk import BulkPlan, ProgressCallback, Settler, run_bulk, settle_pending
+from ._bulk import ProgressCallback, run_bulk, settle_pending
 from ._checks import check_operation
+from ._chunkwriter import ChunkWriter
 from ._pages import AsyncPager
 from .backend import AudienceBackend, Capabilities, Ids, Members, Operations
 from .errors import PollTimeoutError, Problem, UnsupportedFeatureError, ValidationError
@@ -42,12 +44,16 @@ class BaseBackend:
 
     # -- what a provider supplies -------------------------------------------------------------
 
-    def _plan(self, audience_id: str) -> BulkPlan[Any]:
+    def chunk_writer(self, audience_id: str) -> ChunkWriter[Any]:
+        """The writer of one bulk call on ``audience_id``: how its chunks are encoded, sent
+        and waited for. Raise ValidationError for an id the provider cannot address."""
         raise NotImplementedError
 
-    def _refine(self, operation: Operation) -> Operation:
-        """Check an operation (already checked as provider-neutral) the way the provider would,
-        and return it in the provider's canonical form; raise ValidationError."""
+    def refine(self, operation: Operation) -> Operation:
+        """Check one operation (already checked as provider-neutral) the way the provider
+        would, and return it in the provider's canonical form; raise ValidationError. Used by
+        :meth:`prepare`, and to check a list whole before a bulk call sends any of it; it must
+        accept what the writer's ``encode`` accepts, and refuse what it refuses."""
         return operation
 
     async def aclose(self) -> None:
@@ -86,7 +92,7 @@ class BaseBackend:
     def prepare(self, operation: Operation) -> Operation:
         """Check ``operation`` as a bulk call would before sending, and return it in this
         backend's canonical form (a normalised phone number, say); raises ValidationError."""
-        return self._refine(check_operation(operation))
+        return self.refine(check_operation(operation))
 
     async def apply(
         self,
@@ -100,9 +106,8 @@ class BaseBackend:
         """Apply ``Add``/``Remove`` operations in order; the last one per id wins."""
         self._check_wait(wait)
         return await self._execute(
-            audience_id,
             operations,
-            self._plan(audience_id),
+            self.chunk_writer(audience_id),
             wait=wait,
             on_progress=on_progress,
             raise_on_failure=raise_on_failure,
@@ -110,21 +115,19 @@ class BaseBackend:
 
     async def _execute(
         self,
-        audience_id: str,
         operations: Operations,
-        plan: BulkPlan[Any],
+        writer: ChunkWriter[Any],
         *,
         wait: bool = True,
         on_progress: ProgressCallback | None = None,
         raise_on_failure: bool = True,
     ) -> BulkResult:
-        """Run ``operations`` through the shared bulk engine with ``plan``."""
+        """Run ``operations`` through the shared bulk engine with ``writer``."""
         return await run_bulk(
             operations,
-            audience_id=audience_id,
-            plan=plan,
+            writer=writer,
             wait=wait,
-            prepare=self._refine,
+            prepare=self.refine,
             on_progress=on_progress,
             raise_on_failure=raise_on_failure,
         )
@@ -181,15 +184,17 @@ class BaseBackend:
         if chunks:
             self.capabilities.require(self.provider, "deferred_writes")
 
-        def settler(audience_id: str) -> Settler:
-            settle = self._plan(audience_id).settle
-            assert settle is not None, "a backend with deferred writes must settle them"
-            return settle
+        writers: dict[str, ChunkWriter[Any]] = {}
 
-        concurrency = self._plan(chunks[0].audience_id).concurrency if chunks else 1
+        def writer_for(audience_id: str) -> ChunkWriter[Any]:
+            if audience_id not in writers:
+                writers[audience_id] = self.chunk_writer(audience_id)
+            return writers[audience_id]
+
+        concurrency = writer_for(chunks[0].audience_id).concurrency if chunks else 1
         return await settle_pending(
             chunks,
-            settle_for=settler,
+            writer_for=writer_for,
             concurrency=concurrency,
             on_progress=on_progress,
             raise_on_failure=raise_on_failure,

@@ -9,7 +9,7 @@ from ._wire import is_text
 from .errors import Problem, ValidationError
 from .models import Add, Member, Operation, Remove
 
-__all__ = ["check_operation", "validate_all"]
+__all__ = ["check_operation", "plain_key", "validate_all"]
 
 
 _GOOD_NAMES: set[str] = set()  # attribute names already found valid (bounded)
@@ -40,6 +40,28 @@ def check_operation(op: object) -> Operation:
         _check_id(op.id)
         return op
     raise ValidationError([Problem(f"expected Add or Remove, got {type(op).__name__}: {op!r:.80}")])
+
+
+def plain_key(op: object) -> str | None:
+    """The id of an operation of the common kind, which passes :func:`check_operation` as it
+    is, found with C-level tests only (the bulk engine's loop runs this for every operation):
+    an Add of a Member, or a Remove, whose id is a non-blank ASCII string, with attribute names
+    already found valid. None for any other, which then gets the full checks."""
+    if type(op) is Add:
+        member = op.member
+        if type(member) is not Member:
+            return None
+        key = member.id
+        attributes = member.attributes
+        if attributes and not _GOOD_NAMES.issuperset(attributes):
+            return None
+    elif type(op) is Remove:
+        key = op.id
+    else:
+        return None
+    if type(key) is str and key.isascii() and key and not key.isspace():
+        return key
+    return None
 
 
 def _check_id(value: object) -> None:

@@ -15,7 +15,7 @@ from .errors import PollTimeoutError
 if TYPE_CHECKING:
     from .models import PendingChunk
 
-__all__ = ["DelayLearner", "PollPolicy", "Polled", "wait_until"]
+__all__ = ["DelayLearner", "PollPolicy", "Polled", "Poller", "wait_until"]
 
 T = TypeVar("T")
 
@@ -113,3 +113,61 @@ async def wait_until(
             return Polled(value, probes, clock() - start, last_miss)
         last_miss = asked
         delay = min(max(delay * policy.backoff, first_delay / 4), policy.max_interval)
+
+
+class Poller:
+    """Waits for a provider's accepted writes, one handle at a time, under one policy: the
+    first check of a handle comes once the apply time learned from the writes before it has
+    passed since the handle was issued (see :class:`DelayLearner`).
+
+    A backend keeps one, so that what it learns carries over from call to call; the bulk engine
+    notes when each handle is issued, and a writer's ``settle`` waits with it.
+    """
+
+    #: Issue times kept at most (the oldest are forgotten first).
+    KEPT = 4096
+
+    def __init__(
+        self,
+        policy: PollPolicy,
+        *,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.policy = policy
+        self._sleep = sleep or anyio.sleep
+        self._clock = clock or anyio.current_time
+        self._learner = DelayLearner()
+        self._issued: dict[str, float] = {}
+
+    def issued(self, handle: str) -> None:
+        """Note that ``handle`` was issued now (its apply time is measured from then)."""
+        issued = self._issued
+        issued[handle] = self._clock()
+        if len(issued) > self.KEPT:
+            del issued[next(iter(issued))]
+
+    async def wait(
+        self,
+        probe: Callable[[], Awaitable[T | None]],
+        *,
+        handle: str,
+        pending: Callable[[], Sequence[PendingChunk | str]] | None = None,
+        stats: CallStats | None = None,
+    ) -> T:
+        """Call ``probe`` until it returns something other than None, and return that. A
+        timeout raises :class:`PollTimeoutError` carrying ``pending()`` (default: the handle)."""
+        since = self._issued.pop(handle, None)
+        polled = await wait_until(
+            probe,
+            policy=self.policy,
+            pending=pending or (lambda: [handle]),
+            sleep=self._sleep,
+            clock=self._clock,
+            stats=stats,
+            first_delay=self._learner.guess if since is not None else 0.0,
+            since=since,
+        )
+        if since is not None:
+            self._learner.learn(polled)
+        return polled.value

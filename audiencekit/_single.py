@@ -8,7 +8,7 @@ from typing import TypeVar
 
 import anyio
 
-from ._bulk import ChunkOutcome
+from ._chunkwriter import ChunkOutcome
 from .errors import AudienceKitError, may_have_taken_effect
 from .models import Operation
 

@@ -1,8 +1,10 @@
 """The ``audiencekit`` command (the ``cli`` extra adds progress bars; the demo needs emulators).
 
-Credentials come from the environment only: ``DEXATEL_API_KEY``, ``BATCH_API_KEY`` and
-``BATCH_PROJECT_KEY``. Base URLs from ``--dexatel-url`` / ``--batch-url`` or
-``DEXATEL_BASE_URL`` / ``BATCH_BASE_URL`` (that is how it points at an emulator).
+Providers come from the registry (:mod:`audiencekit.providers`), built-in or installed.
+Credentials come from the environment only: each provider's variables (``DEXATEL_API_KEY``,
+``BATCH_API_KEY`` and ``BATCH_PROJECT_KEY`` for the built-ins). Base URLs from ``--NAME-url``
+(``--dexatel-url``, ``--batch-url``) or the provider's variable (``DEXATEL_BASE_URL``,
+``BATCH_BASE_URL``): that is how it points at an emulator.
 
 Exit codes: 0 success, 1 failure, 2 usage or bad input, 3 partial failure, 4 timeout.
 """
@@ -35,7 +37,7 @@ from .errors import (
     ValidationError,
 )
 from .models import Audience, BulkResult, Member
-from .providers import open_backend, provider_names
+from .providers import get_provider, providers
 
 __all__ = ["main"]
 
@@ -114,20 +116,23 @@ class _Output:
 
 
 def _backend(args: argparse.Namespace, provider: str) -> AudienceBackend:
+    """The backend of a registered provider: its base URL from ``--NAME-url`` when given,
+    everything else from its environment variables (see :class:`~audiencekit.providers.
+    Provider`)."""
+    choices = _provider_choices()
+    if provider not in choices:
+        raise _Exit(USAGE, f"unknown provider {provider!r}; use {' or '.join(choices)}")
     options: dict[str, Any] = {}
-    if provider == "dexatel":
-        url = args.dexatel_url or os.environ.get("DEXATEL_BASE_URL")
-        if url:
-            options["base_url"] = url
-    elif provider == "batch":
-        url = args.batch_url or os.environ.get("BATCH_BASE_URL")
-        if url:
-            options["base_url"] = url
-        if args.batch_version:
-            options["api_version"] = args.batch_version
-    else:
-        raise _Exit(USAGE, f"unknown provider {provider!r}; use dexatel or batch")
-    return open_backend(provider, **options)
+    url = getattr(args, f"{provider}_url", None)
+    if url:
+        options["base_url"] = url
+    if provider == "batch" and args.batch_version:
+        options["api_version"] = args.batch_version
+    return get_provider(provider).build(**options)
+
+
+def _provider_choices() -> list[str]:
+    return [p.name for p in providers() if not p.hidden]
 
 
 def _audience_dict(audience: Audience) -> dict[str, Any]:
@@ -351,15 +356,24 @@ def _emulator(argv: Sequence[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    registered = [p for p in providers() if not p.hidden]
+    variables = sorted({v for p in registered for k, v in p.env.items() if k != "base_url"})
     parser = argparse.ArgumentParser(
         prog="audiencekit",
-        description="Manage Dexatel and Batch audiences, migrate between them, run the demo.",
-        epilog="Credentials: DEXATEL_API_KEY, BATCH_API_KEY, BATCH_PROJECT_KEY.",
+        description="Manage audiences of "
+        + ", ".join(p.name for p in registered)
+        + "; migrate between them; run the demo.",
+        epilog=f"Credentials: {', '.join(variables)}.",
     )
     parser.add_argument("--version", action="version", version=f"audiencekit {__version__}")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
-    parser.add_argument("--dexatel-url", help="Dexatel base URL (or DEXATEL_BASE_URL)")
-    parser.add_argument("--batch-url", help="Batch base URL (or BATCH_BASE_URL)")
+    for provider in registered:
+        variable = provider.env.get("base_url")
+        parser.add_argument(
+            f"--{provider.name.replace('_', '-')}-url",
+            dest=f"{provider.name}_url",
+            help=f"{provider.name} base URL" + (f" (or {variable})" if variable else ""),
+        )
     parser.add_argument("--batch-version", help="Batch API version (default 2.3)")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -370,17 +384,17 @@ def build_parser() -> argparse.ArgumentParser:
         "emulator", help="serve both emulators (options: see 'audiencekit emulator -- --help')"
     )
 
-    providers = [p for p in provider_names() if p != "fake"]
+    choices = [p.name for p in registered]
     audiences = commands.add_parser("audiences", help="list, show, create, delete audiences")
     audiences.add_argument("action", choices=["list", "show", "create", "delete"])
     audiences.add_argument("audience", nargs="?", help="an id (show, delete) or name (create)")
-    audiences.add_argument("--provider", required=True, choices=providers)
+    audiences.add_argument("--provider", required=True, choices=choices)
     audiences.add_argument("--channel", help="SMS, VIBER or WHATSAPP (Dexatel create)")
 
     members = commands.add_parser("members", help="add, remove or sync members from a file")
     members.add_argument("action", choices=["add", "remove", "sync"])
     members.add_argument("file", nargs="?", default="-", help="CSV or JSON Lines; - for stdin")
-    members.add_argument("--provider", required=True, choices=providers)
+    members.add_argument("--provider", required=True, choices=choices)
     members.add_argument("--audience", required=True)
     members.add_argument("--format", choices=["csv", "jsonl"])
     members.add_argument("--state", help="the state store file (sync with Batch needs one)")

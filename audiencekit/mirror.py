@@ -161,7 +161,8 @@ class Mirror(BaseBackend):
         return self._audience(audience_id, found)
 
     def list_audiences(self) -> AsyncPager[Audience]:
-        return self.primary.list_audiences()
+        """The first backend's audiences, each under its name (the id a mirror knows it by)."""
+        return self.primary.list_audiences().map(lambda found: self._audience(found.name, found))
 
     async def rename_audience(self, audience_id: str, name: str) -> Audience:
         self.capabilities.require(self.provider, "rename")

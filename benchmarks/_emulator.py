@@ -8,7 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-from audiencekit.testing import Endpoints
+from audiencekit.testing import Endpoint, Endpoints
 
 
 @contextlib.contextmanager
@@ -21,13 +21,7 @@ def emulator_process(*args: str) -> Iterator[Endpoints]:
     try:
         assert process.stdout is not None
         ends = json.loads(process.stdout.readline())
-        yield Endpoints(
-            dexatel_url=ends["dexatel"]["url"],
-            dexatel_key=ends["dexatel"]["key"],
-            batch_url=ends["batch"]["url"],
-            batch_key=ends["batch"]["key"],
-            batch_project=ends["batch"]["project"],
-        )
+        yield Endpoints({name: Endpoint(name, e["url"], e["options"]) for name, e in ends.items()})
     finally:
         process.terminate()
         process.communicate(timeout=10)  # reaps it and closes its pipe

@@ -55,15 +55,9 @@ async def connect(
 
     def connect(provider: type[Any], **options: Any) -> Any:
         settings: dict[str, Any] = {"sleep": audiencekit_clock.sleep, "clock": audiencekit_clock}
+        settings.update(ends[provider.provider].options)
         if provider is BatchBackend:
-            settings.update(
-                api_key=ends.batch_key,
-                project_key=ends.batch_project,
-                base_url=ends.batch_url,
-                poll=PollPolicy(max_wait=60, interval=0.5),
-            )
-        else:
-            settings.update(api_key=ends.dexatel_key, base_url=ends.dexatel_url)
+            settings.update(poll=PollPolicy(max_wait=60, interval=0.5))
         backend = provider(**(settings | options))
         made.append(backend)
         return backend

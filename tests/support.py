@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -28,10 +28,16 @@ from audiencekit import (
     RetryPolicy,
     ValidationError,
 )
-from audiencekit._base import BaseBackend
-from audiencekit._bulk import BulkPlan, ChunkOutcome
-from audiencekit._http import CallStats, ErrorDetail, Transport
-from audiencekit._poll import PollPolicy, wait_until
+from audiencekit.providers.base import (
+    BaseBackend,
+    CallStats,
+    ChunkOutcome,
+    ChunkWriter,
+    ErrorDetail,
+    Poller,
+    PollPolicy,
+    Transport,
+)
 from audiencekit.testing import InstantClock
 
 BASE = "https://token.test/v1"
@@ -139,7 +145,11 @@ class TokenBackend(BaseBackend):
         self.clock = clock
         self.chunk_size = chunk_size
         self.concurrency = concurrency
-        self.poll = PollPolicy(max_wait=max_wait, interval=0.5, max_interval=2.0)
+        self.poller = Poller(
+            PollPolicy(max_wait=max_wait, interval=0.5, max_interval=2.0),
+            sleep=clock.sleep,
+            clock=clock,
+        )
         self.transport = Transport(
             provider="token",
             base_url=BASE,
@@ -154,50 +164,55 @@ class TokenBackend(BaseBackend):
     async def aclose(self) -> None:
         await self.transport.aclose()
 
-    def _plan(self, audience_id: str) -> BulkPlan[dict[str, Any]]:
-        async def send(entries: Mapping[str, dict[str, Any]], stats: CallStats) -> ChunkOutcome:
-            body = {"name": audience_id, "ids": list(entries.values())}
-            response = await self.transport.request(
-                "POST", "/update", json=body, replay_safe=True, stats=stats
-            )
-            return ChunkOutcome(handle=response.json()["indexing_token"], pending=True)
+    def chunk_writer(self, audience_id: str) -> ChunkWriter[dict[str, Any]]:
+        return _TokenWriter(self, audience_id)
 
-        async def settle(token: str, ids: Iterable[str], stats: CallStats) -> ChunkOutcome:
-            async def probe() -> IndexingState | None:
-                response = await self.transport.request(
-                    "GET", "/view", params={"indexing_token": token}, replay_safe=True, stats=stats
-                )
-                state = IndexingState(response.json()["indexing_state"])
-                return None if state is IndexingState.IN_PROGRESS else state
-
-            polled = await wait_until(
-                probe,
-                policy=self.poll,
-                pending=lambda: [token],
-                sleep=self.clock.sleep,
-                clock=self.clock,
-                stats=stats,
-            )
-            failed: dict[str, Any] = {}
-            if polled.value is not IndexingState.APPLIED:
-                error = NotFoundError(
-                    f"write {token} ended {polled.value}", provider="token", status=404
-                )
-                failed = dict.fromkeys(ids, error)
-            return ChunkOutcome(handle=token, failed=failed)
-
-        return BulkPlan(
-            entry=_wire,
-            send=send,
-            settle=settle,
-            chunk_size=self.chunk_size,
-            concurrency=self.concurrency,
-        )
-
-    def _refine(self, op: Operation) -> Operation:
+    def refine(self, op: Operation) -> Operation:
         if isinstance(op, Add) and len(op.member.attributes) > 3:
             raise ValidationError([Problem("more than 3 attributes", id=op.id, field="attributes")])
         return op
+
+
+class _TokenWriter(ChunkWriter[dict[str, Any]]):
+    def __init__(self, backend: TokenBackend, audience_id: str) -> None:
+        super().__init__(audience_id)
+        self.transport = backend.transport
+        self.chunk_size = backend.chunk_size
+        self.concurrency = backend.concurrency
+        self.poller = backend.poller
+        self._refine = backend.refine
+
+    def encode(self, ops: Mapping[str, Operation]) -> Mapping[str, dict[str, Any]]:
+        problems: list[Problem] = []
+        entries: dict[str, dict[str, Any]] = {}
+        for key, op in ops.items():
+            try:
+                entries[key] = _wire(self._refine(op))
+            except ValidationError as exc:
+                problems += exc.problems
+        if problems:
+            raise ValidationError(problems)
+        return entries
+
+    async def send(self, entries: Mapping[str, dict[str, Any]], stats: CallStats) -> ChunkOutcome:
+        body = {"name": self.audience_id, "ids": list(entries.values())}
+        response = await self.transport.request(
+            "POST", "/update", json=body, replay_safe=True, stats=stats
+        )
+        return ChunkOutcome(handle=response.json()["indexing_token"], pending=True)
+
+    async def probe(self, handle: str, ids: Sequence[str], stats: CallStats) -> ChunkOutcome | None:
+        response = await self.transport.request(
+            "GET", "/view", params={"indexing_token": handle}, replay_safe=True, stats=stats
+        )
+        state = IndexingState(response.json()["indexing_state"])
+        if state is IndexingState.IN_PROGRESS:
+            return None
+        failed: dict[str, Any] = {}
+        if state is not IndexingState.APPLIED:
+            error = NotFoundError(f"write {handle} ended {state}", provider="token", status=404)
+            failed = dict.fromkeys(ids, error)
+        return ChunkOutcome(handle=handle, failed=failed)
 
 
 def _wire(op: Operation) -> dict[str, Any]:

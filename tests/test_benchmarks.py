@@ -38,4 +38,6 @@ def test_the_benchmarks_run_and_count_what_they_should() -> None:
         "sync 2,000: longest loop stall ms",
         "import ms (audiencekit vs httpx)",
     } <= set(rows)
-    assert all(ours > 0 and base > 0 for ours, base in rows.values())
+    # Every measure is positive, except a count of 429s, which may well be none at all.
+    assert all(base > 0 for _, base in rows.values())
+    assert all(ours > 0 for name, (ours, _) in rows.items() if "429s" not in name)

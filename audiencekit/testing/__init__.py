@@ -1,4 +1,4 @@
-"""Test without credentials: local emulators of both providers, a fake backend, a contract suite.
+"""Test without credentials: local emulators of the providers, a fake backend, a contract suite.
 
 The emulators need the ``emulator`` extra (``pip install "audiencekit[emulator]"``).
 """
@@ -11,10 +11,10 @@ from ._clock import InstantClock
 from ._faults import Fault, FaultKind, FaultPlan, Timing
 
 if TYPE_CHECKING:
-    from ._app import LoggedRequest
+    from ._app import EmulatorApp, LoggedRequest
     from ._batch import BatchConfig, BatchEmulator
     from ._dexatel import DexatelConfig, DexatelEmulator
-    from ._server import EmulatorServer, Endpoints
+    from ._server import EmulatorServer, Endpoint, Endpoints
     from .fake import FakeBackend
 
 __all__ = [
@@ -22,7 +22,9 @@ __all__ = [
     "BatchEmulator",
     "DexatelConfig",
     "DexatelEmulator",
+    "EmulatorApp",
     "EmulatorServer",
+    "Endpoint",
     "Endpoints",
     "FakeBackend",
     "Fault",
@@ -30,18 +32,26 @@ __all__ = [
     "FaultPlan",
     "InstantClock",
     "LoggedRequest",
+    "ProviderError",
     "Timing",
+    "json_response",
+    "request_json",
 ]
 
 # The emulators import Starlette and uvicorn: load them only when asked for, so that
 # ``audiencekit.testing.FakeBackend`` works without the emulator extra.
 _LAZY = {
     "LoggedRequest": "._app",
+    "EmulatorApp": "._app",
+    "ProviderError": "._app",
+    "json_response": "._app",
+    "request_json": "._app",
     "BatchConfig": "._batch",
     "BatchEmulator": "._batch",
     "DexatelConfig": "._dexatel",
     "DexatelEmulator": "._dexatel",
     "EmulatorServer": "._server",
+    "Endpoint": "._server",
     "Endpoints": "._server",
     "FakeBackend": ".fake",
 }

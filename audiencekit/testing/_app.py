@@ -105,6 +105,8 @@ class EmulatorApp:
     """Base of the Dexatel and Batch emulators. Subclasses supply routes, state and error bodies."""
 
     provider: str = "emulator"
+    #: The path a client puts after the server's address in its base URL (Dexatel: "/v1").
+    url_path: str = ""
 
     def __init__(self, *, faults: FaultPlan | None = None, log_bodies: bool = True) -> None:
         self.faults = faults or FaultPlan()
@@ -143,6 +145,14 @@ class EmulatorApp:
 
     async def before(self, method: str, path: str) -> None:
         """Hook run before each provider request (Batch applies due writes here)."""
+
+    def connection(self, url: str) -> dict[str, Any]:
+        """The options a backend connects to this emulator with, when served at ``url`` (its
+        base URL): the base URL and the keys the emulator accepts."""
+        raise NotImplementedError
+
+    def restore_defaults(self) -> None:
+        """Put the configuration back to its defaults (before each test, say)."""
 
     def seed(self, data: Any) -> Any:
         """``POST /_emulator/seed``: load test data without provider requests (if supported)."""

@@ -133,6 +133,17 @@ class BatchEmulator(EmulatorApp):
 
     # -- EmulatorApp ----------------------------------------------------------------------------
 
+    def connection(self, url: str) -> dict[str, Any]:
+        config = self.config
+        return {
+            "base_url": url,
+            "api_key": next(iter(sorted(config.rest_keys)), DEFAULT_BATCH_KEY),
+            "project_key": next(iter(sorted(config.projects or ())), DEFAULT_BATCH_PROJECT),
+        }
+
+    def restore_defaults(self) -> None:
+        self.config = BatchConfig()
+
     def routes(self) -> list[BaseRoute]:
         r = Route
         return [

@@ -160,6 +160,7 @@ class DexatelEmulator(EmulatorApp):
     """The Dexatel emulator as an ASGI app; serve it under any host, its routes start at /v1."""
 
     provider = "dexatel"
+    url_path = "/v1"
 
     def __init__(
         self,
@@ -173,6 +174,12 @@ class DexatelEmulator(EmulatorApp):
         super().__init__(faults=faults, log_bodies=log_bodies)
 
     # -- EmulatorApp ----------------------------------------------------------------------------
+
+    def connection(self, url: str) -> dict[str, Any]:
+        return {"base_url": url, "api_key": next(iter(self.config.keys), DEFAULT_DEXATEL_KEY)}
+
+    def restore_defaults(self) -> None:
+        self.config = DexatelConfig()
 
     def routes(self) -> list[BaseRoute]:
         r = Route

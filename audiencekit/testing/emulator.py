@@ -1,6 +1,6 @@
-"""Run both provider emulators: ``python -m audiencekit.testing.emulator --port 0``.
+"""Run every registered provider's emulator: ``python -m audiencekit.testing.emulator --port 0``.
 
-Prints each emulator's base URL and key, then serves until interrupted.
+Prints each emulator's base URL and keys, then serves until interrupted.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ import json
 import sys
 import threading
 from collections.abc import Sequence
+from typing import Any
 
+from ..providers import providers
 from ._batch import BatchConfig, BatchEmulator
-from ._dexatel import DexatelEmulator
 from ._faults import FaultPlan
-from ._server import EmulatorServer
+from ._server import EmulatorServer, Endpoint
 
 __all__ = ["main"]
 
@@ -23,13 +24,14 @@ __all__ = ["main"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m audiencekit.testing.emulator",
-        description="Serve local emulators of the Dexatel and Batch APIs on 127.0.0.1.",
+        description="Serve local emulators of every registered provider's API on 127.0.0.1.",
     )
     parser.add_argument(
         "--port",
         type=int,
         default=0,
-        help="Dexatel's port; Batch listens on the next one (default 0: two free ports)",
+        help="the first emulator's port, the others on the next ones, in the order printed "
+        "(default 0: free ports)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument(
@@ -55,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="add a Retry-After header to Batch's 429 answers (Batch documents none)",
     )
-    parser.add_argument("--faults", metavar="FILE", help="a JSON fault plan for both emulators")
+    parser.add_argument("--faults", metavar="FILE", help="a JSON fault plan for every emulator")
     parser.add_argument(
         "--no-request-bodies",
         action="store_true",
@@ -82,38 +84,40 @@ def main(argv: Sequence[str] | None = None, *, stop: threading.Event | None = No
         faults=plan,
         log_bodies=log_bodies,
     )
-    dexatel = DexatelEmulator(faults=plan, log_bodies=log_bodies)
-    server = EmulatorServer(
-        dexatel=dexatel,
-        batch=batch,
-        host=args.host,
-        dexatel_port=args.port,
-        batch_port=args.port + 1 if args.port else 0,
-    )
+    emulators = {
+        p.name: batch if p.name == "batch" else p.build_emulator()
+        for p in providers()
+        if p.emulator is not None
+    }
+    for app in emulators.values():
+        app.log_bodies = log_bodies
+        if plan is not None:
+            app.set_faults(plan)
+    ports = {name: args.port + i if args.port else 0 for i, name in enumerate(emulators)}
+    server = EmulatorServer(emulators=emulators, host=args.host, ports=ports)
     with server:
         ends = server.endpoints
         if args.json:
-            print(json.dumps(
-                {
-                    "dexatel": {"url": ends.dexatel_url, "key": ends.dexatel_key},
-                    "batch": {
-                        "url": ends.batch_url,
-                        "key": ends.batch_key,
-                        "project": ends.batch_project,
-                    },
-                }
-            ), flush=True)  # fmt: skip
+            print(json.dumps({name: _described(end) for name, end in ends.items()}), flush=True)
         else:
-            print(f"dexatel  {ends.dexatel_url}  X-Dexatel-Key: {ends.dexatel_key}")
-            print(
-                f"batch    {ends.batch_url}  Authorization: Bearer {ends.batch_key}  "
-                f"X-Batch-Project: {ends.batch_project}"
-            )
+            for name, end in ends.items():
+                keys = "  ".join(f"{k}={v}" for k, v in end.options.items() if k != "base_url")
+                print(f"{name:<8} {end.url}  {keys}")
             print("inspect  GET <url>/_emulator/requests | /_emulator/state; Ctrl-C to stop")
             sys.stdout.flush()
         with contextlib.suppress(KeyboardInterrupt):
             (stop or threading.Event()).wait()
     return 0
+
+
+def _described(end: Endpoint) -> dict[str, Any]:
+    """An endpoint as JSON: its URL, its options, and (for the built-in providers' scripts)
+    ``key`` and ``project``."""
+    described: dict[str, Any] = {"url": end.url, "options": dict(end.options)}
+    for short, option in (("key", "api_key"), ("project", "project_key")):
+        if option in end.options:
+            described[short] = end.options[option]
+    return described
 
 
 if __name__ == "__main__":

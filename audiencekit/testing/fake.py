@@ -15,10 +15,10 @@ import anyio
 import attrs
 
 from .._base import BaseBackend, prepared_members
-from .._bulk import BulkPlan, ChunkOutcome, keep_operation
+from .._chunkwriter import ChunkOutcome, ChunkWriter
 from .._http import CallStats
 from .._pages import AsyncPager, Page
-from .._poll import PollPolicy, wait_until
+from .._poll import Poller, PollPolicy
 from ..backend import Capabilities, Members
 from ..errors import (
     AudienceKitError,
@@ -88,7 +88,7 @@ class FakeBackend(BaseBackend):
         self.polls_to_apply = polls_to_apply
         self.chunk_size = chunk_size
         self.concurrency = concurrency
-        self.poll_policy = PollPolicy(max_wait=max_wait, interval=0.001, max_interval=0.01)
+        self.poller = Poller(PollPolicy(max_wait=max_wait, interval=0.001, max_interval=0.01))
         self.calls: list[RecordedCall] = []
         self.audiences: dict[str, _Audience] = {}
         self._writes: dict[str, _Write] = {}
@@ -207,43 +207,8 @@ class FakeBackend(BaseBackend):
 
     # -- bulk -----------------------------------------------------------------------------------
 
-    def _plan(self, audience_id: str) -> BulkPlan[Operation]:
-        async def send(ops: Mapping[str, Operation], stats: CallStats) -> ChunkOutcome:
-            self._record("write", audience_id, list(ops))
-            stats.requests += 1
-            self._get(audience_id)
-            await anyio.lowlevel.checkpoint()
-            token = f"fake-{next(self._tokens)}"
-            write = _Write(token, audience_id, dict(ops), self.polls_to_apply)
-            self._writes[token] = write
-            if write.polls_left <= 0:
-                self._apply(write)
-            return ChunkOutcome(handle=token, pending=True)
-
-        async def settle(token: str, ids: Sequence[str], stats: CallStats) -> ChunkOutcome:
-            write = self._writes[token]
-
-            async def probe() -> bool | None:
-                self._record("poll", write.audience_id)
-                write.polls_left -= 1
-                if write.polls_left <= 0 and not write.applied:
-                    self._apply(write)
-                return True if write.applied else None
-
-            if not write.applied:
-                await wait_until(
-                    probe, policy=self.poll_policy, pending=lambda: [token], stats=stats
-                )
-            failed = {i: self._failing_ids[i] for i in ids if i in self._failing_ids}
-            return ChunkOutcome(handle=token, failed=failed)
-
-        return BulkPlan(
-            entry=keep_operation,
-            send=send,
-            settle=settle,
-            chunk_size=self.chunk_size,
-            concurrency=self.concurrency,
-        )
+    def chunk_writer(self, audience_id: str) -> ChunkWriter[Operation]:
+        return _FakeWriter(self, audience_id)
 
     def _apply(self, write: _Write) -> None:
         audience = self.audiences.get(write.audience_id)
@@ -257,3 +222,39 @@ class FakeBackend(BaseBackend):
                 audience.members[member_id] = op.member
             else:
                 audience.members.pop(member_id, None)
+
+
+class _FakeWriter(ChunkWriter[Operation]):
+    """Each chunk is one write, answered with a token; a status poll counts towards applying it."""
+
+    def __init__(self, fake: FakeBackend, audience_id: str) -> None:
+        super().__init__(audience_id)
+        self.fake = fake
+        self.chunk_size = fake.chunk_size
+        self.concurrency = fake.concurrency
+        self.poller = fake.poller
+
+    async def send(self, entries: Mapping[str, Operation], stats: CallStats) -> ChunkOutcome:
+        fake = self.fake
+        fake._record("write", self.audience_id, list(entries))
+        stats.requests += 1
+        fake._get(self.audience_id)
+        await anyio.lowlevel.checkpoint()
+        token = f"fake-{next(fake._tokens)}"
+        write = _Write(token, self.audience_id, dict(entries), fake.polls_to_apply)
+        fake._writes[token] = write
+        if write.polls_left <= 0:
+            fake._apply(write)
+        return ChunkOutcome(handle=token, pending=True)
+
+    async def probe(self, handle: str, ids: Sequence[str], stats: CallStats) -> ChunkOutcome | None:
+        fake = self.fake
+        write = fake._writes[handle]
+        if not write.applied:
+            fake._record("poll", write.audience_id)
+            write.polls_left -= 1
+            if write.polls_left > 0:
+                return None
+            fake._apply(write)
+        failed = {i: fake._failing_ids[i] for i in ids if i in fake._failing_ids}
+        return ChunkOutcome(handle=handle, failed=failed)

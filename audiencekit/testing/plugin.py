@@ -1,6 +1,7 @@
 """pytest fixtures for code that uses audiencekit (loaded automatically once it is installed).
 
-- ``audiencekit_server``: both emulators on loopback, one server for the whole session;
+- ``audiencekit_server``: every registered provider's emulator on loopback, one server for the
+  whole session;
 - ``audiencekit_emulators``: that server, reset to empty (state, request log, faults) per test;
 - ``audiencekit_fake``: a fresh :class:`~audiencekit.testing.FakeBackend`;
 - ``audiencekit_clock``: an :class:`~audiencekit.testing.InstantClock` (sleeps cost nothing).
@@ -25,15 +26,13 @@ if TYPE_CHECKING:
 
 @pytest.fixture(scope="session")
 def audiencekit_server() -> Iterator[EmulatorServer]:
-    """Both emulators on 127.0.0.1, shared by the session (reset it yourself, or use
-    ``audiencekit_emulators``)."""
-    from ._faults import FaultPlan
+    """An emulator of every registered provider that has one, on 127.0.0.1, shared by the
+    session (reset it yourself, or use ``audiencekit_emulators``)."""
     from ._server import EmulatorServer
 
     with EmulatorServer() as server:
         yield server
-        server.dexatel.set_faults(FaultPlan())
-        server.batch.set_faults(FaultPlan())
+        server.reset()
 
 
 @pytest.fixture
@@ -41,19 +40,10 @@ def audiencekit_emulators(audiencekit_server: EmulatorServer) -> EmulatorServer:
     """The session's emulators, empty and in their default configuration: no state, no logged
     requests, no faults; and no rate budget learned from them by an earlier test."""
     from .._rate import forget_governors
-    from ._batch import BatchConfig
-    from ._dexatel import DexatelConfig
-    from ._faults import FaultPlan
 
-    server = audiencekit_server
-    server.dexatel.config = DexatelConfig()
-    server.batch.config = BatchConfig()
-    for emulator in (server.dexatel, server.batch):
-        emulator.set_faults(FaultPlan())
-        emulator.log_bodies = True
-        emulator.reset()
+    audiencekit_server.reset()
     forget_governors()
-    return server
+    return audiencekit_server
 
 
 @pytest.fixture

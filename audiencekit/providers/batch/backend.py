@@ -6,20 +6,16 @@ indexing token is polled with ``view`` until ``APPLIED``. The audience's id is i
 
 from __future__ import annotations
 
-import collections
 import random
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
 
-import anyio
 import httpx
 
 from ..._base import BaseBackend, prepared_members
-from ..._bulk import BulkPlan, ChunkOutcome, Settler
+from ..._chunkwriter import ChunkOutcome, ChunkWriter
 from ..._http import CallStats, Clock, RetryPolicy, Sleep
 from ..._pages import AsyncPager
-from ..._poll import DelayLearner, PollPolicy, wait_until
-from ..._wire import dumps_text
+from ..._poll import Poller, PollPolicy
 from ...backend import Capabilities, Members
 from ...errors import APIError, NotFoundError, Problem, ValidationError, WriteReplacedError
 from ...models import (
@@ -40,8 +36,9 @@ from .wire import (
     BatchAudience,
     check_audience_name,
     check_member,
-    encode_replace_entry,
-    encode_update_entry,
+    encode_replace_chunk,
+    encode_update_chunk,
+    update_body,
 )
 
 __all__ = ["DEFAULT_POLL", "BatchBackend"]
@@ -110,14 +107,15 @@ class BatchBackend(BaseBackend):
             clock=clock,
             rng=rng,
         )
-        self.poll = poll
         self.concurrency = concurrency
         self.chunk_size = chunk_size
-        self._sleep: Sleep = sleep or anyio.sleep
-        self._clock: Clock = clock or anyio.current_time
-        self._indexing = DelayLearner()
-        #: When each recent token was issued, so that its wait starts from then (bounded).
-        self._issued: collections.OrderedDict[str, float] = collections.OrderedDict()
+        #: Waits for indexing tokens, learning from each how long the next may take.
+        self.poller = Poller(poll, sleep=sleep, clock=clock)
+
+    @property
+    def poll(self) -> PollPolicy:
+        """How the backend waits for indexing (see :class:`~audiencekit.PollPolicy`)."""
+        return self.poller.policy
 
     def __repr__(self) -> str:
         return f"<BatchBackend {self.client.transport.base_url}>"
@@ -150,8 +148,12 @@ class BatchBackend(BaseBackend):
         ``channel`` is ignored: Batch audiences hold custom user ids, whatever the channel.
         """
         token = await self.client.create(name)
-        self._issue(token)
-        await self._wait_token(name, token, (), CallStats())
+        self.poller.issued(token)
+        await self.poller.wait(
+            _Indexed(self.client, name, token, CallStats()),
+            handle=token,
+            pending=lambda: [PendingChunk(handle=token, audience_id=name, ids=())],
+        )
         return await self.get_audience(name)
 
     async def get_audience(self, audience_id: str) -> Audience:
@@ -175,13 +177,7 @@ class BatchBackend(BaseBackend):
                 return True
             return None  # Batch still shows it: the removal is being applied
 
-        await wait_until(
-            probe,
-            policy=self.poll,
-            pending=lambda: [token or audience_id],
-            sleep=self._sleep,
-            clock=self._clock,
-        )
+        await self.poller.wait(probe, handle=token or audience_id)
 
     def iter_members(self, audience_id: str) -> AsyncIterator[Member]:
         self.capabilities.require(
@@ -214,109 +210,93 @@ class BatchBackend(BaseBackend):
                 ]
             )
 
-        async def send(entries: Mapping[str, dict[str, Any]], stats: CallStats) -> ChunkOutcome:
-            token = await self.client.replace(audience_id, list(entries.values()), stats=stats)
-            self._issue(token)
-            return ChunkOutcome(handle=token, pending=True)
-
-        plan = BulkPlan(
-            entry=encode_replace_entry,
-            send=send,
-            settle=self._settler(audience_id),
-            chunk_size=MAX_IDS,
-            concurrency=1,
-            splittable=False,  # a replace sent in parts would keep only the last part
-        )
         operations = [Add(m) for m in collected.values()]
-        return await self._execute(audience_id, operations, plan, wait=wait)
+        return await self._execute(operations, _ReplaceWriter(self, audience_id), wait=wait)
 
     # -- bulk ---------------------------------------------------------------------------------
 
-    def _plan(self, audience_id: str) -> BulkPlan[str]:
+    def chunk_writer(self, audience_id: str) -> ChunkWriter[str]:
         _check_id(audience_id)
-        client = self.client
-        head = '{"name":' + dumps_text(audience_id) + ',"ids":['
+        return _UpdateWriter(self, audience_id)
 
-        async def send(entries: Mapping[str, str], stats: CallStats) -> ChunkOutcome:
-            body = "".join((head, ",".join(entries.values()), "]}")).encode()
-            # The transport shields the exchange itself from a cancellation: a write either
-            # was not sent, or its token is known (and reported at once, for checkpoints).
-            token = await client.update_raw(audience_id, body, stats=stats)
-            self._issue(token)
-            return ChunkOutcome(handle=token, pending=True)
-
-        # Each operation is kept as its JSON: a chunk holds text, not a member and its parts.
-        return BulkPlan(
-            entry=encode_update_entry,
-            send=send,
-            settle=self._settler(audience_id),
-            chunk_size=self.chunk_size,
-            concurrency=self.concurrency,
-        )
-
-    def _refine(self, op: Operation) -> Operation:
+    def refine(self, op: Operation) -> Operation:
         if isinstance(op, Add):
             problems = check_member(op.member)
             if problems:
                 raise ValidationError(problems)
         return op
 
-    def _settler(self, audience_id: str) -> Settler:
-        async def settle(token: str, ids: Sequence[str], stats: CallStats) -> ChunkOutcome:
-            state = await self._wait_token(audience_id, token, ids, stats)
-            if state is IndexingState.APPLIED:
-                return ChunkOutcome(handle=token)
-            # Batch itself says the write ended without being applied.
-            if state is IndexingState.REPLACED:
-                error: APIError = WriteReplacedError(
-                    f"batch reports write {token} as REPLACED: a replace of {audience_id!r} "
-                    "overtook it",
-                    provider=PROVIDER,
-                    handle=token,
-                )
-            else:
-                error = APIError(
-                    f"batch reports write {token} in state {state}, not APPLIED",
-                    provider=PROVIDER,
-                )
-            return ChunkOutcome(handle=token, failed=dict.fromkeys(ids, error))
 
-        return settle
+class _Indexed:
+    """One view of a write's indexing token: its state once Batch no longer shows it in
+    progress, None while it does."""
 
-    def _issue(self, token: str) -> None:
-        """Note when ``token`` was issued (its indexing time is measured from then)."""
-        issued = self._issued
-        issued[token] = self._clock()
-        if len(issued) > 4096:
-            issued.popitem(last=False)
+    def __init__(self, client: BatchClient, name: str, token: str, stats: CallStats) -> None:
+        self._client, self._name, self._token, self._stats = client, name, token, stats
 
-    async def _wait_token(
-        self, name: str, token: str, ids: Sequence[str], stats: CallStats
-    ) -> IndexingState:
-        """Poll ``token`` until Batch reports a state other than in progress. The first view
-        waits for the indexing time learned from earlier tokens (when this one's issue time is
-        known); a timeout carries the write as a :class:`PendingChunk`, to resume with wait()."""
-        client = self.client
-        since = self._issued.pop(token, None)
+    async def __call__(self) -> IndexingState | None:
+        found = await self._client.view(self._name, indexing_token=self._token, stats=self._stats)
+        state = found.indexing_state
+        return None if state is IndexingState.IN_PROGRESS else state
 
-        async def probe() -> IndexingState | None:
-            found = await client.view(name, indexing_token=token, stats=stats)
-            state = found.indexing_state
-            return None if state is IndexingState.IN_PROGRESS else state
 
-        polled = await wait_until(
-            probe,
-            policy=self.poll,
-            pending=lambda: [PendingChunk(handle=token, audience_id=name, ids=tuple(ids))],
-            sleep=self._sleep,
-            clock=self._clock,
-            stats=stats,
-            first_delay=self._indexing.guess if since is not None else 0.0,
-            since=since,
-        )
-        if since is not None:
-            self._indexing.learn(polled)
-        return polled.value
+class _UpdateWriter(ChunkWriter[str]):
+    """Update calls of at most 10,000 ids, each one's indexing token viewed until APPLIED."""
+
+    def __init__(self, backend: BatchBackend, audience_id: str) -> None:
+        super().__init__(audience_id)
+        self.client = backend.client
+        self.chunk_size = backend.chunk_size
+        self.concurrency = backend.concurrency
+        self.poller = backend.poller
+
+    def encode(self, ops: Mapping[str, Operation]) -> Mapping[str, str]:
+        return encode_update_chunk(ops)
+
+    async def send(self, entries: Mapping[str, str], stats: CallStats) -> ChunkOutcome:
+        body = update_body(self.audience_id, entries.values())
+        token = await self.client.update_raw(self.audience_id, body, stats=stats)
+        return ChunkOutcome(handle=token, pending=True)
+
+    async def probe(self, handle: str, ids: Sequence[str], stats: CallStats) -> ChunkOutcome | None:
+        state = await _Indexed(self.client, self.audience_id, handle, stats)()
+        if state is None:
+            return None
+        if state is IndexingState.APPLIED:
+            return ChunkOutcome(handle=handle)
+        # Batch itself says the write ended without being applied.
+        if state is IndexingState.REPLACED:
+            error: APIError = WriteReplacedError(
+                f"batch reports write {handle} as REPLACED: a replace of {self.audience_id!r} "
+                "overtook it",
+                provider=PROVIDER,
+                handle=handle,
+            )
+        else:
+            error = APIError(
+                f"batch reports write {handle} in state {state}, not APPLIED", provider=PROVIDER
+            )
+        return ChunkOutcome(handle=handle, failed=dict.fromkeys(ids, error))
+
+
+class _ReplaceWriter(_UpdateWriter):
+    """One replace call of at most 10,000 ids: never split, since a replace sent in parts would
+    keep only the last part."""
+
+    splittable = False
+
+    def __init__(self, backend: BatchBackend, audience_id: str) -> None:
+        super().__init__(backend, audience_id)
+        self.chunk_size = MAX_IDS
+        self.concurrency = 1
+
+    def encode(self, ops: Mapping[str, Operation]) -> Mapping[str, str]:
+        return encode_replace_chunk(ops)
+
+    async def send(self, entries: Mapping[str, str], stats: CallStats) -> ChunkOutcome:
+        body = update_body(self.audience_id, entries.values())
+        token = await self.client.replace_raw(self.audience_id, body, stats=stats)
+        return ChunkOutcome(handle=token, pending=True)
 
 
 def _check_id(audience_id: object) -> None:

@@ -110,7 +110,10 @@ class BatchClient(ProviderClient):
         self, name: str, ids: Sequence[dict[str, Any]], *, stats: CallStats | None = None
     ) -> str:
         """Replace every member with ``ids`` (``[{"id", "attributes"?}]``, at most 10,000)."""
-        body = dumps({"name": name, "ids": list(ids)})
+        return await self.replace_raw(name, dumps({"name": name, "ids": list(ids)}), stats=stats)
+
+    async def replace_raw(self, name: str, body: bytes, *, stats: CallStats | None = None) -> str:
+        """:meth:`replace` with a body already encoded."""
         return await self._write("/audiences/replace", body, replay_safe=True, stats=stats)
 
     async def remove(self, name: str) -> str | None:

@@ -6,7 +6,7 @@ Facts from ``shared/provider-docs`` (003 update page, batch-reference.md, the Op
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -15,7 +15,7 @@ import httpx
 
 from ..._http import ErrorDetail
 from ..._wire import dumps_text, is_finite_number, is_text, make_converter, utc
-from ...errors import APIStatusError, ConflictError, NotFoundError, Problem
+from ...errors import APIStatusError, ConflictError, NotFoundError, Problem, ValidationError
 from ...models import Add, AttributeValue, IndexingState, Member, Operation, Remove, Url
 
 __all__ = [
@@ -25,8 +25,9 @@ __all__ = [
     "check_audience_name",
     "check_member",
     "encode_attributes",
-    "encode_replace_entry",
-    "encode_update_entry",
+    "encode_replace_chunk",
+    "encode_update_chunk",
+    "update_body",
     "error_detail",
     "parse_datetime",
 ]
@@ -175,28 +176,75 @@ def encode_attributes(attributes: Mapping[str, AttributeValue]) -> Mapping[str, 
     return wire
 
 
-def encode_update_entry(op: Operation) -> str:
-    """One element of an update call's ``ids``, as JSON."""
-    if type(op) is Remove:
-        return dumps_text({"action": "remove", "id": op.id})
-    member = op.member  # type: ignore[union-attr]
-    attributes = member.attributes
-    if not attributes:
-        return dumps_text({"action": "add", "id": member.id})
-    for value in attributes.values():  # the common case: sent as they are
-        if type(value) not in _SCALARS:
-            attributes = encode_attributes(attributes)
-            break
-    return dumps_text({"action": "add", "id": member.id, "attributes": attributes})
+def encode_update_chunk(ops: Mapping[str, Operation]) -> dict[str, str]:
+    """Operations (by id) as the elements of an update call's ``ids``, each as JSON text, by
+    id; a ValidationError names every member Batch would refuse.
+
+    The loop of every add: the common member (a short id, a few attributes already known to be
+    good, holding ints, bools and ASCII strings) is checked in line and sends its attributes as
+    they are (a FrozenDict is JSON-ready); any other goes through :func:`check_member`. Each
+    entry is text: a chunk holds no objects for the garbage collector to walk.
+    """
+    entries: dict[str, str] = {}
+    problems: list[Problem] = []
+    good = _GOOD_NAMES
+    for key, op in ops.items():
+        if type(op) is Remove:
+            entries[key] = dumps_text({"action": "remove", "id": key})
+            continue
+        member = op.member  # type: ignore[union-attr]
+        attributes = member.attributes
+        if len(key) <= MAX_ID_LENGTH and len(attributes) <= MAX_ATTRIBUTES:
+            if not attributes:
+                entries[key] = dumps_text({"action": "add", "id": key})
+                continue
+            if good.issuperset(attributes):
+                for value in attributes.values():
+                    kind = type(value)
+                    if kind is str:
+                        if not value.isascii():  # type: ignore[union-attr]
+                            break
+                    elif kind is not int and kind is not bool:
+                        break
+                else:
+                    entries[key] = dumps_text(
+                        {"action": "add", "id": key, "attributes": attributes}
+                    )
+                    continue
+        found = check_member(member)
+        if found:
+            problems += found
+        else:
+            wire = {"action": "add", "id": key, "attributes": encode_attributes(attributes)}
+            entries[key] = dumps_text(wire)
+    if problems:
+        raise ValidationError(problems)
+    return entries
 
 
-def encode_replace_entry(op: Operation) -> dict[str, Any]:
-    """One element of a replace call's ``ids`` (a replace only adds)."""
-    assert isinstance(op, Add), "a replace is made of adds"
-    attributes = op.member.attributes
-    if attributes:
-        return {"id": op.id, "attributes": encode_attributes(attributes)}
-    return {"id": op.id}
+def encode_replace_chunk(ops: Mapping[str, Operation]) -> dict[str, str]:
+    """Adds (by id) as the elements of a replace call's ``ids``, each as JSON text, by id."""
+    entries: dict[str, str] = {}
+    problems: list[Problem] = []
+    for key, op in ops.items():
+        assert isinstance(op, Add), "a replace is made of adds"
+        found = check_member(op.member)
+        if found:
+            problems += found
+            continue
+        attributes = op.member.attributes
+        entry: dict[str, Any] = {"id": key}
+        if attributes:
+            entry["attributes"] = encode_attributes(attributes)
+        entries[key] = dumps_text(entry)
+    if problems:
+        raise ValidationError(problems)
+    return entries
+
+
+def update_body(name: str, entries: Iterable[str]) -> bytes:
+    """The body of an update or replace call from its entries' JSON text."""
+    return "".join(('{"name":', dumps_text(name), ',"ids":[', ",".join(entries), "]}")).encode()
 
 
 #: Error codes whose meaning is clearer than their status (the codes are the emulator's and

@@ -17,7 +17,7 @@ import anyio
 import httpx
 
 from ..._base import BaseBackend
-from ..._bulk import BulkPlan, ChunkOutcome, keep_operation
+from ..._chunkwriter import ChunkOutcome, ChunkWriter
 from ..._http import CallStats, Clock, RetryPolicy, Sleep
 from ..._pages import AsyncPager
 from ..._single import create_once, fan_out
@@ -220,67 +220,73 @@ class DexatelBackend(BaseBackend):
 
     # -- bulk ---------------------------------------------------------------------------------
 
-    def _plan(self, audience_id: str) -> BulkPlan[Operation]:
-        client = self.client
-        directory = _Directory(client, audience_id)
-        attempts = client.transport.retry.max_retries + 1
+    def chunk_writer(self, audience_id: str) -> ChunkWriter[Operation]:
+        return _ContactWriter(self, audience_id)
 
-        async def update_if_needed(
-            contact: DexatelContact, fields: dict[str, str], stats: CallStats
-        ) -> None:
-            differ = {k: v for k, v in fields.items() if contact.fields.get(k) != v}
-            if differ:
-                directory.remember(
-                    await client.update_contact(audience_id, contact.id, stats=stats, **differ)
-                )
-
-        async def first(number: str) -> DexatelContact | None:
-            return next(iter(await directory.find(number, fresh=True)), None)
-
-        async def add(member: Member, stats: CallStats) -> None:
-            number, fields = member.id, {k: str(v) for k, v in member.attributes.items()}
-            known = await directory.find(number)
-            if known:
-                existing = known[0]  # the first of a number stored twice: listings show both
-            else:
-                try:
-                    created = await create_once(
-                        lambda: client.create_contact(audience_id, number, stats=stats, **fields),
-                        lambda: first(number),
-                        attempts=attempts,
-                        pause=client.transport.pause,
-                    )
-                except ConflictError:  # "Contact already exists": an upsert updates it instead
-                    found = await first(number)
-                    if found is None:
-                        raise
-                    existing = found
-                else:
-                    existing = directory.remember(created)
-            await update_if_needed(existing, fields, stats)
-
-        async def remove(number: str, stats: CallStats) -> None:
-            for existing in await directory.find(number):  # none when already absent
-                with contextlib.suppress(NotFoundError):  # deleted meanwhile: absent all the same
-                    await client.delete_contact(audience_id, existing.id, stats=stats)
-            directory.forget(number)
-
-        async def send(ops: Mapping[str, Operation], stats: CallStats) -> ChunkOutcome:
-            await directory.plan(len(ops))
-
-            async def apply_one(op: Operation) -> None:
-                if isinstance(op, Add):
-                    await add(op.member, stats)
-                else:
-                    await remove(op.id, stats)
-
-            return await fan_out(ops, apply_one, limit=self.concurrency)
-
-        # One request (or a few) per contact: the operations themselves are what is sent.
-        return BulkPlan(entry=keep_operation, send=send, chunk_size=self.chunk_size, concurrency=2)
-
-    def _refine(self, op: Operation) -> Operation:
+    def refine(self, op: Operation) -> Operation:
         return _refine(op)
+
+
+class _ContactWriter(ChunkWriter[Operation]):
+    """One request (or a few) per contact: the operations themselves are what is sent, by
+    their E.164 numbers, each chunk's contacts concurrently."""
+
+    def __init__(self, backend: DexatelBackend, audience_id: str) -> None:
+        super().__init__(audience_id)
+        self.client = backend.client
+        self.chunk_size = backend.chunk_size
+        self.concurrency = 2  # chunks; each runs backend.concurrency contacts at once
+        self.canonical = _refine
+        self._contacts = backend.concurrency
+        self._directory = _Directory(self.client, audience_id)
+        self._attempts = self.client.transport.retry.max_retries + 1
+
+    async def send(self, entries: Mapping[str, Operation], stats: CallStats) -> ChunkOutcome:
+        await self._directory.plan(len(entries))
+
+        async def apply_one(op: Operation) -> None:
+            if isinstance(op, Add):
+                await self._add(op.member, stats)
+            else:
+                await self._remove(op.id, stats)
+
+        return await fan_out(entries, apply_one, limit=self._contacts)
+
+    async def _first(self, number: str) -> DexatelContact | None:
+        return next(iter(await self._directory.find(number, fresh=True)), None)
+
+    async def _add(self, member: Member, stats: CallStats) -> None:
+        client, audience_id, directory = self.client, self.audience_id, self._directory
+        number, fields = member.id, {k: str(v) for k, v in member.attributes.items()}
+        known = await directory.find(number)
+        if known:
+            existing = known[0]  # the first of a number stored twice: listings show both
+        else:
+            try:
+                created = await create_once(
+                    lambda: client.create_contact(audience_id, number, stats=stats, **fields),
+                    lambda: self._first(number),
+                    attempts=self._attempts,
+                    pause=client.transport.pause,
+                )
+            except ConflictError:  # "Contact already exists": an upsert updates it instead
+                found = await self._first(number)
+                if found is None:
+                    raise
+                existing = found
+            else:
+                existing = directory.remember(created)
+        differ = {k: v for k, v in fields.items() if existing.fields.get(k) != v}
+        if differ:
+            directory.remember(
+                await client.update_contact(audience_id, existing.id, stats=stats, **differ)
+            )
+
+    async def _remove(self, number: str, stats: CallStats) -> None:
+        for existing in await self._directory.find(number):  # none when already absent
+            with contextlib.suppress(NotFoundError):  # deleted meanwhile: absent all the same
+                await self.client.delete_contact(self.audience_id, existing.id, stats=stats)
+        self._directory.forget(number)
 
 
 def _refine(op: Operation) -> Operation:

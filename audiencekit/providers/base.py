@@ -1,0 +1,49 @@
+"""The extension API: what a provider module builds on. Public and documented; everything a
+provider needs from the core is here, and nothing it should not touch.
+
+A provider is a :class:`BaseBackend` subclass (the single calls: create, get, list, delete an
+audience) plus a :class:`ChunkWriter` (how one chunk of members is checked and encoded, sent,
+and, for a provider that applies writes later, probed), registered with a :class:`Provider`.
+The core owns every loop: chunking, last-wins, concurrency, ordering across chunks, splitting a
+refused chunk, waiting (:class:`Poller`), retries, rate limits and the cancellation shield (the
+:class:`Transport`), accounting for every id. See the README's "Adding a provider".
+"""
+
+from __future__ import annotations
+
+from .._base import BaseBackend, aiterate, map_items, prepared_members
+from .._checks import check_operation
+from .._chunkwriter import ChunkOutcome, ChunkWriter
+from .._http import CallStats, ErrorDetail, ProviderClient, RetryPolicy, Transport, credential
+from .._pages import AsyncPager, Page
+from .._poll import Poller, PollPolicy
+from .._single import create_once, fan_out
+from ..backend import Capabilities
+from ..errors import may_have_taken_effect
+from . import Provider, register_provider
+
+__all__ = [
+    "AsyncPager",
+    "BaseBackend",
+    "CallStats",
+    "Capabilities",
+    "ChunkOutcome",
+    "ChunkWriter",
+    "ErrorDetail",
+    "Page",
+    "PollPolicy",
+    "Poller",
+    "Provider",
+    "ProviderClient",
+    "RetryPolicy",
+    "Transport",
+    "aiterate",
+    "check_operation",
+    "create_once",
+    "credential",
+    "fan_out",
+    "map_items",
+    "may_have_taken_effect",
+    "prepared_members",
+    "register_provider",
+]
