@@ -2,10 +2,6 @@
 
 from typing import TYPE_CHECKING
 
-from ._bulk import ChunkAccepted, ChunkDone, ChunkSent, ProgressCallback, ProgressEvent
-from ._http import RetryPolicy
-from ._pages import AsyncPager, Page
-from ._poll import PollPolicy
 from .backend import AudienceBackend, Capabilities
 from .errors import (
     APIConnectionError,
@@ -34,8 +30,13 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from ._bulk import ChunkAccepted, ChunkDone, ChunkSent, ProgressCallback, ProgressEvent
+    from ._http import RetryPolicy
+    from ._pages import AsyncPager, Page
+    from ._poll import PollPolicy
     from .mirror import Mirror, MirrorError
     from .providers.batch import BatchBackend, BatchClient
+    from .providers.batch.wire import IndexingState
     from .providers.dexatel import DexatelBackend, DexatelClient
     from .state import SqliteStateStore, StateStore
     from .writer import AudienceWriter
@@ -46,7 +47,6 @@ from .models import (
     Audience,
     BulkResult,
     Channel,
-    IndexingState,
     Member,
     Operation,
     PendingChunk,
@@ -57,8 +57,19 @@ from .providers import open_backend
 
 __version__ = "0.1.0"
 
-# The provider modules load on first use, keeping ``import audiencekit`` light.
+# The engine, the transport (httpx) and the provider modules load on first use, keeping
+# ``import audiencekit`` light: the vocabulary, the errors and the registry are all it loads.
 _LAZY = {
+    "ChunkAccepted": "audiencekit._bulk",
+    "ChunkDone": "audiencekit._bulk",
+    "ChunkSent": "audiencekit._bulk",
+    "ProgressCallback": "audiencekit._bulk",
+    "ProgressEvent": "audiencekit._bulk",
+    "RetryPolicy": "audiencekit._http",
+    "AsyncPager": "audiencekit._pages",
+    "Page": "audiencekit._pages",
+    "PollPolicy": "audiencekit._poll",
+    "IndexingState": "audiencekit.providers.batch.wire",
     "BatchBackend": "audiencekit.providers.batch",
     "BatchClient": "audiencekit.providers.batch",
     "DexatelBackend": "audiencekit.providers.dexatel",

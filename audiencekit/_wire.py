@@ -18,7 +18,7 @@ import cattrs
 import httpx
 
 from .errors import UnexpectedResponseError
-from .models import Channel, IndexingState
+from .models import OpenEnum
 
 _fast_dumps: Callable[[Any], bytes] | None
 _fast_loads: Callable[[bytes], Any] | None
@@ -34,12 +34,15 @@ __all__ = ["dumps", "make_converter", "read_json", "redact_json", "structure", "
 T = TypeVar("T")
 
 
+def _is_open_enum(kind: Any) -> bool:
+    return isinstance(kind, type) and issubclass(kind, OpenEnum)
+
+
 def make_converter(parse_datetime: Callable[[str], datetime]) -> cattrs.Converter:
     """A converter that reads the open enums and the provider's date format."""
     # Without detailed validation cattrs builds plain, fast code; a bad body still raises.
     converter = cattrs.Converter(detailed_validation=False)
-    converter.register_structure_hook(Channel, lambda v, _: Channel(v))
-    converter.register_structure_hook(IndexingState, lambda v, _: IndexingState(v))
+    converter.register_structure_hook_func(_is_open_enum, lambda v, kind: kind(v))
     converter.register_structure_hook(datetime, lambda v, _: parse_datetime(v))
     converter.register_unstructure_hook(datetime, lambda v: v.isoformat())
     return converter

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from types import TracebackType
-from typing import Protocol, TypeAlias, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 import attrs
 
-from ._bulk import ProgressCallback
-from ._pages import AsyncPager
 from .errors import PollTimeoutError, UnsupportedFeatureError
+
+if TYPE_CHECKING:  # the bulk engine and httpx load on first use, not with the protocol
+    from ._bulk import ProgressCallback
+    from ._pages import AsyncPager
 from .models import Audience, BulkResult, Channel, Member, Operation, PendingChunk
 
 __all__ = ["AudienceBackend", "Capabilities", "Members", "Ids", "Operations"]

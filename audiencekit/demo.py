@@ -17,10 +17,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 import httpx
 
+from ._bulk import ProgressCallback
 from .errors import ConfigurationError
 from .models import Member
 from .providers.batch import BatchBackend
@@ -28,10 +30,19 @@ from .providers.dexatel import DexatelBackend
 from .state import StateStore
 from .sync import migrate
 
-if TYPE_CHECKING:
-    from .cli import _Output
+__all__ = ["Reporter", "run_demo"]
 
-__all__ = ["run_demo"]
+
+class Reporter(Protocol):
+    """Where the demo tells what it does: a note a line, and a progress callback per step (the
+    command line's output is one)."""
+
+    def note(self, message: str) -> None: ...
+
+    def progress(
+        self, label: str, total: int | None
+    ) -> AbstractContextManager[ProgressCallback]: ...
+
 
 FIRST_NAMES = ("Ani", "Ben", "Chloe", "Davit", "Elen", "Farid", "Gayane", "Hugo", "Iris", "Jon")
 LAST_NAMES = ("Abrahamyan", "Bauer", "Costa", "Dubois", "Eriksen", "Fischer", "Grigoryan")
@@ -87,7 +98,7 @@ def _contacts(count: int) -> Iterator[Member]:
         )
 
 
-async def run_demo(*, contacts: int, out: _Output) -> dict[str, Any]:
+async def run_demo(*, contacts: int, out: Reporter) -> dict[str, Any]:
     """Run the demo; return its summary (the numbers printed at the end)."""
     with tempfile.TemporaryDirectory() as workdir, _emulators(workdir) as ends:
         dexatel_url, batch_url = ends["dexatel"]["url"], ends["batch"]["url"]

@@ -9,11 +9,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, NoReturn, TypeAlias
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
 import attrs
 
 from .errors import AudienceKitError
+
+if TYPE_CHECKING:
+    from .providers.batch.wire import IndexingState
 
 __all__ = [
     "Add",
@@ -24,6 +27,7 @@ __all__ = [
     "Channel",
     "IndexingState",
     "Member",
+    "OpenEnum",
     "Operation",
     "PendingChunk",
     "Remove",
@@ -31,11 +35,11 @@ __all__ = [
 ]
 
 
-class _OpenEnum(str, enum.Enum):
+class OpenEnum(str, enum.Enum):
     """A string enum that reads any value it does not know as ``UNKNOWN``."""
 
     @classmethod
-    def _missing_(cls, value: object) -> _OpenEnum:
+    def _missing_(cls, value: object) -> OpenEnum:
         if isinstance(value, str):
             folded = cls._aliases().get(value.upper(), value.upper())
             for member in cls:
@@ -51,26 +55,13 @@ class _OpenEnum(str, enum.Enum):
         return str(self.value)
 
 
-class Channel(_OpenEnum):
+class Channel(OpenEnum):
     """The messaging channel a Dexatel audience belongs to (case-insensitive when read)."""
 
     SMS = "SMS"
     VIBER = "VIBER"
     WHATSAPP = "WHATSAPP"
     UNKNOWN = "UNKNOWN"
-
-
-class IndexingState(_OpenEnum):
-    """Where a Batch write stands; ``IN_PROCESS`` (the update page's spelling) reads IN_PROGRESS."""
-
-    APPLIED = "APPLIED"
-    IN_PROGRESS = "IN_PROGRESS"
-    REPLACED = "REPLACED"
-    UNKNOWN = "UNKNOWN"
-
-    @classmethod
-    def _aliases(cls) -> Mapping[str, str]:
-        return {"IN_PROCESS": "IN_PROGRESS"}
 
 
 class Url(str):
@@ -215,3 +206,12 @@ class BulkResult:
         if self.failed or self.unknown:
             raise PartialFailureError(self)
         return self
+
+
+def __getattr__(name: str) -> object:
+    # IndexingState is Batch's: it lives with the Batch provider, and is read from here as before.
+    if name == "IndexingState":
+        from .providers.batch.wire import IndexingState
+
+        return IndexingState
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

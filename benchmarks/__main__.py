@@ -195,8 +195,11 @@ def state_rows(n: int) -> list[Row]:
 
 def import_rows() -> list[Row]:
     def best(module: str) -> float:
+        # click is blocked: with the cli extra installed, httpx would import its own command
+        # line (click, rich) and weigh more than it does for a library user.
         code = (
-            f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+            "import sys; sys.modules['click'] = None; import time; t = time.perf_counter(); "
+            f"import {module}; print(time.perf_counter() - t)"
         )
         command = [sys.executable, "-c", code]
         runs = [

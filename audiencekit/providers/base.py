@@ -20,6 +20,7 @@ from .._poll import Poller, PollPolicy
 from .._single import create_once, fan_out
 from ..backend import Capabilities
 from ..errors import may_have_taken_effect
+from ..models import OpenEnum
 from . import Provider, register_provider
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "ChunkOutcome",
     "ChunkWriter",
     "ErrorDetail",
+    "OpenEnum",
     "Page",
     "PollPolicy",
     "Poller",

@@ -16,9 +16,10 @@ import httpx
 from ..._http import ErrorDetail
 from ..._wire import dumps_text, is_finite_number, is_text, make_converter, utc
 from ...errors import APIStatusError, ConflictError, NotFoundError, Problem, ValidationError
-from ...models import Add, AttributeValue, IndexingState, Member, Operation, Remove, Url
+from ...models import Add, AttributeValue, Member, OpenEnum, Operation, Remove, Url
 
 __all__ = [
+    "IndexingState",
     "MAX_ATTRIBUTES",
     "MAX_IDS",
     "BatchAudience",
@@ -39,6 +40,21 @@ MAX_IDS = 10_000
 MAX_ATTRIBUTES = 15
 #: Audience names: letters, digits, "_" and "-", up to 255, case-sensitive [confirmed].
 AUDIENCE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+
+
+class IndexingState(OpenEnum):
+    """Where a Batch write stands; ``IN_PROCESS`` (the update page's spelling) reads IN_PROGRESS."""
+
+    APPLIED = "APPLIED"
+    IN_PROGRESS = "IN_PROGRESS"
+    REPLACED = "REPLACED"
+    UNKNOWN = "UNKNOWN"
+
+    @classmethod
+    def _aliases(cls) -> Mapping[str, str]:
+        return {"IN_PROCESS": "IN_PROGRESS"}
+
+
 #: Assumed from the SDK docs (not stated for the Audience API): attribute names are letters,
 #: digits and "_", up to 30 characters. The emulator applies the same rule.
 ATTRIBUTE_NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,30}$")

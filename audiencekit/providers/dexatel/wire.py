@@ -17,7 +17,7 @@ import httpx
 from ..._http import ErrorDetail
 from ..._wire import is_text, make_converter, unexpected, utc
 from ...errors import APIStatusError, ConflictError, NotFoundError, Problem
-from ...models import Channel, Member, _OpenEnum
+from ...models import Channel, Member, OpenEnum
 
 __all__ = [
     "CONTACT_FIELDS",
@@ -121,7 +121,7 @@ def wire_fields(fields: Mapping[str, str]) -> dict[str, str]:
     return {WIRE_NAMES.get(name, name): value for name, value in fields.items()}
 
 
-class CampaignStatus(_OpenEnum):
+class CampaignStatus(OpenEnum):
     """A campaign's status; Dexatel writes these in lower case (``canceled`` with one l)."""
 
     SCHEDULED = "scheduled"

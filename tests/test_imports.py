@@ -1,0 +1,37 @@
+"""What ``import audiencekit`` loads, and names that moved but are still read where they were."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import audiencekit
+import audiencekit.models
+from audiencekit.providers.batch.wire import IndexingState
+
+
+def test_importing_the_package_loads_neither_httpx_nor_the_engine() -> None:
+    """The vocabulary, the errors and the registry load; the engine, httpx and the providers
+    wait until first used (``import audiencekit`` costs about what ``import httpx`` does)."""
+    code = (
+        "import sys, audiencekit; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('httpx', 'anyio', 'cattrs') or m.startswith('audiencekit.')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = eval(done.stdout)
+    assert loaded == [
+        "audiencekit.backend",
+        "audiencekit.errors",
+        "audiencekit.models",
+        "audiencekit.providers",
+    ]
+
+
+def test_lazy_names_resolve_to_their_home() -> None:
+    assert audiencekit.IndexingState is IndexingState
+    assert audiencekit.models.IndexingState is IndexingState
+    assert IndexingState("IN_PROCESS") is IndexingState.IN_PROGRESS
+    assert audiencekit.RetryPolicy.__module__ == "audiencekit._http"
+    for name in audiencekit.__all__:
+        assert getattr(audiencekit, name) is not None, name
