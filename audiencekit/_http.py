@@ -7,14 +7,16 @@ audiencekit exception; nothing else about HTTP leaks to them or to callers.
 from __future__ import annotations
 
 import email.utils
+import enum
 import logging
 import math
 import os
 import random
 import re
+import warnings
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeAlias, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import anyio
@@ -36,7 +38,9 @@ from .errors import (
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "PROVIDER_DEFAULT",
     "CallStats",
+    "ClientOptions",
     "ErrorDetail",
     "RetryPolicy",
     "Transport",
@@ -83,6 +87,73 @@ class RetryPolicy:
         """The delay before retry number ``attempt + 1`` when the provider gave no Retry-After."""
         ceiling = min(self.max_delay, self.initial_delay * math.pow(2, attempt))
         return rng.uniform(0, ceiling)
+
+
+class _ProviderDefault(enum.Enum):
+    DEFAULT = "the provider's default"
+
+    def __repr__(self) -> str:
+        return "PROVIDER_DEFAULT"
+
+
+#: An option left to the provider: its own base URL, its own rate limit.
+PROVIDER_DEFAULT = _ProviderDefault.DEFAULT
+_Default: TypeAlias = Literal[_ProviderDefault.DEFAULT]
+
+
+def _known_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` as ClientOptions fields (``client=`` is the deprecated name of
+    ``http_client=`` for clients and transports)."""
+    found = dict(options)
+    if "client" in found:
+        warnings.warn(
+            "client= is deprecated; pass http_client= (the name the backends use)",
+            DeprecationWarning,
+            stacklevel=4,
+        )
+        found["http_client"] = found.pop("client")
+    return found
+
+
+@attrs.frozen(kw_only=True)
+class ClientOptions:
+    """How a client reaches its provider, the same for every provider: one record, which a
+    backend builds from its keyword arguments, hands to its client, and the client to its
+    :class:`Transport`. Credentials are not in it: each client turns its own into headers.
+
+    ``base_url`` and ``rate_limit`` left at :data:`PROVIDER_DEFAULT` take the provider's
+    (``rate_limit=None`` switches the rate governor off). ``http_client`` may be your own
+    ``httpx.AsyncClient`` (left open; give it its own timeout). ``sleep``, ``clock`` and
+    ``rng`` replace anyio's and ``random``'s, for tests.
+    """
+
+    base_url: str | _Default = PROVIDER_DEFAULT
+    http_client: httpx.AsyncClient | None = attrs.field(default=None, repr=False)
+    timeout: httpx.Timeout | float | None = None
+    retry: RetryPolicy = attrs.field(factory=lambda: RetryPolicy())
+    rate_limit: float | _Default | None = PROVIDER_DEFAULT
+    max_concurrency: int = 8
+    headers: Mapping[str, str] | None = None
+    sleep: Sleep | None = attrs.field(default=None, repr=False)
+    clock: Clock | None = attrs.field(default=None, repr=False)
+    rng: random.Random | None = attrs.field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, options: ClientOptions | None = None, **changes: Any) -> ClientOptions:
+        """``options`` (or the defaults) with ``changes``; a ``retry`` of None keeps the
+        default policy. An unknown name raises TypeError, as a misspelt argument does."""
+        changes = _known_options(changes)
+        if "retry" in changes and changes["retry"] is None:
+            del changes["retry"]
+        return attrs.evolve(options or cls(), **changes)
+
+    def for_provider(self, *, base_url: str, rate_limit: float | None) -> ClientOptions:
+        """These options with the provider's defaults where none was chosen."""
+        return attrs.evolve(
+            self,
+            base_url=base_url if self.base_url is PROVIDER_DEFAULT else self.base_url,
+            rate_limit=rate_limit if self.rate_limit is PROVIDER_DEFAULT else self.rate_limit,
+        )
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -157,35 +228,40 @@ class _HeaderAuth(httpx.Auth):
 class Transport:
     """One provider's HTTP connection: auth, retries, the rate governor, concurrency, errors.
 
-    ``client`` may be the caller's own ``httpx.AsyncClient``; it is then left open on
-    :meth:`aclose`. The auth headers are added per request (never set on the client) and every
-    value in them is redacted from logs and exceptions.
+    How it connects is a :class:`ClientOptions` (``options``; keyword arguments change single
+    fields of it). An ``http_client`` of the caller's own is left open on :meth:`aclose`. The
+    auth headers are added per request (never set on the client) and every value in them is
+    redacted from logs and exceptions.
 
     ``rate_limit`` is the ceiling, in requests per second, of the :class:`~audiencekit._rate.
     RateGovernor` shared by every transport of ``rate_scope`` (the credential the provider
     counts requests against; all auth header values by default) at this base URL: ``math.inf``
-    for no ceiling (the governor still slows down on 429), ``None`` for no governor at all.
+    for no ceiling (the governor still slows down on 429; the default here), ``None`` for no
+    governor at all.
     """
 
     def __init__(
         self,
         *,
         provider: str,
-        base_url: str,
         auth_headers: Mapping[str, str],
         parse_error: ErrorParser,
-        client: httpx.AsyncClient | None = None,
-        timeout: httpx.Timeout | float | None = None,
-        retry: RetryPolicy | None = None,
-        max_concurrency: int = 8,
-        rate_limit: float | None = math.inf,
+        options: ClientOptions | None = None,
         rate_scope: str | None = None,
-        sleep: Sleep | None = None,
-        clock: Clock | None = None,
-        rng: random.Random | None = None,
-        headers: Mapping[str, str] | None = None,
+        **changes: Any,
     ) -> None:
-        base_url, userinfo = split_userinfo(base_url)
+        options = ClientOptions.of(options, **changes)
+        if options.base_url is PROVIDER_DEFAULT:
+            raise ConfigurationError(f"{provider}: the transport needs a base_url")
+        base_url, userinfo = split_userinfo(options.base_url)
+        rate_limit = math.inf if options.rate_limit is PROVIDER_DEFAULT else options.rate_limit
+        #: The options in force (a user:password given in the base URL is not kept).
+        self.options = options = attrs.evolve(options, base_url=base_url, rate_limit=rate_limit)
+        client, timeout, max_concurrency = (
+            options.http_client,
+            options.timeout,
+            options.max_concurrency,
+        )
         if not base_url.startswith(("http://", "https://")):
             raise ConfigurationError(f"{provider}: base_url must be an http(s) URL: {base_url!r}")
         if max_concurrency < 1:
@@ -201,7 +277,7 @@ class Transport:
             raise ConfigurationError(f"{provider}: no value for {', '.join(missing)}")
         self.provider = provider
         self.base_url = base_url.rstrip("/")
-        self.retry = retry if retry is not None else RetryPolicy()
+        self.retry = options.retry
         self._auth = _HeaderAuth(auth_headers)
         # Redact each header value and, for "Bearer <key>" style values, the bare key as well.
         secrets = {part for v in auth_headers.values() for part in (v, v.split(" ")[-1]) if part}
@@ -216,9 +292,10 @@ class Transport:
             self._redactor.pattern.encode() if self._redactor is not None else b"(?!)"
         )
         self._parse_error = parse_error
-        self._sleep: Sleep = sleep if sleep is not None else anyio.sleep
+        clock = options.clock
+        self._sleep: Sleep = options.sleep if options.sleep is not None else anyio.sleep
         self._clock: Clock = clock if clock is not None else anyio.current_time
-        self._rng = rng if rng is not None else random.Random()
+        self._rng = options.rng if options.rng is not None else random.Random()
         self._limiter = anyio.CapacityLimiter(max_concurrency)
         self.governor = (
             governor_for(
@@ -236,7 +313,7 @@ class Transport:
             limits=httpx.Limits(
                 max_connections=max_concurrency, max_keepalive_connections=max_concurrency
             ),
-            headers=dict(headers or {}),
+            headers=dict(options.headers or {}),
         )
 
     def __repr__(self) -> str:

@@ -434,10 +434,33 @@ async def test_a_callers_client_is_used_and_left_open() -> None:
                 base_url=BASE,
                 auth_headers={"X-Key": "k"},
                 parse_error=parse_error,
-                client=client,
+                http_client=client,
             ) as transport:
                 await transport.request("GET", "/thing", replay_safe=True)
             assert not client.is_closed
         request = route.calls.last.request
         assert request.headers["user-agent"] == "mine"
         assert request.headers["x-key"] == "k"
+
+
+def test_client_options_are_one_record_from_backend_to_transport() -> None:
+    """A backend's connection settings reach its transport as one ClientOptions; the provider's
+    defaults fill what was not chosen; a misspelt option is refused; the old name warns."""
+    from audiencekit.providers.base import ClientOptions
+    from audiencekit.providers.batch import BatchBackend, BatchClient
+
+    backend = BatchBackend(api_key="k", project_key="p", timeout=3.0, rate_limit=None)
+    options = backend.client.transport.options
+    assert (options.timeout, options.rate_limit) == (3.0, None)
+    assert options.base_url == "https://api.batch.com/2.3"
+    assert BatchClient(api_key="k", project_key="p").transport.options.rate_limit == 1.0
+    mine = ClientOptions(base_url="http://127.0.0.1:9/", max_concurrency=2)
+    assert BatchClient(api_key="k", project_key="p", options=mine).transport.options == (
+        ClientOptions.of(mine, base_url="http://127.0.0.1:9/2.3", rate_limit=1.0)
+    )
+    with pytest.raises(TypeError):
+        BatchClient(api_key="k", project_key="p", timout=3.0)
+    with pytest.warns(DeprecationWarning, match="http_client"):
+        old = BatchClient(api_key="k", project_key="p", client=httpx.AsyncClient())
+    assert old.transport.options.http_client is not None
+    assert "k" not in repr(options)

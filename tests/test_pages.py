@@ -169,7 +169,7 @@ async def test_dexatel_listing_that_never_ends_raises_pagination_error() -> None
     client = DexatelClient(
         api_key="k" * 12,
         base_url="https://dexatel.test/v1",
-        client=httpx.AsyncClient(transport=httpx.MockTransport(respond)),
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(respond)),
         rate_limit=None,
     )
     async with client:

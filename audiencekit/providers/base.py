@@ -14,7 +14,16 @@ from __future__ import annotations
 from .._base import BaseBackend, aiterate, map_items, prepared_members
 from .._checks import check_operation
 from .._chunkwriter import ChunkOutcome, ChunkWriter
-from .._http import CallStats, ErrorDetail, ProviderClient, RetryPolicy, Transport, credential
+from .._http import (
+    PROVIDER_DEFAULT,
+    CallStats,
+    ClientOptions,
+    ErrorDetail,
+    ProviderClient,
+    RetryPolicy,
+    Transport,
+    credential,
+)
 from .._pages import AsyncPager, Page
 from .._poll import Poller, PollPolicy
 from .._single import create_once, fan_out
@@ -24,12 +33,14 @@ from ..models import OpenEnum
 from . import Provider, register_provider
 
 __all__ = [
+    "PROVIDER_DEFAULT",
     "AsyncPager",
     "BaseBackend",
     "CallStats",
     "Capabilities",
     "ChunkOutcome",
     "ChunkWriter",
+    "ClientOptions",
     "ErrorDetail",
     "OpenEnum",
     "Page",

@@ -13,7 +13,7 @@ import httpx
 
 from ..._base import BaseBackend, prepared_members
 from ..._chunkwriter import ChunkOutcome, ChunkWriter
-from ..._http import CallStats, Clock, RetryPolicy, Sleep
+from ..._http import CallStats, ClientOptions, Clock, RetryPolicy, Sleep
 from ..._pages import AsyncPager
 from ..._poll import Poller, PollPolicy
 from ...backend import Capabilities, Members
@@ -93,12 +93,9 @@ class BatchBackend(BaseBackend):
             raise ValueError(f"chunk_size must be between 1 and {MAX_IDS}")
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        self.client = client or BatchClient(
-            api_key=api_key,
-            project_key=project_key,
+        options = ClientOptions.of(
             base_url=base_url,
-            api_version=api_version,
-            client=http_client,
+            http_client=http_client,
             timeout=timeout,
             retry=retry,
             max_concurrency=max(8, 2 * concurrency),
@@ -106,6 +103,9 @@ class BatchBackend(BaseBackend):
             sleep=sleep,
             clock=clock,
             rng=rng,
+        )
+        self.client = client or BatchClient(
+            api_key=api_key, project_key=project_key, api_version=api_version, options=options
         )
         self.concurrency = concurrency
         self.chunk_size = chunk_size

@@ -7,14 +7,13 @@ unless told otherwise.
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
+import attrs
 
-from ..._http import CallStats, Clock, ProviderClient, RetryPolicy, Sleep, Transport, credential
+from ..._http import CallStats, ClientOptions, ProviderClient, Transport, credential
 from ..._pages import AsyncPager, Page
 from ..._wire import dumps, structure
 from ...errors import (
@@ -42,9 +41,12 @@ class BatchClient(ProviderClient):
     """Batch's audience calls. Keys come from the arguments, else from the environment variables
     ``BATCH_API_KEY`` (the REST API key) and ``BATCH_PROJECT_KEY``.
 
-    Every request made with one project key at one base URL, by any client of the process,
-    draws from one rate governor: at most ``rate_limit`` requests per second (1 by default),
-    slower after a 429 and back up while requests pass; ``rate_limit=None`` switches it off.
+    How it connects is a :class:`~audiencekit.providers.base.ClientOptions` (``options``;
+    keyword arguments such as ``base_url=`` or ``timeout=`` change single fields of it). By
+    default: ``https://api.batch.com``, version ``api_version`` (2.3), and every request made
+    with one project key at one base URL, by any client of the process, draws from one rate
+    governor: at most ``rate_limit`` requests per second (1 by default), slower after a 429 and
+    back up while requests pass; ``rate_limit=None`` switches it off.
     """
 
     def __init__(
@@ -52,36 +54,25 @@ class BatchClient(ProviderClient):
         *,
         api_key: str | None = None,
         project_key: str | None = None,
-        base_url: str = DEFAULT_BASE_URL,
         api_version: str = DEFAULT_VERSION,
-        client: httpx.AsyncClient | None = None,
-        timeout: httpx.Timeout | float | None = None,
-        retry: RetryPolicy | None = None,
-        max_concurrency: int = 8,
-        rate_limit: float | None = DEFAULT_RATE_LIMIT,
-        sleep: Sleep | None = None,
-        clock: Clock | None = None,
-        rng: random.Random | None = None,
+        options: ClientOptions | None = None,
+        **changes: Any,
     ) -> None:
         api_key = credential(api_key, API_KEY_ENV, "batch REST API key (api_key=)")
         project_key = credential(project_key, PROJECT_KEY_ENV, "batch project key (project_key=)")
         if not _VERSION_RE.match(api_version):
             raise ConfigurationError(f"batch: api_version must look like 2.3, got {api_version!r}")
         self.api_version = api_version
+        options = ClientOptions.of(options, **changes).for_provider(
+            base_url=DEFAULT_BASE_URL, rate_limit=DEFAULT_RATE_LIMIT
+        )
+        assert isinstance(options.base_url, str)
         self.transport = Transport(
             provider=PROVIDER,
-            base_url=f"{base_url.rstrip('/')}/{api_version}",
             auth_headers={"Authorization": f"Bearer {api_key}", "X-Batch-Project": project_key},
             parse_error=error_detail,
-            client=client,
-            timeout=timeout,
-            retry=retry,
-            max_concurrency=max_concurrency,
-            rate_limit=rate_limit,
+            options=attrs.evolve(options, base_url=f"{options.base_url.rstrip('/')}/{api_version}"),
             rate_scope=project_key,
-            sleep=sleep,
-            clock=clock,
-            rng=rng,
         )
 
     # -- writes: each answers 202 with an indexing token -----------------------------------------

@@ -18,7 +18,7 @@ import httpx
 
 from ..._base import BaseBackend
 from ..._chunkwriter import ChunkOutcome, ChunkWriter
-from ..._http import CallStats, Clock, RetryPolicy, Sleep
+from ..._http import CallStats, ClientOptions, Clock, RetryPolicy, Sleep
 from ..._pages import AsyncPager
 from ..._single import create_once, fan_out
 from ...backend import Capabilities
@@ -160,10 +160,9 @@ class DexatelBackend(BaseBackend):
     ) -> None:
         if concurrency < 1 or chunk_size < 1:
             raise ValueError("concurrency and chunk_size must be at least 1")
-        self.client = client or DexatelClient(
-            api_key=api_key,
+        options = ClientOptions.of(
             base_url=base_url,
-            client=http_client,
+            http_client=http_client,
             timeout=timeout,
             retry=retry,
             max_concurrency=concurrency,
@@ -172,6 +171,7 @@ class DexatelBackend(BaseBackend):
             clock=clock,
             rng=rng,
         )
+        self.client = client or DexatelClient(api_key=api_key, options=options)
         self.concurrency = concurrency
         self.chunk_size = chunk_size
 

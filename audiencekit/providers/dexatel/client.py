@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import functools
 import math
-import random
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
 import anyio
-import httpx
 
-from ..._http import CallStats, Clock, ProviderClient, RetryPolicy, Sleep, Transport, credential
+from ..._http import (
+    CallStats,
+    ClientOptions,
+    Clock,
+    ProviderClient,
+    Sleep,
+    Transport,
+    credential,
+)
 from ..._pages import AsyncPager, Page
 from ..._poll import PollPolicy, wait_until
 from ..._wire import dumps, structure
@@ -56,40 +62,33 @@ M = TypeVar("M")
 
 
 class DexatelClient(ProviderClient):
-    """Dexatel's REST calls. The key comes from ``api_key``, else ``DEXATEL_API_KEY``."""
+    """Dexatel's REST calls. The key comes from ``api_key``, else ``DEXATEL_API_KEY``.
+
+    How it connects is a :class:`~audiencekit.providers.base.ClientOptions` (``options``;
+    keyword arguments such as ``base_url=`` or ``timeout=`` change single fields of it). By
+    default: ``https://api.dexatel.com/v1``, and no rate ceiling (Dexatel publishes none).
+    """
 
     def __init__(
         self,
         *,
         api_key: str | None = None,
-        base_url: str = DEFAULT_BASE_URL,
-        client: httpx.AsyncClient | None = None,
-        timeout: httpx.Timeout | float | None = None,
-        retry: RetryPolicy | None = None,
-        max_concurrency: int = 8,
-        rate_limit: float | None = math.inf,
-        sleep: Sleep | None = None,
-        clock: Clock | None = None,
-        rng: random.Random | None = None,
+        options: ClientOptions | None = None,
+        **changes: Any,
     ) -> None:
         api_key = credential(api_key, API_KEY_ENV, "dexatel API key (api_key=)")
+        options = ClientOptions.of(options, **changes).for_provider(
+            base_url=DEFAULT_BASE_URL, rate_limit=math.inf
+        )
         self.transport = Transport(
             provider=PROVIDER,
-            base_url=base_url,
             auth_headers={"X-Dexatel-Key": api_key},
             parse_error=error_detail,
-            client=client,
-            timeout=timeout,
-            retry=retry,
-            max_concurrency=max_concurrency,
-            rate_limit=rate_limit,
+            options=options,
             rate_scope=api_key,
-            sleep=sleep,
-            clock=clock,
-            rng=rng,
         )
-        self._sleep: Sleep = sleep or anyio.sleep
-        self._clock: Clock = clock or anyio.current_time
+        self._sleep: Sleep = options.sleep or anyio.sleep
+        self._clock: Clock = options.clock or anyio.current_time
 
     # -- plumbing -------------------------------------------------------------------------------
 
