@@ -1,9 +1,9 @@
 """The bulk engine: stream → last-wins collapse → validated chunks → bounded concurrency → result.
 
-Providers supply a :class:`~audiencekit._chunkwriter.ChunkWriter`: how to check and encode one
-chunk, send it, and (for write-then-wait providers) check a chunk sent earlier; everything else is
-here once. Memory holds the chunk being filled and the chunks in
-flight, never the whole input.
+Providers supply a :class:`~audiencekit._chunkwriter.ChunkWriter`: how to check and encode
+operations, send a chunk, and (for write-then-wait providers) check a chunk sent earlier;
+everything else is here once. Memory holds the chunk being filled and the chunks in flight,
+never the whole input.
 
 Ordering: within a chunk only the last operation per id is sent. Across chunks, a chunk that
 touches an id still in flight in an earlier chunk is held back until that earlier chunk has
@@ -155,7 +155,7 @@ class _Chunker:
         bulk call, provider-neutral: the cheap checks, the canonical id when the provider has
         one, the last operation per id. Its state sits in locals, written back before each
         yield and at the end."""
-        size, canonical, checked = self._size, self._canonical, self._checked
+        size, canonical, checked, batch = self._size, self._canonical, self._checked, ENCODE_BATCH
         entries, waiting, read, distinct = self._entries, self._waiting, self.read, self._distinct
         try:
             for op in ops:
@@ -184,7 +184,7 @@ class _Chunker:
                             yield chunk
                             continue
                         distinct += 1
-                    if len(waiting) >= ENCODE_BATCH:
+                    if len(waiting) >= batch:
                         self._encode_waiting()
                         waiting = self._waiting
                 waiting[key] = op
@@ -302,6 +302,12 @@ class _Tally:
         self.read = 0
         self._counted: dict[Key, tuple[int, int, int]] = {}  # pending part -> its counts
 
+    @property
+    def listening(self) -> bool:
+        """Whether anyone hears the events: when nobody does, none is built (each copies the
+        ids of a chunk)."""
+        return self._on_progress is not None
+
     def emit(self, event: ProgressEvent) -> None:
         if self._on_progress is not None:
             self._on_progress(event)
@@ -348,6 +354,8 @@ class _Tally:
         )
         applied = 0 if outcome.pending else len(ids) - len(outcome.failed) - len(unknown)
         self.applied += applied
+        if not self.listening:
+            return
         self.emit(
             ChunkDone(
                 chunk=seq,
@@ -432,12 +440,11 @@ class _Engine:
         flight = _Flight(chunk.seq, chunk.first, chunk.last, CallStats(), dict.fromkeys(keys))
         self._open.append(flight)
         self._open_ids.update(keys)
-        self.tally.emit(
-            ChunkSent(
-                chunk=chunk.seq, size=len(keys), first=chunk.first, last=chunk.last,
-                ids=tuple(keys),
-            )
-        )  # fmt: skip
+        if self.tally.listening:
+            self.tally.emit(
+                ChunkSent(chunk=chunk.seq, size=len(keys), first=chunk.first, last=chunk.last,
+                          ids=tuple(keys))
+            )  # fmt: skip
         tg.start_soon(self._run, flight, chunk.entries, tg)
 
     async def _run(
@@ -529,6 +536,8 @@ class _Engine:
 
     def _accepted(self, flight: _Flight, ids: Mapping[str, None], outcome: ChunkOutcome) -> None:
         assert outcome.handle is not None, "a pending outcome needs the handle to settle it by"
+        if not self.tally.listening:
+            return
         self.tally.emit(
             ChunkAccepted(chunk=flight.seq, handle=outcome.handle, first=flight.first,
                           last=flight.last, ids=tuple(ids))

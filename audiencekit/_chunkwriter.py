@@ -59,9 +59,10 @@ class ChunkWriter(Generic[E]):
     #: How to wait for writes answered ``pending``: None for a provider that applies a write
     #: before it answers.
     poller: Poller | None = None
-    #: The id an operation is keyed by, when the provider reads ids in more than one spelling
-    #: (phone numbers, say): the operation in canonical form, or a ValidationError. Called on
-    #: each operation as it is read, so that the last operation per *canonical* id wins.
+    #: For a provider that reads one id in several spellings (phone numbers, say): a method
+    #: ``canonical(self, op)`` (or a function set on the instance) returning the operation in
+    #: canonical form, or raising ValidationError. Called on each operation as it is read, so
+    #: that the last operation per *canonical* id wins. None: ids are taken as they are.
     canonical: Callable[[Operation], Operation] | None = None
 
     def __init__(self, audience_id: str) -> None:

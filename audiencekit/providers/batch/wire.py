@@ -14,7 +14,7 @@ import attrs
 import httpx
 
 from ..._http import ErrorDetail
-from ..._wire import dumps_text, is_finite_number, is_text, make_converter, utc
+from ..._wire import dumps_text, fast_dumps, is_finite_number, is_text, make_converter, utc
 from ...errors import APIStatusError, ConflictError, NotFoundError, Problem, ValidationError
 from ...models import Add, AttributeValue, Member, OpenEnum, Operation, Remove, Url
 
@@ -203,16 +203,16 @@ def encode_update_chunk(ops: Mapping[str, Operation]) -> dict[str, str]:
     """
     entries: dict[str, str] = {}
     problems: list[Problem] = []
-    good = _GOOD_NAMES
+    good, dumps, longest, most = _GOOD_NAMES, fast_dumps, MAX_ID_LENGTH, MAX_ATTRIBUTES
     for key, op in ops.items():
         if type(op) is Remove:
-            entries[key] = dumps_text({"action": "remove", "id": key})
+            entries[key] = dumps({"action": "remove", "id": key}).decode()
             continue
         member = op.member  # type: ignore[union-attr]
         attributes = member.attributes
-        if len(key) <= MAX_ID_LENGTH and len(attributes) <= MAX_ATTRIBUTES:
+        if len(key) <= longest and len(attributes) <= most:
             if not attributes:
-                entries[key] = dumps_text({"action": "add", "id": key})
+                entries[key] = dumps({"action": "add", "id": key}).decode()
                 continue
             if good.issuperset(attributes):
                 for value in attributes.values():
@@ -223,16 +223,15 @@ def encode_update_chunk(ops: Mapping[str, Operation]) -> dict[str, str]:
                     elif kind is not int and kind is not bool:
                         break
                 else:
-                    entries[key] = dumps_text(
-                        {"action": "add", "id": key, "attributes": attributes}
-                    )
+                    wire = {"action": "add", "id": key, "attributes": attributes}
+                    entries[key] = dumps(wire).decode()
                     continue
         found = check_member(member)
         if found:
             problems += found
         else:
             wire = {"action": "add", "id": key, "attributes": encode_attributes(attributes)}
-            entries[key] = dumps_text(wire)
+            entries[key] = dumps(wire).decode()
     if problems:
         raise ValidationError(problems)
     return entries
