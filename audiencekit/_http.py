@@ -147,11 +147,19 @@ class ClientOptions:
             del changes["retry"]
         return attrs.evolve(options or cls(), **changes)
 
-    def for_provider(self, *, base_url: str, rate_limit: float | None) -> ClientOptions:
-        """These options with the provider's defaults where none was chosen."""
+    def for_provider(
+        self, *, base_url: str, rate_limit: float | None, base_url_env: str | None = None
+    ) -> ClientOptions:
+        """These options with the provider's defaults where none was chosen. The base URL is
+        the one given, else the environment variable ``base_url_env`` when set (how a program
+        is pointed at an emulator), else the provider's."""
+        if self.base_url is PROVIDER_DEFAULT:
+            base_url = (os.environ.get(base_url_env) if base_url_env else None) or base_url
+        else:
+            base_url = self.base_url
         return attrs.evolve(
             self,
-            base_url=base_url if self.base_url is PROVIDER_DEFAULT else self.base_url,
+            base_url=base_url,
             rate_limit=rate_limit if self.rate_limit is PROVIDER_DEFAULT else self.rate_limit,
         )
 

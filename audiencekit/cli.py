@@ -349,7 +349,7 @@ def _demo_text(summary: dict[str, Any]) -> str:
 def _emulator(argv: Sequence[str]) -> int:
     from .testing.emulator import main as emulator_main
 
-    return emulator_main(argv)
+    return emulator_main(argv, prog="audiencekit emulator")
 
 
 # -- parsing -----------------------------------------------------------------------------------

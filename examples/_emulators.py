@@ -1,7 +1,8 @@
 """For the examples: real credentials from the environment, or local emulators when there are none.
 
-With DEXATEL_API_KEY / BATCH_API_KEY + BATCH_PROJECT_KEY set, the examples talk to the real
-providers; without them they start both emulators on 127.0.0.1 and point at those.
+With DEXATEL_API_KEY / BATCH_API_KEY + BATCH_PROJECT_KEY set, the examples talk to the hosts
+DEXATEL_BASE_URL / BATCH_BASE_URL name (an emulator, say), else to the real providers, and print
+which; without keys they start both emulators on 127.0.0.1 and point at those.
 """
 
 from __future__ import annotations
@@ -16,7 +17,12 @@ from typing import Any
 def providers() -> Iterator[dict[str, dict[str, Any]]]:
     """Keyword arguments for DexatelBackend and BatchBackend."""
     if os.environ.get("DEXATEL_API_KEY") and os.environ.get("BATCH_API_KEY"):
-        yield {"dexatel": {}, "batch": {}}  # the backends read the environment themselves
+        # The backends read the keys and the base URLs (DEXATEL_BASE_URL, BATCH_BASE_URL) from
+        # the environment themselves: say where that is before anything is sent.
+        dexatel = os.environ.get("DEXATEL_BASE_URL") or "https://api.dexatel.com/v1 (real)"
+        batch = os.environ.get("BATCH_BASE_URL") or "https://api.batch.com (real)"
+        print(f"(credentials found: Dexatel at {dexatel}, Batch at {batch})")
+        yield {"dexatel": {}, "batch": {}}
         return
     from audiencekit.testing import EmulatorServer
 

@@ -464,3 +464,25 @@ def test_client_options_are_one_record_from_backend_to_transport() -> None:
         old = BatchClient(api_key="k", project_key="p", client=httpx.AsyncClient())
     assert old.transport.options.http_client is not None
     assert "k" not in repr(options)
+
+
+def test_the_base_url_is_the_argument_else_the_environment_else_the_providers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from audiencekit.providers.batch import BatchBackend
+    from audiencekit.providers.dexatel import DexatelBackend
+
+    def url(backend: BatchBackend | DexatelBackend) -> str:
+        return backend.client.transport.base_url
+
+    keys = {"api_key": "k"}
+    monkeypatch.delenv("BATCH_BASE_URL", raising=False)
+    monkeypatch.delenv("DEXATEL_BASE_URL", raising=False)
+    assert url(BatchBackend(**keys, project_key="p")) == "https://api.batch.com/2.3"
+    assert url(DexatelBackend(**keys)) == "https://api.dexatel.com/v1"
+    monkeypatch.setenv("BATCH_BASE_URL", "http://127.0.0.1:8001")
+    monkeypatch.setenv("DEXATEL_BASE_URL", "http://127.0.0.1:8002/v1")
+    assert url(BatchBackend(**keys, project_key="p")) == "http://127.0.0.1:8001/2.3"
+    assert url(DexatelBackend(**keys)) == "http://127.0.0.1:8002/v1"
+    given = BatchBackend(**keys, project_key="p", base_url="http://10.0.0.1")
+    assert url(given) == "http://10.0.0.1/2.3"

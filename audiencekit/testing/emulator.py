@@ -21,9 +21,9 @@ from ._server import EmulatorServer, Endpoint
 __all__ = ["main"]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m audiencekit.testing.emulator") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m audiencekit.testing.emulator",
+        prog=prog,
         description="Serve local emulators of every registered provider's API on 127.0.0.1.",
     )
     parser.add_argument(
@@ -67,8 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, *, stop: threading.Event | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    stop: threading.Event | None = None,
+    prog: str = "python -m audiencekit.testing.emulator",
+) -> int:
+    args = build_parser(prog).parse_args(argv)
     plan = None
     if args.faults:
         with open(args.faults, encoding="utf-8") as handle:

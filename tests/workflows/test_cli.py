@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from audiencekit import __version__
 from audiencekit.cli import main
 from audiencekit.testing import EmulatorServer, Fault, FaultPlan
 
@@ -162,3 +163,15 @@ def test_the_installed_command_runs_the_full_demo() -> None:
     summary = json.loads(done.stdout)
     assert summary["verified"] is True
     assert summary["batch_members"] == 20_000
+
+
+def test_python_dash_m_audiencekit_runs_the_command_line() -> None:
+    version = subprocess.run(
+        [sys.executable, "-m", "audiencekit", "--version"], capture_output=True, text=True
+    )
+    assert (version.returncode, version.stdout.strip()) == (0, f"audiencekit {__version__}")
+    helped = subprocess.run(
+        [sys.executable, "-m", "audiencekit", "emulator", "--help"], capture_output=True, text=True
+    )
+    assert helped.returncode == 0
+    assert helped.stdout.startswith("usage: audiencekit emulator")

@@ -13,7 +13,7 @@ import httpx
 
 from ..._base import BaseBackend, prepared_members
 from ..._chunkwriter import ChunkOutcome, ChunkWriter
-from ..._http import CallStats, ClientOptions, Clock, RetryPolicy, Sleep
+from ..._http import PROVIDER_DEFAULT, CallStats, ClientOptions, Clock, RetryPolicy, Sleep
 from ..._pages import AsyncPager
 from ..._poll import Poller, PollPolicy
 from ...backend import Capabilities, Members
@@ -27,7 +27,7 @@ from ...models import (
     Operation,
     PendingChunk,
 )
-from .client import DEFAULT_BASE_URL, DEFAULT_RATE_LIMIT, DEFAULT_VERSION, BatchClient
+from .client import DEFAULT_RATE_LIMIT, DEFAULT_VERSION, BatchClient
 from .wire import (
     MAX_ATTRIBUTES,
     MAX_IDS,
@@ -76,7 +76,7 @@ class BatchBackend(BaseBackend):
         *,
         api_key: str | None = None,
         project_key: str | None = None,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str | None = None,
         api_version: str = DEFAULT_VERSION,
         http_client: httpx.AsyncClient | None = None,
         timeout: httpx.Timeout | float | None = None,
@@ -94,7 +94,7 @@ class BatchBackend(BaseBackend):
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         options = ClientOptions.of(
-            base_url=base_url,
+            base_url=PROVIDER_DEFAULT if base_url is None else base_url,
             http_client=http_client,
             timeout=timeout,
             retry=retry,
@@ -249,13 +249,14 @@ class _UpdateWriter(ChunkWriter[str]):
         self.chunk_size = backend.chunk_size
         self.concurrency = backend.concurrency
         self.poller = backend.poller
+        self._post = self.client.update_raw
 
     def encode(self, ops: Mapping[str, Operation]) -> Mapping[str, str]:
         return encode_update_chunk(ops)
 
     async def send(self, entries: Mapping[str, str], stats: CallStats) -> ChunkOutcome:
         body = update_body(self.audience_id, entries.values())
-        token = await self.client.update_raw(self.audience_id, body, stats=stats)
+        token = await self._post(self.audience_id, body, stats=stats)
         return ChunkOutcome(handle=token, pending=True)
 
     async def probe(self, handle: str, ids: Sequence[str], stats: CallStats) -> ChunkOutcome | None:
@@ -289,14 +290,10 @@ class _ReplaceWriter(_UpdateWriter):
         super().__init__(backend, audience_id)
         self.chunk_size = MAX_IDS
         self.concurrency = 1
+        self._post = self.client.replace_raw
 
     def encode(self, ops: Mapping[str, Operation]) -> Mapping[str, str]:
         return encode_replace_chunk(ops)
-
-    async def send(self, entries: Mapping[str, str], stats: CallStats) -> ChunkOutcome:
-        body = update_body(self.audience_id, entries.values())
-        token = await self.client.replace_raw(self.audience_id, body, stats=stats)
-        return ChunkOutcome(handle=token, pending=True)
 
 
 def _check_id(audience_id: object) -> None:

@@ -34,6 +34,7 @@ DEFAULT_VERSION = "2.3"
 DEFAULT_RATE_LIMIT = 1.0
 API_KEY_ENV = "BATCH_API_KEY"
 PROJECT_KEY_ENV = "BATCH_PROJECT_KEY"
+BASE_URL_ENV = "BATCH_BASE_URL"
 _VERSION_RE = re.compile(r"^2\.\d+$")
 
 
@@ -43,7 +44,8 @@ class BatchClient(ProviderClient):
 
     How it connects is a :class:`~audiencekit.providers.base.ClientOptions` (``options``;
     keyword arguments such as ``base_url=`` or ``timeout=`` change single fields of it). By
-    default: ``https://api.batch.com``, version ``api_version`` (2.3), and every request made
+    default: ``BATCH_BASE_URL`` when set, else ``https://api.batch.com``, version
+    ``api_version`` (2.3), and every request made
     with one project key at one base URL, by any client of the process, draws from one rate
     governor: at most ``rate_limit`` requests per second (1 by default), slower after a 429 and
     back up while requests pass; ``rate_limit=None`` switches it off.
@@ -64,7 +66,7 @@ class BatchClient(ProviderClient):
             raise ConfigurationError(f"batch: api_version must look like 2.3, got {api_version!r}")
         self.api_version = api_version
         options = ClientOptions.of(options, **changes).for_provider(
-            base_url=DEFAULT_BASE_URL, rate_limit=DEFAULT_RATE_LIMIT
+            base_url=DEFAULT_BASE_URL, rate_limit=DEFAULT_RATE_LIMIT, base_url_env=BASE_URL_ENV
         )
         assert isinstance(options.base_url, str)
         self.transport = Transport(

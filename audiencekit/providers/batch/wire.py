@@ -108,24 +108,32 @@ _SCALARS = frozenset({str, int, bool, float})
 _GOOD_NAMES: set[str] = set()  # attribute names already checked (bounded below)
 
 
-def check_member(member: Member) -> list[Problem]:
-    """Everything Batch would refuse about a member, found before sending."""
+def plain_member(member: Member) -> bool:
+    """Whether a member is of the common kind Batch takes as it is, found with cheap tests on
+    the hot path of every add: a short id, few attributes, with names already found good,
+    holding ints, bools and ASCII strings (sent as they are: a FrozenDict is JSON-ready)."""
     attributes = member.attributes
     if (
-        len(member.id) <= MAX_ID_LENGTH
-        and len(attributes) <= MAX_ATTRIBUTES
-        and _GOOD_NAMES.issuperset(attributes)
+        len(member.id) > MAX_ID_LENGTH
+        or len(attributes) > MAX_ATTRIBUTES
+        or not _GOOD_NAMES.issuperset(attributes)
     ):
-        # The common case, on the hot path of every add: ints, bools, ASCII strings.
-        for value in attributes.values():
-            kind = type(value)
-            if kind is str:
-                if not value.isascii():  # type: ignore[union-attr]
-                    break
-            elif kind is not int and kind is not bool:
-                break
-        else:
-            return []
+        return False
+    for value in attributes.values():
+        kind = type(value)
+        if kind is str:
+            if not value.isascii():  # type: ignore[union-attr]
+                return False
+        elif kind is not int and kind is not bool:
+            return False
+    return True
+
+
+def check_member(member: Member) -> list[Problem]:
+    """Everything Batch would refuse about a member, found before sending."""
+    if plain_member(member):
+        return []
+    attributes = member.attributes
     problems: list[Problem] = []
     if len(member.id) > MAX_ID_LENGTH:
         problems.append(Problem(f"longer than {MAX_ID_LENGTH} characters", id=member.id[:40]))
@@ -196,36 +204,26 @@ def encode_update_chunk(ops: Mapping[str, Operation]) -> dict[str, str]:
     """Operations (by id) as the elements of an update call's ``ids``, each as JSON text, by
     id; a ValidationError names every member Batch would refuse.
 
-    The loop of every add: the common member (a short id, a few attributes already known to be
-    good, holding ints, bools and ASCII strings) is checked in line and sends its attributes as
-    they are (a FrozenDict is JSON-ready); any other goes through :func:`check_member`. Each
-    entry is text: a chunk holds no objects for the garbage collector to walk.
+    The loop of every add: the common member (see :func:`plain_member`) sends its attributes
+    as they are; any other goes through :func:`check_member` and :func:`encode_attributes`.
+    Each entry is text: a chunk holds no objects for the garbage collector to walk.
     """
     entries: dict[str, str] = {}
     problems: list[Problem] = []
-    good, dumps, longest, most = _GOOD_NAMES, fast_dumps, MAX_ID_LENGTH, MAX_ATTRIBUTES
+    dumps, plain = fast_dumps, plain_member
     for key, op in ops.items():
         if type(op) is Remove:
             entries[key] = dumps({"action": "remove", "id": key}).decode()
             continue
         member = op.member  # type: ignore[union-attr]
         attributes = member.attributes
-        if len(key) <= longest and len(attributes) <= most:
-            if not attributes:
-                entries[key] = dumps({"action": "add", "id": key}).decode()
-                continue
-            if good.issuperset(attributes):
-                for value in attributes.values():
-                    kind = type(value)
-                    if kind is str:
-                        if not value.isascii():  # type: ignore[union-attr]
-                            break
-                    elif kind is not int and kind is not bool:
-                        break
-                else:
-                    wire = {"action": "add", "id": key, "attributes": attributes}
-                    entries[key] = dumps(wire).decode()
-                    continue
+        if plain(member):
+            if attributes:
+                wire = {"action": "add", "id": key, "attributes": attributes}
+            else:
+                wire = {"action": "add", "id": key}
+            entries[key] = dumps(wire).decode()
+            continue
         found = check_member(member)
         if found:
             problems += found

@@ -18,13 +18,13 @@ import httpx
 
 from ..._base import BaseBackend
 from ..._chunkwriter import ChunkOutcome, ChunkWriter
-from ..._http import CallStats, ClientOptions, Clock, RetryPolicy, Sleep
+from ..._http import PROVIDER_DEFAULT, CallStats, ClientOptions, Clock, RetryPolicy, Sleep
 from ..._pages import AsyncPager
 from ..._single import create_once, fan_out
 from ...backend import Capabilities
 from ...errors import ConflictError, NotFoundError, Problem, ValidationError
 from ...models import Add, Audience, Channel, Member, Operation, Remove
-from .client import DEFAULT_BASE_URL, DEFAULT_PAGE_SIZE, DexatelClient
+from .client import DEFAULT_PAGE_SIZE, DexatelClient
 from .wire import (
     CONTACT_FIELDS,
     PROVIDER,
@@ -147,7 +147,7 @@ class DexatelBackend(BaseBackend):
         client: DexatelClient | None = None,
         *,
         api_key: str | None = None,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str | None = None,
         http_client: httpx.AsyncClient | None = None,
         timeout: httpx.Timeout | float | None = None,
         retry: RetryPolicy | None = None,
@@ -161,7 +161,7 @@ class DexatelBackend(BaseBackend):
         if concurrency < 1 or chunk_size < 1:
             raise ValueError("concurrency and chunk_size must be at least 1")
         options = ClientOptions.of(
-            base_url=base_url,
+            base_url=PROVIDER_DEFAULT if base_url is None else base_url,
             http_client=http_client,
             timeout=timeout,
             retry=retry,

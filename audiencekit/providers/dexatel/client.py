@@ -55,6 +55,7 @@ __all__ = ["API_KEY_ENV", "DEFAULT_BASE_URL", "DexatelClient"]
 
 DEFAULT_BASE_URL = "https://api.dexatel.com/v1"
 API_KEY_ENV = "DEXATEL_API_KEY"
+BASE_URL_ENV = "DEXATEL_BASE_URL"
 #: The page size asked for; Dexatel documents no maximum, and the pagers never rely on it.
 DEFAULT_PAGE_SIZE = 100
 
@@ -66,7 +67,8 @@ class DexatelClient(ProviderClient):
 
     How it connects is a :class:`~audiencekit.providers.base.ClientOptions` (``options``;
     keyword arguments such as ``base_url=`` or ``timeout=`` change single fields of it). By
-    default: ``https://api.dexatel.com/v1``, and no rate ceiling (Dexatel publishes none).
+    default: ``DEXATEL_BASE_URL`` when set, else ``https://api.dexatel.com/v1``, and no rate
+    ceiling (Dexatel publishes none).
     """
 
     def __init__(
@@ -78,7 +80,7 @@ class DexatelClient(ProviderClient):
     ) -> None:
         api_key = credential(api_key, API_KEY_ENV, "dexatel API key (api_key=)")
         options = ClientOptions.of(options, **changes).for_provider(
-            base_url=DEFAULT_BASE_URL, rate_limit=math.inf
+            base_url=DEFAULT_BASE_URL, rate_limit=math.inf, base_url_env=BASE_URL_ENV
         )
         self.transport = Transport(
             provider=PROVIDER,
