@@ -1,16 +1,17 @@
 """What a provider gives the bulk engine: a :class:`ChunkWriter`, and the :class:`ChunkOutcome`
 of each chunk it sends.
 
-The engine reads the operations, keeps the last one per id, fills chunks and hands each whole
-chunk to the writer: ``encode`` checks and encodes it in one loop of the provider's own,
-``send`` transmits it, and for a provider that applies writes later, ``probe`` checks one
-accepted write, which the engine's ``settle`` repeats under the writer's :class:`Poller`.
+The engine reads the operations and keeps the last one per id; the writer's ``encode`` checks
+and encodes them a few dozen at a time, in one loop of the provider's own, and the engine
+gathers what it returns into chunks. ``send`` transmits a chunk; for a provider that applies
+writes later, ``probe`` checks one accepted write, which ``settle`` repeats under the writer's
+:class:`Poller`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Generic, TypeVar
 
 import attrs
 
@@ -41,8 +42,9 @@ class ChunkWriter(Generic[E]):
 
     A backend makes one per bulk call (:meth:`BaseBackend.chunk_writer
     <audiencekit.providers.base.BaseBackend.chunk_writer>`). The engine calls :meth:`encode`
-    with each full chunk (one operation per id, the last of each), then :meth:`send` with what
-    it returned; a ``pending`` outcome is later passed to :meth:`settle`. Subclasses set the
+    on the operations as they are read (one per id, the last of each), then :meth:`send` with
+    a full chunk of what it returned; a ``pending`` outcome is later passed to :meth:`settle`.
+    Subclasses set the
     class attributes and implement :meth:`send`, and :meth:`encode` and :meth:`probe` when
     they need them. The engine owns the rest: retries live in the transport, which shields the
     exchange of every write from cancellation; an accepted chunk's handle is reported before
@@ -99,13 +101,12 @@ class ChunkWriter(Generic[E]):
             raise NotImplementedError(f"{type(self).__name__} answered pending without a poller")
         audience_id = self.audience_id
 
-        def probe() -> Any:
+        def probe() -> Awaitable[ChunkOutcome | None]:
             return self.probe(handle, ids, stats)
 
-        outcome: ChunkOutcome = await poller.wait(
+        return await poller.wait(
             probe,
             handle=handle,
             pending=lambda: [PendingChunk(handle=handle, audience_id=audience_id, ids=tuple(ids))],
             stats=stats,
         )
-        return outcome
