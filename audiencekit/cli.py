@@ -18,10 +18,10 @@ import io
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import IO, Any
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 
@@ -38,6 +38,9 @@ from .errors import (
 )
 from .models import Audience, BulkResult, Member
 from .providers import get_provider, providers
+
+if TYPE_CHECKING:
+    from .state import StateStore
 
 __all__ = ["main"]
 
@@ -129,6 +132,27 @@ def _backend(args: argparse.Namespace, provider: str) -> AudienceBackend:
     if provider == "batch" and args.batch_version:
         options["api_version"] = args.batch_version
     return get_provider(provider).build(**options)
+
+
+def _default_state() -> Path:
+    """The state store's file when ``--state`` is not given: in the user's data directory
+    (platformdirs, from the ``cli`` extra; else the XDG rule), never a shared temporary one."""
+    try:
+        import platformdirs
+    except ImportError:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+        return base / "audiencekit" / "state.sqlite3"
+    return platformdirs.user_data_path("audiencekit") / "state.sqlite3"
+
+
+def _state_store(path: str | None) -> StateStore | None:
+    """The state store at ``path``, its directory made when missing."""
+    if not path:
+        return None
+    from .state import StateStore
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return StateStore(path)
 
 
 def _provider_choices() -> list[str]:
@@ -227,7 +251,6 @@ async def _audiences(args: argparse.Namespace, out: _Output) -> int:
 
 
 async def _member_command(args: argparse.Namespace, out: _Output) -> int:
-    from .state import StateStore
     from .sync import sync
 
     fmt = _format(args.file, args.format)
@@ -246,7 +269,7 @@ async def _member_command(args: argparse.Namespace, out: _Output) -> int:
                     audience_id, ids, on_progress=progress, raise_on_failure=False
                 )
             else:
-                state = StateStore(args.state) if args.state else None
+                state = _state_store(args.state)
                 try:
                     report = await sync(
                         backend, args.audience, _members(args.file, fmt), state=state,
@@ -281,12 +304,11 @@ def _endpoint(text: str) -> tuple[str, str]:
 
 
 async def _migrate_command(args: argparse.Namespace, out: _Output) -> int:
-    from .state import StateStore
     from .sync import migrate
 
     source_provider, source_audience = _endpoint(args.source)
     target_provider, target_audience = _endpoint(args.target)
-    state = StateStore(args.state) if args.state else None
+    state = _state_store(args.state)
     try:
         async with (
             _backend(args, source_provider) as source,
@@ -357,6 +379,7 @@ def _emulator(argv: Sequence[str]) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     registered = [p for p in providers() if not p.hidden]
+    default_state = _default_state()
     variables = sorted({v for p in registered for k, v in p.env.items() if k != "base_url"})
     parser = argparse.ArgumentParser(
         prog="audiencekit",
@@ -397,7 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
     members.add_argument("--provider", required=True, choices=choices)
     members.add_argument("--audience", required=True)
     members.add_argument("--format", choices=["csv", "jsonl"])
-    members.add_argument("--state", help="the state store file (sync with Batch needs one)")
+    members.add_argument(
+        "--state",
+        default=str(default_state),
+        help=f"the state store file, for sync (default {default_state})",
+    )
 
     migrate = commands.add_parser("migrate", help="copy an audience to another provider")
     migrate.add_argument("--from", dest="source", required=True, help="PROVIDER:AUDIENCE")
@@ -408,8 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--resume", action="store_true", help="continue an interrupted run")
     migrate.add_argument(
         "--state",
-        default=os.path.join(tempfile.gettempdir(), "audiencekit-state.sqlite3"),
-        help="the state store (checkpoints); default in the temporary directory",
+        default=str(default_state),
+        help=f"the state store: checkpoints and what was written (default {default_state})",
     )
     return parser
 

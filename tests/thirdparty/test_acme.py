@@ -145,6 +145,7 @@ def test_the_command_line_lists_and_drives_it(
 ) -> None:
     options = acme_server.endpoints["acme"].options
     monkeypatch.setenv("ACME_API_KEY", options["api_key"])
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     batch = acme_server.endpoints["batch"]
     monkeypatch.setenv("BATCH_API_KEY", batch.options["api_key"])
     monkeypatch.setenv("BATCH_PROJECT_KEY", batch.options["project_key"])

@@ -17,7 +17,10 @@ from audiencekit.testing import EmulatorServer, Fault, FaultPlan
 
 
 @pytest.fixture
-def env(audiencekit_emulators: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> EmulatorServer:
+def env(
+    audiencekit_emulators: EmulatorServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> EmulatorServer:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))  # the default --state lives here
     ends = audiencekit_emulators.endpoints
     monkeypatch.setenv("DEXATEL_API_KEY", ends.dexatel_key)
     monkeypatch.setenv("DEXATEL_BASE_URL", ends.dexatel_url)
@@ -175,3 +178,21 @@ def test_python_dash_m_audiencekit_runs_the_command_line() -> None:
     )
     assert helped.returncode == 0
     assert helped.stdout.startswith("usage: audiencekit emulator")
+
+
+def test_the_state_store_defaults_to_the_users_data_directory(
+    env: EmulatorServer, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Not a shared file in the temporary directory: the user's own, shown in --help."""
+    expected = tmp_path / "data" / "audiencekit" / "state.sqlite3"
+    with pytest.raises(SystemExit):
+        main(["migrate", "--help"])
+    assert str(expected) in "".join(capsys.readouterr().out.split())  # wrapped by argparse
+    assert run(capsys, "audiences", "create", "defaults", "--provider", "batch")[0] == 0
+    members = tmp_path / "m.csv"
+    members.write_text("id\nu1\nu2\n", encoding="utf-8")
+    code, result = run(capsys, "members", "sync", str(members), "--provider", "batch",
+                       "--audience", "defaults")  # fmt: skip
+    assert (code, result["applied"]) == (0, 2)
+    assert expected.is_file()
+    assert set(env.batch.members("defaults")) == {"u1", "u2"}
