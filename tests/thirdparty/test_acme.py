@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from audiencekit import Member, PollPolicy, open_backend
@@ -24,6 +25,7 @@ from audiencekit.state import SqliteStateStore
 from audiencekit.sync import migrate, sync
 from audiencekit.testing import EmulatorServer, FakeBackend
 from audiencekit.testing.contract import BackendContract, Observe
+from audiencekit.writer import AudienceWriter
 
 from .acme import AcmeBackend, AcmeEmulator
 
@@ -119,6 +121,31 @@ async def test_migrate_to_batch_and_from_another_provider(
         back = await migrate(fake, made.id, backend, "back", create=True)
     assert back.verified
     assert held(acme)["back"] == {"mixed-case": {"a": 1}, "b": {}}
+
+
+async def test_an_audience_writer_on_acme_with_a_state_store(
+    backend: AcmeBackend, acme: AcmeEmulator, tmp_path: Path
+) -> None:
+    """Many tasks writing through one AudienceWriter, by the list's name, with the journal."""
+    made = await backend.create_audience("svc")
+    with SqliteStateStore(tmp_path / "s.sqlite3") as state:
+        async with (
+            AudienceWriter(backend, "svc", max_batch=300, max_delay=0.05, state=state) as writer,
+            anyio.create_task_group() as tg,
+        ):  # fmt: skip
+            for task in range(5):
+
+                async def work(task: int = task) -> None:
+                    for i in range(200):
+                        await writer.add(Member(f"T{task}-{i}"))
+                    await writer.remove(f"t{task}-0")
+
+                tg.start_soon(work)
+        entries = state.entries("acme", made.id)
+    expected = {f"t{task}-{i}" for task in range(5) for i in range(1, 200)}
+    # The journal holds what the list holds, by canonical (lowercased) id, all confirmed.
+    assert set(entries) == set(held(acme)["svc"]) == expected
+    assert all(entry.settled for entry in entries.values())
 
 
 async def test_a_refused_job_is_split_down_to_the_ids_refused(
