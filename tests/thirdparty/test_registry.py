@@ -87,3 +87,33 @@ def test_a_registered_factory_is_called_with_options_and_the_environment(
     assert seen == [{"size": 3, "token": "from-env"}, {"token": "given"}]
     with pytest.raises(ConfigurationError):
         get_provider("recorded")
+
+
+def test_the_emulator_command_serves_a_registered_providers_emulator(
+    acme_server: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With Acme registered, the emulator command serves its emulator beside the built-ins and
+    prints how to connect to it."""
+    import json
+    import threading
+
+    from audiencekit.testing.emulator import main
+
+    stop = threading.Event()
+    done: list[int] = []
+    runner = threading.Thread(target=lambda: done.append(main(["--json"], stop=stop)))
+    runner.start()
+    try:
+        for _ in range(200):
+            printed = capsys.readouterr().out
+            if printed:
+                break
+            stop.wait(0.05)
+    finally:
+        stop.set()
+        runner.join(10)
+    ends = json.loads(printed)
+    assert set(ends) == {"dexatel", "batch", "acme"}
+    assert ends["acme"]["url"].endswith("/v2")
+    assert ends["acme"]["options"]["api_key"] == ends["acme"]["key"]
+    assert done == [0]
