@@ -130,7 +130,7 @@ class ClientOptions:
     base_url: str | _Default = PROVIDER_DEFAULT
     http_client: httpx.AsyncClient | None = attrs.field(default=None, repr=False)
     timeout: httpx.Timeout | float | None = None
-    retry: RetryPolicy = attrs.field(factory=lambda: RetryPolicy())
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
     rate_limit: float | _Default | None = PROVIDER_DEFAULT
     max_concurrency: int = 8
     headers: Mapping[str, str] | None = None

@@ -37,7 +37,7 @@ from .errors import (
     ValidationError,
 )
 from .models import Audience, BulkResult, Member
-from .providers import get_provider, providers
+from .providers import Provider, get_provider, providers
 
 if TYPE_CHECKING:
     from .state import StateStore
@@ -122,7 +122,7 @@ def _backend(args: argparse.Namespace, provider: str) -> AudienceBackend:
     """The backend of a registered provider: its base URL from ``--NAME-url`` when given,
     everything else from its environment variables (see :class:`~audiencekit.providers.
     Provider`)."""
-    choices = _provider_choices()
+    choices = [p.name for p in _registered()]
     if provider not in choices:
         raise _Exit(USAGE, f"unknown provider {provider!r}; use {' or '.join(choices)}")
     options: dict[str, Any] = {}
@@ -155,8 +155,9 @@ def _state_store(path: str | None) -> StateStore | None:
     return StateStore(path)
 
 
-def _provider_choices() -> list[str]:
-    return [p.name for p in providers() if not p.hidden]
+def _registered() -> list[Provider]:
+    """The providers a user may name: every registered one but test doubles."""
+    return [p for p in providers() if not p.hidden]
 
 
 def _audience_dict(audience: Audience) -> dict[str, Any]:
@@ -378,7 +379,7 @@ def _emulator(argv: Sequence[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    registered = [p for p in providers() if not p.hidden]
+    registered = _registered()
     default_state = _default_state()
     variables = sorted({v for p in registered for k, v in p.env.items() if k != "base_url"})
     parser = argparse.ArgumentParser(

@@ -78,26 +78,19 @@ def main(
     if args.faults:
         with open(args.faults, encoding="utf-8") as handle:
             plan = FaultPlan.from_dict(json.load(handle))
-    log_bodies = not args.no_request_bodies
-    batch = BatchEmulator(
-        BatchConfig(
+    emulators = {p.name: p.build_emulator() for p in providers() if p.emulator is not None}
+    for app in emulators.values():
+        app.log_bodies = not args.no_request_bodies
+        if plan is not None:
+            app.set_faults(plan)
+    batch = emulators.get("batch")
+    if isinstance(batch, BatchEmulator):  # the --index-* and --batch-* options are Batch's
+        batch.config = BatchConfig(
             index_delay=args.index_delay,
             index_polls=args.index_polls,
             rate_limit=args.batch_rate_limit,
             retry_after_header=args.batch_retry_after,
-        ),
-        faults=plan,
-        log_bodies=log_bodies,
-    )
-    emulators = {
-        p.name: batch if p.name == "batch" else p.build_emulator()
-        for p in providers()
-        if p.emulator is not None
-    }
-    for app in emulators.values():
-        app.log_bodies = log_bodies
-        if plan is not None:
-            app.set_faults(plan)
+        )
     ports = {name: args.port + i if args.port else 0 for i, name in enumerate(emulators)}
     server = EmulatorServer(emulators=emulators, host=args.host, ports=ports)
     with server:
