@@ -25,8 +25,15 @@ from ._bulk import ProgressCallback, run_bulk, settle_pending
 from ._checks import check_operation
 from ._chunkwriter import ChunkWriter
 from ._pages import AsyncPager
+from ._resolve import resolve_audience
 from .backend import AudienceBackend, Capabilities, Ids, Members, Operations
-from .errors import PollTimeoutError, Problem, UnsupportedFeatureError, ValidationError
+from .errors import (
+    ConflictError,
+    PollTimeoutError,
+    Problem,
+    UnsupportedFeatureError,
+    ValidationError,
+)
 from .models import Add, Audience, BulkResult, Channel, Member, Operation, PendingChunk, Remove
 
 __all__ = ["BaseBackend", "aiterate", "map_items", "prepared_members"]
@@ -61,8 +68,32 @@ class BaseBackend:
 
     # -- audiences: providers override what they support --------------------------------------
 
-    async def create_audience(self, name: str, *, channel: Channel | str | None = None) -> Audience:
+    async def new_audience(self, name: str, *, channel: Channel | str | None = None) -> Audience:
+        """Create an empty audience named ``name``: one call to the provider (raise
+        ConflictError when the provider says the name is taken)."""
         raise NotImplementedError
+
+    # -- audiences: the same for every provider -----------------------------------------------
+
+    async def create_audience(
+        self, name: str, *, channel: Channel | str | None = None, exist_ok: bool = False
+    ) -> Audience:
+        """Create an empty audience (Dexatel needs a ``channel``). With ``exist_ok``, the
+        audience of that name is returned when it exists already, as ``os.makedirs`` does
+        (ConflictError when its channel is not ``channel``); found by the rule every
+        workflow uses (:func:`~audiencekit._resolve.resolve_audience`)."""
+        if not exist_ok:
+            return await self.new_audience(name, channel=channel)
+        found, _ = await resolve_audience(self, name, create=True, channel=channel)
+        wanted = None if channel is None else Channel(channel)
+        if wanted is not None and found.channel not in (None, Channel.UNKNOWN, wanted):
+            raise ConflictError(
+                f"{self.provider} audience {name!r} exists with channel {found.channel.value}, "
+                f"not {wanted.value}",
+                provider=self.provider,
+                status=409,
+            )
+        return found
 
     async def get_audience(self, audience_id: str) -> Audience:
         raise NotImplementedError

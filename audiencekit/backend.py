@@ -67,8 +67,11 @@ class AudienceBackend(Protocol):
     @property
     def capabilities(self) -> Capabilities: ...
 
-    async def create_audience(self, name: str, *, channel: Channel | str | None = None) -> Audience:
-        """Create an empty audience (Dexatel needs a ``channel``)."""
+    async def create_audience(
+        self, name: str, *, channel: Channel | str | None = None, exist_ok: bool = False
+    ) -> Audience:
+        """Create an empty audience (Dexatel needs a ``channel``). With ``exist_ok``, the
+        audience of that name is returned when it exists already (as ``os.makedirs`` does)."""
         ...
 
     async def get_audience(self, audience_id: str) -> Audience: ...

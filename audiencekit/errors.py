@@ -4,6 +4,7 @@
 
     AudienceKitError
      ├── ConfigurationError            bad client settings (missing key, bad base URL, ...)
+ │    └── CheckpointError          a migration's checkpoint: resume it, or clear it
      ├── ValidationError(ValueError)   bad input, found before anything was sent
      │    └── UnsupportedFeatureError  the backend cannot do what was asked
      ├── APIError                      something went wrong talking to the provider
@@ -47,6 +48,7 @@ __all__ = [
     "AudienceKitError",
     "AuthenticationError",
     "BadRequestError",
+    "CheckpointError",
     "ConfigurationError",
     "ConflictError",
     "InternalServerError",
@@ -62,12 +64,15 @@ __all__ = [
     "ValidationError",
     "WriteReplacedError",
     "WriterStoppedError",
+    "by_cause",
     "may_have_taken_effect",
     "status_error_class",
 ]
 
 #: How many problems an error message spells out before it says "and N more".
 _MAX_LISTED = 20
+#: How many distinct causes of a partial failure its message spells out, per bucket.
+_MAX_CAUSES = 5
 
 
 class AudienceKitError(Exception):
@@ -76,6 +81,17 @@ class AudienceKitError(Exception):
 
 class ConfigurationError(AudienceKitError):
     """The client was set up wrongly: a missing key, a malformed base URL, a bad limit."""
+
+
+class CheckpointError(ConfigurationError):
+    """A migration run's checkpoint disagrees with the call: an earlier run of ``run`` was
+    interrupted (``interrupted``; resume it, or clear its checkpoint to start over), or there is
+    no checkpoint to resume."""
+
+    def __init__(self, message: str, *, run: str, interrupted: bool) -> None:
+        super().__init__(message)
+        self.run = run
+        self.interrupted = interrupted
 
 
 @attrs.frozen
@@ -321,19 +337,37 @@ class AudienceBusyError(AudienceKitError):
         super().__init__(message)
 
 
+def by_cause(outcomes: Mapping[str, BaseException | str]) -> list[tuple[str, list[str]]]:
+    """The ids of ``outcomes`` (id -> its error) grouped by what went wrong, largest group
+    first: one line per cause is how a failure of many ids reads. A status error's cause
+    leaves out its request id, which differs between requests that failed alike."""
+    groups: dict[str, list[str]] = {}
+    for member_id, error in outcomes.items():
+        if isinstance(error, APIStatusError):
+            code = f" [{error.code}]" if error.code is not None else ""
+            cause = f"{error.provider} answered {error.status}{code}: {error.message}"
+        else:
+            cause = str(error)
+        groups.setdefault(cause, []).append(member_id)
+    return sorted(groups.items(), key=lambda group: -len(group[1]))
+
+
 class PartialFailureError(AudienceKitError):
-    """A bulk call finished but not every id was applied; ``result`` says exactly which were not."""
+    """A bulk call finished but not every id was applied; ``result`` says exactly which were not,
+    and the message why (each cause, with how many ids it struck and a few of them)."""
 
     def __init__(self, result: BulkResult) -> None:
         self.result = result
-        parts = [f"{len(result.failed)} failed", f"{len(result.unknown)} unknown"]
+        parts = [f"{len(result.failed):,} failed", f"{len(result.unknown):,} unknown"]
         if result.pending:
-            parts.append(f"{result.pending_count} pending")
-        sample = list(result.failed)[:5] + list(result.unknown)[:5]
-        super().__init__(
-            f"bulk call did not apply every id: {result.applied} applied, {', '.join(parts)}"
-            + (f"; e.g. {', '.join(map(repr, sample))}" if sample else "")
-        )
+            parts.append(f"{result.pending_count:,} pending")
+        applied = f"{result.applied:,} applied"
+        lines = [f"bulk call did not apply every id: {applied}, {', '.join(parts)}"]
+        for bucket, outcomes in (("failed", result.failed), ("unknown", result.unknown)):
+            for cause, ids in by_cause(outcomes)[:_MAX_CAUSES]:
+                sample = ", ".join(map(repr, ids[:3])) + (", ..." if len(ids) > 3 else "")
+                lines.append(f"  {len(ids):,} {bucket}: {cause} (e.g. {sample})")
+        super().__init__("\n".join(lines))
 
 
 class WriterStoppedError(AudienceKitError):

@@ -140,13 +140,18 @@ class Mirror(BaseBackend):
 
     # -- audiences --------------------------------------------------------------------------
 
-    async def create_audience(self, name: str, *, channel: Channel | str | None = None) -> Audience:
-        """Create the audience on every backend (each under ``name``)."""
+    async def create_audience(
+        self, name: str, *, channel: Channel | str | None = None, exist_ok: bool = False
+    ) -> Audience:
+        """Create the audience on every backend (each under ``name``; with ``exist_ok``, one
+        that exists already is used)."""
         made: dict[str, Audience] = {}
         errors: dict[str, BulkResult | BaseException] = {}
         for backend_name, backend in self.backends.items():
             try:
-                made[backend_name] = await backend.create_audience(name, channel=channel)
+                made[backend_name] = await backend.create_audience(
+                    name, channel=channel, exist_ok=exist_ok
+                )
             except AudienceKitError as exc:
                 errors[backend_name] = exc
             else:

@@ -23,7 +23,7 @@ from ._bulk import ProgressCallback
 from ._journal import Journal, guarded
 from ._resolve import resolve_audience
 from .backend import AudienceBackend, Members
-from .errors import ConfigurationError, NotFoundError, Problem, ValidationError
+from .errors import CheckpointError, ConfigurationError, NotFoundError, Problem, ValidationError
 from .models import Add, BulkResult, Channel, Member, Operation, Remove
 from .state import Entry, StateStore, fingerprint
 
@@ -286,12 +286,16 @@ async def migrate(
     run = run_id or _run_id(source, source_audience, target, target_audience)
     saved = await anyio.to_thread.run_sync(state.checkpoint, run) if state is not None else None
     if saved is not None and not resume:
-        raise ConfigurationError(
+        raise CheckpointError(
             f"run {run!r} was interrupted: pass resume=True to continue it, or clear its "
-            "checkpoint (StateStore.clear_checkpoint) to start over"
+            "checkpoint (StateStore.clear_checkpoint) to start over",
+            run=run,
+            interrupted=True,
         )
     if saved is None and resume:
-        raise ConfigurationError(f"nothing to resume: no checkpoint for run {run!r}")
+        raise CheckpointError(
+            f"nothing to resume: no checkpoint for run {run!r}", run=run, interrupted=False
+        )
     if saved is not None:
         target_id, created = str(saved["target"]), bool(saved.get("created"))
     else:

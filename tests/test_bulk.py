@@ -215,7 +215,11 @@ async def test_one_refused_id_fails_only_itself(server: TokenServer, backend: To
     assert refused[-1] == 1  # isolated down to the one id
     accepted_calls = len(server.updates)
     assert accepted_calls + len(refused) <= 3 + 30  # three chunks, and the split's cost
-    assert str(caught.value).startswith("bulk call did not apply every id: 24999 applied")
+    message = str(caught.value)
+    assert message.startswith("bulk call did not apply every id: 24,999 applied, 1 failed")
+    # the cause is in the text, with the id it struck
+    assert "\n  1 failed: " in message
+    assert "answered 400 [BAD]: bad u10000 (e.g. 'u10000')" in message
 
 
 async def test_a_chunk_refused_for_one_reason_in_both_halves_fails_whole(

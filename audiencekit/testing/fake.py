@@ -140,7 +140,7 @@ class FakeBackend(BaseBackend):
             created_at=audience.created,
         )
 
-    async def create_audience(self, name: str, *, channel: Channel | str | None = None) -> Audience:
+    async def new_audience(self, name: str, *, channel: Channel | str | None = None) -> Audience:
         if not isinstance(name, str) or not name.strip():
             raise ValidationError([Problem("an audience name must be a non-empty string")])
         self._record("create_audience")

@@ -307,7 +307,7 @@ class AcmeBackend(BaseBackend):
             created_at=datetime.fromisoformat(found["created_at"]),
         )
 
-    async def create_audience(self, name: str, *, channel: Channel | str | None = None) -> Audience:
+    async def new_audience(self, name: str, *, channel: Channel | str | None = None) -> Audience:
         return self._audience(await self.client.json("POST", "/lists", json={"name": name}))
 
     async def get_audience(self, audience_id: str) -> Audience:

@@ -142,7 +142,7 @@ class BatchBackend(BaseBackend):
             extra=extra,
         )
 
-    async def create_audience(self, name: str, *, channel: Channel | str | None = None) -> Audience:
+    async def new_audience(self, name: str, *, channel: Channel | str | None = None) -> Audience:
         """Create the audience and wait until Batch has indexed it.
 
         ``channel`` is ignored: Batch audiences hold custom user ids, whatever the channel.

@@ -197,7 +197,7 @@ class DexatelBackend(BaseBackend):
             extra=extra,
         )
 
-    async def create_audience(self, name: str, *, channel: Channel | str | None = None) -> Audience:
+    async def new_audience(self, name: str, *, channel: Channel | str | None = None) -> Audience:
         """Create an audience; Dexatel needs its ``channel`` (SMS, VIBER or WHATSAPP)."""
         if channel is None:
             raise ValidationError([Problem("a Dexatel audience needs a channel", field="channel")])

@@ -1,0 +1,716 @@
+"""The ``audiencekit`` command, on click: its commands, built from the provider registry.
+
+Every expected failure leaves through :func:`_failure`, the one error path: one line (JSON on
+stderr under ``--json``) and the exit code the help text documents; never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shlex
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import attrs
+import click
+from click.shell_completion import get_completion_class
+
+from .. import __version__
+from .._resolve import resolve_audience
+from ..backend import AudienceBackend
+from ..errors import (
+    APIError,
+    AudienceBusyError,
+    AudienceKitError,
+    AuthenticationError,
+    CheckpointError,
+    ConfigurationError,
+    PartialFailureError,
+    PollTimeoutError,
+    ValidationError,
+    by_cause,
+)
+from ..models import Add, Audience, BulkResult, Channel, Member, Remove
+from ..providers import Provider, get_provider, providers
+from ._files import BadFileError, MemberFile
+from ._output import Output
+
+__all__ = ["EXIT_CODES", "build_app"]
+
+OK, FAILURE, USAGE, PARTIAL, TIMEOUT, BUSY, INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
+
+#: What each exit code means; shown in ``--help``.
+EXIT_CODES = {
+    OK: "success",
+    FAILURE: "failure (the provider refused, could not be reached, or found nothing)",
+    USAGE: "usage or bad input (nothing was sent)",
+    PARTIAL: "partial failure (the summary names the ids, and why)",
+    TIMEOUT: "writes accepted but not confirmed in time (running again is safe)",
+    BUSY: "another run is writing the audience",
+    INTERRUPTED: "interrupted (Ctrl-C): the message says how to continue",
+}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@attrs.define
+class Session:
+    """What the options common to every command set, and what an interrupt should say."""
+
+    argv: list[str]
+    as_json: bool = False
+    urls: dict[str, str] = attrs.Factory(dict)
+    batch_version: str | None = None
+    #: How to continue after Ctrl-C, set by a command once it starts writing.
+    resume: str | None = None
+    _output: Output | None = None
+
+    @property
+    def out(self) -> Output:
+        if self._output is None or self._output.as_json != self.as_json:
+            self._output = Output(self.as_json)
+        return self._output
+
+    def command(self, *extra: str, drop: Sequence[str] = ()) -> str:
+        """This very command line, as a user would type it again (with ``extra``)."""
+        kept = [a for a in self.argv if a not in drop]
+        return shlex.join(["audiencekit", *kept, *(e for e in extra if e not in kept)])
+
+    def backend(self, provider: str) -> AudienceBackend:
+        """The backend of a registered provider: its base URL from ``--NAME-url`` when given,
+        everything else from its environment variables."""
+        options: dict[str, Any] = {}
+        if provider in self.urls:
+            options["base_url"] = self.urls[provider]
+        if provider == "batch" and self.batch_version:
+            options["api_version"] = self.batch_version
+        return get_provider(provider).build(**options)
+
+
+# -- the error path --------------------------------------------------------------------------
+
+
+def _failure(exc: BaseException, session: Session) -> int:
+    """Say what went wrong, in the command line's words; return the exit code."""
+    out = session.out
+    details: dict[str, Any] = {}
+    if isinstance(exc, (KeyboardInterrupt, click.Abort)):
+        code, kind = INTERRUPTED, "interrupted"
+        message = "interrupted"
+        if session.resume:
+            message += f"; to continue, run: {session.resume}"
+    elif isinstance(exc, click.UsageError):
+        code, kind = USAGE, "usage"
+        where = exc.ctx.command_path if exc.ctx is not None else "audiencekit"
+        message = f"{exc.format_message()} (see '{where} --help')"
+    elif isinstance(exc, click.ClickException):
+        code, kind, message = exc.exit_code, "usage", exc.format_message()
+    elif isinstance(exc, BadFileError):
+        code, kind, message = USAGE, "bad_file", str(exc)
+        details["problems"] = [{"line": line, "message": why} for line, why in exc.problems]
+        details["count"] = exc.count
+    elif isinstance(exc, CheckpointError):
+        code, kind = USAGE, "checkpoint"
+        message = (
+            "an earlier run of this migration was interrupted: add --resume to continue it, "
+            "or --restart to start over"
+            if exc.interrupted
+            else "nothing to resume: no earlier run of this migration was interrupted"
+        )
+    elif isinstance(exc, ValidationError):
+        code, kind = USAGE, "invalid"
+        problems = [str(p) for p in exc.problems]
+        message = (
+            problems[0]
+            if len(problems) == 1
+            else f"{len(problems):,} problems: "
+            + ("; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else ""))
+        )
+        details["problems"] = problems
+    elif isinstance(exc, ConfigurationError):
+        code, kind, message = USAGE, "configuration", str(exc)
+    elif isinstance(exc, AudienceBusyError):
+        code, kind, message = BUSY, "busy", str(exc)
+    elif isinstance(exc, PollTimeoutError):
+        code, kind = TIMEOUT, "timeout"
+        ids = sum(len(chunk.ids) for chunk in exc.pending)
+        message = (
+            f"{ids:,} ids were accepted but not confirmed applied in time "
+            f"({len(exc.handles)} write(s) still being applied); running the command "
+            "again is safe"
+        )
+    elif isinstance(exc, PartialFailureError):
+        code, kind, message = PARTIAL, "partial", str(exc)
+    elif isinstance(exc, AuthenticationError):
+        code, kind = FAILURE, "authentication"
+        message = f"{exc} (check the API key in the environment)"
+    elif isinstance(exc, AudienceKitError):
+        code, kind, message = FAILURE, type(exc).__name__, str(exc)
+        if isinstance(exc, APIError):
+            details["provider"] = exc.provider
+    elif isinstance(exc, OSError):
+        code, kind, message = FAILURE, "os", str(exc)
+    else:
+        raise exc
+    out.error(message, kind=kind, code=code, **details)
+    return code
+
+
+class _App(click.Group):
+    """The root command: runs without click's own exit handling so that every failure goes
+    through :func:`_failure`, with ``--json`` honoured wherever it was given."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> int:
+        argv = list(sys.argv[1:] if args is None else args)
+        words = argv[: argv.index("--")] if "--" in argv else argv
+        session = Session(argv, as_json="--json" in words)
+        try:
+            code = super().main(
+                argv, prog_name or "audiencekit", complete_var, standalone_mode=False,
+                obj=session, **extra,
+            )  # fmt: skip
+        except BrokenPipeError:  # `audiencekit ... | head`: the reader left; say nothing more
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            code = FAILURE
+        except (Exception, KeyboardInterrupt) as exc:  # every kind is sorted out there
+            code = _failure(exc, session)
+        code = code if isinstance(code, int) else OK
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+# -- options every command takes, in any position ----------------------------------------
+
+
+def _common(registered: Sequence[Provider]) -> Callable[[F], F]:
+    """``--json`` and the connection options, accepted before or after the command's name."""
+
+    def remember(attribute: str, provider: str | None = None) -> Any:
+        def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+            if not value:
+                return
+            session = ctx.ensure_object(Session) if ctx.obj is None else ctx.obj
+            if provider is not None:
+                session.urls[provider] = value
+            else:
+                setattr(session, attribute, value)
+
+        return callback
+
+    def decorate(command: F) -> F:
+        options = [
+            click.option("--json", "json_", is_flag=True, expose_value=False,
+                         callback=remember("as_json"), help="Print results (and errors) as JSON."),
+        ]  # fmt: skip
+        for provider in registered:
+            variable = provider.env.get("base_url")
+            options.append(
+                click.option(
+                    f"--{provider.name.replace('_', '-')}-url",
+                    expose_value=False,
+                    callback=remember("urls", provider.name),
+                    metavar="URL",
+                    help=f"{provider.name} base URL" + (f" (or {variable})." if variable else "."),
+                )
+            )
+        if any(p.name == "batch" for p in registered):
+            options.append(
+                click.option(
+                    "--batch-version",
+                    expose_value=False,
+                    callback=remember("batch_version"),
+                    metavar="VERSION",
+                    help="Batch API version (default 2.3).",
+                )
+            )
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def _run(function: Callable[..., Awaitable[int]]) -> Callable[..., int]:
+    """A command body that is async: run under anyio, with the session first."""
+
+    @functools.wraps(function)
+    @click.pass_obj
+    def command(session: Session, /, **kwargs: Any) -> int:
+        return anyio.run(functools.partial(function, session, **kwargs))
+
+    return command
+
+
+def _registered() -> list[Provider]:
+    """The providers a user may name: every registered one but test doubles."""
+    return [p for p in providers() if not p.hidden]
+
+
+def _default_state() -> Path:
+    """The state store's file when ``--state`` is not given: in the user's data directory
+    (platformdirs; else the XDG rule), never a shared temporary one."""
+    try:
+        import platformdirs
+    except ImportError:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+        return base / "audiencekit" / "state.sqlite3"
+    return platformdirs.user_data_path("audiencekit") / "state.sqlite3"
+
+
+# -- the commands ------------------------------------------------------------------------------
+
+
+def build_app() -> click.Group:
+    """The command, with the providers registered now."""
+    registered = _registered()
+    names = [p.name for p in registered]
+    common = _common(registered)
+    default_state = _default_state()
+    variables = sorted({v for p in registered for k, v in p.env.items() if k != "base_url"})
+    codes = "\n".join(f"  {code:>3}  {meaning}" for code, meaning in EXIT_CODES.items())
+
+    provider_option = click.option(
+        "--provider", "-p", required=True, type=click.Choice(names), help="Which provider."
+    )
+    audience_option = click.option(
+        "--audience", "-a", required=True, metavar="AUDIENCE", help="An audience id or name."
+    )
+    state_option = click.option(
+        "--state", type=click.Path(dir_okay=False, path_type=Path), default=default_state,
+        show_default=True, help="The state store: what earlier runs wrote, and checkpoints.",
+    )  # fmt: skip
+    channel_option = click.option(
+        "--channel", type=click.Choice([c.value for c in Channel if c is not Channel.UNKNOWN],
+                                       case_sensitive=False),
+        help="The audience's channel (Dexatel needs one to create an audience).",
+    )  # fmt: skip
+
+    @click.group(
+        name="audiencekit",
+        cls=_App,
+        context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+        epilog=f"Credentials come from the environment: {', '.join(variables)}.\n\n"
+        f"\b\nExit codes:\n{codes}",
+    )
+    @click.version_option(__version__, prog_name="audiencekit", message="%(prog)s %(version)s")
+    @common
+    def app() -> None:
+        """Manage the audiences of every registered provider, copy them from one to another,
+        or run the demo."""
+
+    # -- demo, emulator, providers, completion ------------------------------------------------
+
+    @app.command()
+    @click.option("--contacts", type=click.IntRange(1), default=20_000, show_default=True,
+                  help="How many contacts the demo migrates.")  # fmt: skip
+    @common
+    @_run
+    async def demo(session: Session, contacts: int) -> int:
+        """Fill a Dexatel emulator, migrate it to Batch's, verify (no credentials needed)."""
+        from ..demo import run_demo
+
+        summary = await run_demo(contacts=contacts, out=session.out)
+        session.out.data(summary, lambda: _demo_text(summary))
+        return OK if summary["verified"] else FAILURE
+
+    @app.command(
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+        add_help_option=False,
+    )
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    @click.pass_obj
+    def emulator(session: Session, args: tuple[str, ...]) -> int:
+        """Serve every provider's emulator (see 'audiencekit emulator --help')."""
+        from ..testing.emulator import main as emulator_main
+
+        argv = [a for a in args if a != "--"]
+        if session.as_json and "--json" not in argv:
+            argv.append("--json")
+        try:
+            return emulator_main(argv, prog="audiencekit emulator")
+        except SystemExit as exit_:  # argparse's --help and usage errors
+            return exit_.code if isinstance(exit_.code, int) else USAGE
+
+    @app.command(name="providers")
+    @common
+    @click.pass_obj
+    def list_providers(session: Session) -> int:
+        """The providers you can name, and the environment variables each reads."""
+        rows = [
+            {"name": p.name, "variables": " ".join(p.env.values()), "about": p.description}
+            for p in registered
+        ]
+        session.out.table(rows, ["name", "variables", "about"])
+        return OK
+
+    @app.command()
+    @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+    def completion(shell: str) -> int:
+        """Print the shell completion script: eval "$(audiencekit completion bash)"."""
+        complete = get_completion_class(shell)
+        assert complete is not None  # the three shells click knows
+        click.echo(complete(app, {}, "audiencekit", "_AUDIENCEKIT_COMPLETE").source())
+        return OK
+
+    # -- audiences ------------------------------------------------------------------------------
+
+    @app.group()
+    def audiences() -> None:
+        """List, show, create and delete audiences."""
+
+    @audiences.command(name="list")
+    @provider_option
+    @common
+    @_run
+    async def list_audiences(session: Session, provider: str) -> int:
+        """Every audience of the provider, in a table."""
+        async with session.backend(provider) as backend:
+            found = [_audience_dict(a) async for a in backend.list_audiences()]
+        session.out.table(found, ["id", "name", "channel", "size", "created_at"])
+        return OK
+
+    @audiences.command()
+    @click.argument("audience")
+    @provider_option
+    @common
+    @_run
+    async def show(session: Session, audience: str, provider: str) -> int:
+        """One audience, by id or name."""
+        async with session.backend(provider) as backend:
+            found, _ = await resolve_audience(backend, audience)
+        shown = _audience_dict(found)
+        session.out.data(shown, lambda: "\n".join(f"{k:<11} {_text(v)}" for k, v in shown.items()))
+        return OK
+
+    @audiences.command()
+    @click.argument("name")
+    @provider_option
+    @channel_option
+    @click.option("--exist-ok", is_flag=True,
+                  help="Succeed, showing it, when an audience of this name exists.")  # fmt: skip
+    @common
+    @_run
+    async def create(
+        session: Session, name: str, provider: str, channel: str | None, exist_ok: bool
+    ) -> int:
+        """Create an audience named NAME."""
+        async with session.backend(provider) as backend:
+            made = await backend.create_audience(name, channel=channel, exist_ok=exist_ok)
+        session.out.data(_audience_dict(made), lambda: f"{made.id}\t{made.name}")
+        return OK
+
+    @audiences.command()
+    @click.argument("audience")
+    @provider_option
+    @common
+    @_run
+    async def delete(session: Session, audience: str, provider: str) -> int:
+        """Delete an audience, by id or name."""
+        async with session.backend(provider) as backend:
+            found, _ = await resolve_audience(backend, audience)
+            await backend.delete_audience(found.id)
+        session.out.data({"deleted": found.id}, lambda: f"deleted {found.id} ({found.name})")
+        return OK
+
+    # -- members --------------------------------------------------------------------------------
+
+    @app.group()
+    def members() -> None:
+        """Add, remove or sync members from a file.
+
+        \b
+        FILE is CSV (an 'id' or 'number' column; the other columns are attributes) or JSON
+        Lines ({"id": ..., "attributes": {...}}), UTF-8; '-' reads standard input. Every row
+        is checked before anything is sent.
+        """
+
+    file_argument = click.argument("file", metavar="FILE")
+    format_option = click.option(
+        "--format", "fmt", type=click.Choice(["csv", "jsonl"]),
+        help="The file's format (default: from its name; .csv, else JSON Lines).",
+    )  # fmt: skip
+
+    def member_command(action: str, summary: str) -> Callable[[Any], Any]:
+        def decorate(body: Any) -> Any:
+            body.__doc__ = summary
+            stack = (click.pass_obj, common, format_option, audience_option, provider_option,
+                     file_argument, members.command(name=action))  # fmt: skip
+            for decorator in stack:
+                body = decorator(body)
+            return body
+
+        return decorate
+
+    @member_command("add", "Add (or update) the members of FILE.")
+    def add(session: Session, file: str, provider: str, audience: str, fmt: str | None) -> int:
+        return _write(session, "add", file, fmt, provider, audience)
+
+    @member_command("remove", "Remove the members of FILE (only their ids are read).")
+    def remove(session: Session, file: str, provider: str, audience: str, fmt: str | None) -> int:
+        return _write(session, "remove", file, fmt, provider, audience)
+
+    @members.command(name="sync")
+    @file_argument
+    @provider_option
+    @audience_option
+    @format_option
+    @state_option
+    @common
+    @click.pass_obj
+    def sync_members(
+        session: Session, file: str, provider: str, audience: str, fmt: str | None, state: Path
+    ) -> int:
+        """Make the audience hold exactly the members of FILE, sending only the difference."""
+        return _write(session, "sync", file, fmt, provider, audience, state)
+
+    # -- migrate --------------------------------------------------------------------------------
+
+    @app.command()
+    @click.option("--from", "source", required=True, metavar="PROVIDER:AUDIENCE",
+                  callback=_endpoint, help="The audience to copy.")  # fmt: skip
+    @click.option("--to", "target", required=True, metavar="PROVIDER:AUDIENCE",
+                  callback=_endpoint, help="The audience to copy it to.")  # fmt: skip
+    @click.option("--create", is_flag=True, help="Create the target when it does not exist.")
+    @channel_option
+    @click.option("--dry-run", is_flag=True, help="Read and check; send nothing.")
+    @click.option("--resume", is_flag=True, help="Continue an interrupted run.")
+    @click.option("--restart", is_flag=True,
+                  help="Forget an interrupted run and start over.")  # fmt: skip
+    @state_option
+    @common
+    @_run
+    async def migrate(
+        session: Session,
+        source: tuple[str, str],
+        target: tuple[str, str],
+        create: bool,
+        channel: str | None,
+        dry_run: bool,
+        resume: bool,
+        restart: bool,
+        state: Path,
+    ) -> int:
+        """Copy an audience to another provider (or another audience), then verify."""
+        from ..sync import migrate as run_migration
+
+        if resume and restart:
+            raise click.UsageError("--resume and --restart exclude each other")
+        store = _state_store(state)
+        try:
+            async with (
+                session.backend(source[0]) as source_backend,
+                session.backend(target[0]) as target_backend,
+            ):
+                found, _ = await resolve_audience(source_backend, source[1])
+                if not dry_run:
+                    session.resume = session.command("--resume", drop=["--restart"])
+
+                async def run(resume: bool) -> Any:
+                    with session.out.progress(f"migrate {source[1]}", found.size) as progress:
+                        return await run_migration(
+                            source_backend, found.id, target_backend, target[1], create=create,
+                            channel=channel, dry_run=dry_run, state=store, resume=resume,
+                            on_progress=progress,
+                        )  # fmt: skip
+
+                try:
+                    report = await run(resume)
+                except CheckpointError as exc:
+                    if not (restart and exc.interrupted):
+                        raise
+                    await anyio.to_thread.run_sync(store.clear_checkpoint, exc.run)
+                    report = await run(False)
+        finally:
+            store.close()
+        data = attrs.asdict(report, recurse=False)
+        data.update(source_audience=source[1], verified=report.verified,
+                    invalid=[str(p) for p in report.invalid], ok=report.ok)  # fmt: skip
+        data.pop("target_ids", None)
+        data.pop("expected_ids", None)
+        session.out.data(data, lambda: _migration_text(session.out, data, report))
+        return OK if report.ok else PARTIAL
+
+    return app
+
+
+# -- what the commands share ---------------------------------------------------------------------
+
+
+def _write(
+    session: Session,
+    action: str,
+    path: str,
+    fmt: str | None,
+    provider: str,
+    audience: str,
+    state_path: Path | None = None,
+) -> int:
+    """``members add|remove|sync``: check the whole file, then stream it to the provider. The
+    check runs before the event loop starts, so that Ctrl-C stops it at once."""
+    file = MemberFile.open(path, fmt)
+    try:
+        backend = session.backend(provider)
+        operation: Callable[[Member], Add | Remove] = (
+            (lambda m: Remove(m.id)) if action == "remove" else Add
+        )
+        try:
+            rows = file.check(lambda member: backend.prepare(operation(member)))
+        except BaseException:
+            anyio.run(backend.aclose)
+            raise
+        send = functools.partial(_send, session, backend, action, file, operation, audience)
+        return anyio.run(send, rows, state_path)
+    finally:
+        file.close()
+
+
+async def _send(
+    session: Session,
+    backend: AudienceBackend,
+    action: str,
+    file: MemberFile,
+    operation: Callable[[Member], Add | Remove],
+    audience: str,
+    rows: int,
+    state_path: Path | None,
+) -> int:
+    from ..sync import sync
+
+    out = session.out
+    async with backend:
+        found, _ = await resolve_audience(backend, audience)
+        session.resume = session.command()
+        label = f"{action} {found.name}"
+        counts: dict[str, int] = {}
+        if action == "sync":
+            store = _state_store(state_path) if state_path else None
+            try:
+                with out.progress(label, None) as progress:
+                    report = await sync(
+                        backend, found.id, file.members(), state=store,
+                        on_progress=progress, raise_on_failure=False,
+                    )  # fmt: skip
+            finally:
+                if store is not None:
+                    store.close()
+            result = report.result
+            counts = {k: getattr(report, k) for k in ("added", "changed", "removed", "unchanged")}
+        else:
+            with out.progress(label, rows) as progress:
+                ops = (operation(member) for member in file.members())
+                result = await backend.apply(
+                    found.id, ops, on_progress=progress, raise_on_failure=False
+                )
+    data = {"audience": found.id, "rows": rows, **counts, **_result_dict(result)}
+    out.data(data, lambda: _result_text(out, result, rows, counts))
+    return OK if result.ok else PARTIAL
+
+
+def _endpoint(ctx: click.Context, param: click.Parameter, text: str) -> tuple[str, str]:
+    provider, sep, audience = text.partition(":")
+    if not sep or not audience or not provider:
+        raise click.BadParameter(f"expected PROVIDER:AUDIENCE, got {text!r}")
+    names = [p.name for p in _registered()]
+    if provider not in names:
+        raise click.BadParameter(f"unknown provider {provider!r}; use one of {', '.join(names)}")
+    return provider, audience
+
+
+def _state_store(path: Path) -> Any:
+    """The state store at ``path``, its directory made when missing."""
+    from ..state import StateStore
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return StateStore(path)
+
+
+def _audience_dict(audience: Audience) -> dict[str, Any]:
+    return {
+        "id": audience.id,
+        "name": audience.name,
+        "provider": audience.provider,
+        "channel": audience.channel.value if audience.channel else None,
+        "size": audience.size,
+        "created_at": audience.created_at,
+    }
+
+
+def _text(value: Any) -> str:
+    return "-" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _result_dict(result: BulkResult) -> dict[str, Any]:
+    return {
+        "ok": result.ok,
+        "applied": result.applied,
+        "failed": {k: str(v) for k, v in result.failed.items()},
+        "unknown": {k: str(v) for k, v in result.unknown.items()},
+        "causes": [
+            {"outcome": bucket, "cause": cause, "count": len(ids), "examples": ids[:3]}
+            for bucket, outcomes in (("failed", result.failed), ("unknown", result.unknown))
+            for cause, ids in by_cause(outcomes)
+        ],
+        "operations": result.operations,
+        "chunks": result.chunks,
+        "retries": result.retries,
+        "polls": result.polls,
+        "elapsed": round(result.elapsed, 3),
+    }
+
+
+def _result_text(out: Output, result: BulkResult, rows: int, counts: dict[str, int]) -> str:
+    lines = [
+        f"applied {result.applied:,} of {rows:,} row(s) in {result.chunks:,} request(s), "
+        f"{result.elapsed:.1f}s"
+    ]
+    if counts:
+        lines.append(", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    lines += out.causes(result.failed, "failed")
+    lines += out.causes(result.unknown, "unknown (may or may not have been applied)")
+    return "\n".join(lines)
+
+
+def _migration_text(out: Output, data: dict[str, Any], report: Any) -> str:
+    lines = [
+        f"{'checked' if report.dry_run else 'migrated'} {data['source_audience']} -> "
+        f"{report.target_audience}: read {report.read:,}, sent {report.sent:,}, "
+        f"applied {report.applied:,}, unchanged {report.unchanged:,}, removed {report.removed:,}"
+    ]
+    if report.resumed_from:
+        lines.append(f"resumed from {report.resumed_from:,}")
+    lines += out.causes(report.failed, "failed")
+    lines += out.causes(report.unknown, "unknown (may or may not have been applied)")
+    lines += [f"invalid: {p}" for p in data["invalid"][:10]]
+    verified = {True: "yes", False: "NO", None: "not checked"}[report.verified]
+    lines.append(f"verified identical: {verified}")
+    return "\n".join(lines)
+
+
+def _demo_text(summary: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            "",
+            "audiencekit demo — Dexatel audience migrated to Batch, on local emulators",
+            f"  Dexatel contacts added     {summary['dexatel_contacts']:>9,}"
+            f"   in {summary['fill_seconds']:.1f}s",
+            f"  Batch members migrated     {summary['batch_members']:>9,}"
+            f"   in {summary['migrate_seconds']:.1f}s",
+            f"  Batch update calls         {summary['batch_update_calls']:>9,}",
+            f"  Batch view (poll) calls    {summary['batch_view_calls']:>9,}",
+            f"  faults injected, survived  {summary['faults_survived']:>9,}",
+            f"  verified identical         {'yes' if summary['verified'] else 'NO':>9}",
+        ]
+    )
