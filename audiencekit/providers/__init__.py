@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from importlib import import_module
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import attrs
 
@@ -21,7 +21,15 @@ from ..backend import AudienceBackend
 from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
+    import random
+
+    import httpx
+
+    from .._http import Clock, RetryPolicy, Sleep
+    from .._poll import PollPolicy
     from ..testing._app import EmulatorApp
+    from .batch import BatchBackend, BatchClient
+    from .dexatel import DexatelBackend, DexatelClient
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -187,7 +195,55 @@ def get_provider(name: str) -> Provider:
     return found
 
 
+# The built-in providers' overloads give a type checker the precise backend and its keyword
+# arguments (a misspelt name or option is an error); they repeat the constructors' keywords,
+# and tests/typing checks that they match. A provider registered by a package is built with
+# get_provider(name).build(**options).
+@overload
+def open_backend(
+    provider: Literal["dexatel"],
+    /,
+    *,
+    client: DexatelClient | None = ...,
+    api_key: str | None = ...,
+    base_url: str | None = ...,
+    http_client: httpx.AsyncClient | None = ...,
+    timeout: httpx.Timeout | float | None = ...,
+    retry: RetryPolicy | None = ...,
+    rate_limit: float | None = ...,
+    concurrency: int = ...,
+    chunk_size: int = ...,
+    sleep: Sleep | None = ...,
+    clock: Clock | None = ...,
+    rng: random.Random | None = ...,
+) -> DexatelBackend: ...
+
+
+@overload
+def open_backend(
+    provider: Literal["batch"],
+    /,
+    *,
+    client: BatchClient | None = ...,
+    api_key: str | None = ...,
+    project_key: str | None = ...,
+    base_url: str | None = ...,
+    api_version: str = ...,
+    http_client: httpx.AsyncClient | None = ...,
+    timeout: httpx.Timeout | float | None = ...,
+    retry: RetryPolicy | None = ...,
+    rate_limit: float | None = ...,
+    poll: PollPolicy = ...,
+    concurrency: int = ...,
+    chunk_size: int = ...,
+    sleep: Sleep | None = ...,
+    clock: Clock | None = ...,
+    rng: random.Random | None = ...,
+) -> BatchBackend: ...
+
+
 def open_backend(provider: str, /, **options: Any) -> AudienceBackend:
     """The backend of ``provider`` built with ``options`` (see that backend's constructor);
-    options not passed come from the provider's environment variables when set."""
+    options not passed come from the provider's environment variables when set. Type checkers
+    know the built-in names (``"dexatel"``, ``"batch"``); any registered name works."""
     return get_provider(provider).build(**options)

@@ -64,6 +64,18 @@ class BackendContract:
         with pytest.raises(NotFoundError):
             await backend.get_audience(created.id)
 
+    async def test_create_with_exist_ok_returns_the_audience_of_that_name(
+        self, backend: AudienceBackend, audience: Audience
+    ) -> None:
+        again = await backend.create_audience(audience.name, channel=Channel.SMS, exist_ok=True)
+        assert (again.id, again.name) == (audience.id, audience.name)
+        named = [a.id async for a in backend.list_audiences() if a.name == audience.name]
+        assert named == [audience.id]  # nothing created the second time
+        fresh = f"{audience.name}-new"
+        made = await backend.create_audience(fresh, channel=Channel.SMS, exist_ok=True)
+        assert made.name == fresh
+        await backend.delete_audience(made.id)
+
     async def test_added_members_reach_the_provider(
         self, backend: AudienceBackend, audience: Audience, observe: Observe
     ) -> None:

@@ -242,6 +242,9 @@ async def test_audiences(backend: DexatelBackend) -> None:
     with pytest.raises(ConflictError) as caught:
         await backend.create_audience("aud", channel="SMS")
     assert caught.value.code == 1309
+    assert (await backend.create_audience("aud", channel="Viber", exist_ok=True)).id == audience.id
+    with pytest.raises(ConflictError, match="exists with channel VIBER, not SMS"):
+        await backend.create_audience("aud", channel="SMS", exist_ok=True)
     renamed = await backend.rename_audience(audience.id, "aud2")
     assert renamed.name == "aud2"
     with pytest.raises(UnsupportedFeatureError):
