@@ -1,8 +1,10 @@
-"""For the examples: real credentials from the environment, or local emulators when there are none.
+"""For the examples: the hosts the base URLs name, or local emulators when they name none.
 
-With DEXATEL_API_KEY / BATCH_API_KEY + BATCH_PROJECT_KEY set, the examples talk to the hosts
-DEXATEL_BASE_URL / BATCH_BASE_URL name (an emulator, say), else to the real providers, and print
-which; without keys they start both emulators on 127.0.0.1 and point at those.
+The base URL decides, never the keys alone: with DEXATEL_BASE_URL and BATCH_BASE_URL set (to
+an emulator, or to https://api.dexatel.com/v1 and https://api.batch.com for the real
+providers), the examples talk to those hosts with the keys from the environment, and print
+which; without them they start both emulators on 127.0.0.1 and point at those, whatever keys
+are set (so that keys in your shell never send an example's writes to a real account).
 """
 
 from __future__ import annotations
@@ -16,12 +18,11 @@ from typing import Any
 @contextlib.contextmanager
 def providers() -> Iterator[dict[str, dict[str, Any]]]:
     """Keyword arguments for DexatelBackend and BatchBackend."""
-    if os.environ.get("DEXATEL_API_KEY") and os.environ.get("BATCH_API_KEY"):
-        # The backends read the keys and the base URLs (DEXATEL_BASE_URL, BATCH_BASE_URL) from
-        # the environment themselves: say where that is before anything is sent.
-        dexatel = os.environ.get("DEXATEL_BASE_URL") or "https://api.dexatel.com/v1 (real)"
-        batch = os.environ.get("BATCH_BASE_URL") or "https://api.batch.com (real)"
-        print(f"(credentials found: Dexatel at {dexatel}, Batch at {batch})")
+    dexatel, batch = os.environ.get("DEXATEL_BASE_URL"), os.environ.get("BATCH_BASE_URL")
+    if dexatel and batch:
+        # The backends read the keys and the base URLs from the environment themselves: say
+        # where that is before anything is sent.
+        print(f"(DEXATEL_BASE_URL and BATCH_BASE_URL set: Dexatel at {dexatel}, Batch at {batch})")
         yield {"dexatel": {}, "batch": {}}
         return
     from audiencekit.testing import EmulatorServer
@@ -29,7 +30,8 @@ def providers() -> Iterator[dict[str, dict[str, Any]]]:
     with EmulatorServer() as server:
         server.batch.config.index_delay = 0.1  # Batch indexes each write asynchronously
         ends = server.endpoints
-        print(f"(no credentials: using local emulators at {ends.dexatel_url} and {ends.batch_url})")
+        print(f"(no DEXATEL_BASE_URL/BATCH_BASE_URL: local emulators at {ends.dexatel_url} and "
+              f"{ends.batch_url})")  # fmt: skip
         yield {
             "dexatel": {"api_key": ends.dexatel_key, "base_url": ends.dexatel_url},
             "batch": {

@@ -13,8 +13,10 @@ import pytest
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
 
-def run(script: str, cwd: Path, *args: str) -> str:
+def run(script: str, cwd: Path, *args: str, keys: bool = False) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DEXATEL_", "BATCH_"))}
+    if keys:  # a shell with real-looking keys and no base URLs
+        env.update(DEXATEL_API_KEY="dx-live", BATCH_API_KEY="b-live", BATCH_PROJECT_KEY="p-live")
     done = subprocess.run(
         [sys.executable, str(EXAMPLES / script), *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False,
@@ -40,7 +42,9 @@ def test_the_migration_script(tmp_path: Path) -> None:
 
 
 def test_the_campaign_example(tmp_path: Path) -> None:
-    out = run("schedule_campaign.py", tmp_path)
+    """Keys alone never send an example to the real providers: the base URLs decide."""
+    out = run("schedule_campaign.py", tmp_path, keys=True)
+    assert "(no DEXATEL_BASE_URL/BATCH_BASE_URL: local emulators at http://127.0.0.1:" in out
     assert "'Flash sale': completed, 25 delivered" in out
     assert "moved it to" in out
 

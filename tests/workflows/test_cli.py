@@ -3,8 +3,10 @@ emulators; what the providers received is checked on the emulators' request logs
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -363,6 +365,35 @@ def test_shell_completion_and_help(env: EmulatorServer) -> None:
     assert "DEXATEL_API_KEY" in helped.stdout
     listed = cli("providers", "--json")
     assert {p["name"] for p in listed.data} >= {"dexatel", "batch"}
+    emulator = cli("emulator", "--help")
+    assert (emulator.code, emulator.stdout.startswith("usage: audiencekit emulator")) == (0, True)
+
+
+def test_the_progress_bar_shows_the_total_the_rate_and_the_time_left() -> None:
+    from rich.console import Console
+
+    from audiencekit.cli._output import Output
+
+    out = Output(as_json=False)
+    out.err = Console(file=io.StringIO(), force_terminal=True, width=120)
+    with out.progress("add vip", 3_003) as progress:
+        for chunk in range(3):
+            progress(_done(chunk, 1_000))
+            time.sleep(0.05)
+    shown = out.err.file.getvalue()  # type: ignore[attr-defined]
+    last = shown.rsplit("\r", 1)[-1]
+    assert "add vip" in last
+    assert "3000/3003" in last
+    assert re.search(r"[\d,]+ ids/s", last), last
+    assert re.search(r"\d:\d\d:\d\d", last)
+
+
+def _done(chunk: int, size: int) -> Any:
+    from audiencekit import ChunkDone
+
+    fields = {f.name: 0 for f in attrs.fields(ChunkDone) if f.default is attrs.NOTHING}
+    fields.update(chunk=chunk, size=size, applied=size)
+    return ChunkDone(**fields)
 
 
 def test_python_dash_m_audiencekit_runs_the_command_line() -> None:
