@@ -80,8 +80,8 @@ class BaseBackend:
     ) -> Audience:
         """Create an empty audience (Dexatel needs a ``channel``). With ``exist_ok``, the
         audience of that name is returned when it exists already, as ``os.makedirs`` does
-        (ConflictError when its channel is not ``channel``); found by the rule every
-        workflow uses (:func:`~audiencekit._resolve.resolve_audience`)."""
+        (ConflictError when its channel is not ``channel``), found by the rule every workflow
+        uses to find an audience by name."""
         if not exist_ok:
             return await self.new_audience(name, channel=channel)
         found, _ = await resolve_audience(self, name, create=True, channel=channel)

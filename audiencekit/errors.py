@@ -4,7 +4,7 @@
 
     AudienceKitError
      ├── ConfigurationError            bad client settings (missing key, bad base URL, ...)
- │    └── CheckpointError          a migration's checkpoint: resume it, or clear it
+     │    └── CheckpointError          a migration's checkpoint: resume it, or clear it
      ├── ValidationError(ValueError)   bad input, found before anything was sent
      │    └── UnsupportedFeatureError  the backend cannot do what was asked
      ├── APIError                      something went wrong talking to the provider

@@ -95,26 +95,28 @@ class Session:
 
 
 def _failure(exc: BaseException, session: Session) -> int:
-    """Say what went wrong, in the command line's words; return the exit code."""
+    """Say what went wrong, in the command line's words; return the exit code. Under
+    ``--json`` the error's ``type`` is the exception's class name (``Interrupted`` for Ctrl-C)."""
     out = session.out
     details: dict[str, Any] = {}
+    kind = type(exc).__name__
     if isinstance(exc, (KeyboardInterrupt, click.Abort)):
-        code, kind = INTERRUPTED, "interrupted"
+        code, kind = INTERRUPTED, "Interrupted"
         message = "interrupted"
         if session.resume:
             message += f"; to continue, run: {session.resume}"
     elif isinstance(exc, click.UsageError):
-        code, kind = USAGE, "usage"
+        code = USAGE
         where = exc.ctx.command_path if exc.ctx is not None else "audiencekit"
         message = f"{exc.format_message()} (see '{where} --help')"
     elif isinstance(exc, click.ClickException):
-        code, kind, message = exc.exit_code, "usage", exc.format_message()
+        code, message = exc.exit_code, exc.format_message()
     elif isinstance(exc, BadFileError):
-        code, kind, message = USAGE, "bad_file", str(exc)
+        code, message = USAGE, str(exc)
         details["problems"] = [{"line": line, "message": why} for line, why in exc.problems]
         details["count"] = exc.count
     elif isinstance(exc, CheckpointError):
-        code, kind = USAGE, "checkpoint"
+        code = USAGE
         message = (
             "an earlier run of this migration was interrupted: add --resume to continue it, "
             "or --restart to start over"
@@ -122,7 +124,7 @@ def _failure(exc: BaseException, session: Session) -> int:
             else "nothing to resume: no earlier run of this migration was interrupted"
         )
     elif isinstance(exc, ValidationError):
-        code, kind = USAGE, "invalid"
+        code = USAGE
         problems = [str(p) for p in exc.problems]
         message = (
             problems[0]
@@ -132,11 +134,11 @@ def _failure(exc: BaseException, session: Session) -> int:
         )
         details["problems"] = problems
     elif isinstance(exc, ConfigurationError):
-        code, kind, message = USAGE, "configuration", str(exc)
+        code, message = USAGE, str(exc)
     elif isinstance(exc, AudienceBusyError):
-        code, kind, message = BUSY, "busy", str(exc)
+        code, message = BUSY, str(exc)
     elif isinstance(exc, PollTimeoutError):
-        code, kind = TIMEOUT, "timeout"
+        code = TIMEOUT
         ids = sum(len(chunk.ids) for chunk in exc.pending)
         message = (
             f"{ids:,} ids were accepted but not confirmed applied in time "
@@ -144,16 +146,16 @@ def _failure(exc: BaseException, session: Session) -> int:
             "again is safe"
         )
     elif isinstance(exc, PartialFailureError):
-        code, kind, message = PARTIAL, "partial", str(exc)
+        code, message = PARTIAL, str(exc)
     elif isinstance(exc, AuthenticationError):
-        code, kind = FAILURE, "authentication"
+        code = FAILURE
         message = f"{exc} (check the API key in the environment)"
     elif isinstance(exc, AudienceKitError):
-        code, kind, message = FAILURE, type(exc).__name__, str(exc)
+        code, message = FAILURE, str(exc)
         if isinstance(exc, APIError):
             details["provider"] = exc.provider
     elif isinstance(exc, OSError):
-        code, kind, message = FAILURE, "os", str(exc)
+        code, message = FAILURE, str(exc)
     else:
         raise exc
     out.error(message, kind=kind, code=code, **details)
@@ -252,6 +254,17 @@ def _run(function: Callable[..., Awaitable[int]]) -> Callable[..., int]:
         return anyio.run(functools.partial(function, session, **kwargs))
 
     return command
+
+
+def _stacked(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """The decorators as one, applied as if written one above the other."""
+
+    def apply(function: Any) -> Any:
+        for decorator in reversed(decorators):
+            function = decorator(function)
+        return function
+
+    return apply
 
 
 def _registered() -> list[Provider]:
@@ -382,11 +395,10 @@ def build_app() -> click.Group:
         session.out.table(found, ["id", "name", "channel", "size", "created_at"])
         return OK
 
+    on_audience = _stacked(click.argument("audience"), provider_option, common, _run)
+
     @audiences.command()
-    @click.argument("audience")
-    @provider_option
-    @common
-    @_run
+    @on_audience
     async def show(session: Session, audience: str, provider: str) -> int:
         """One audience, by id or name."""
         async with session.backend(provider) as backend:
@@ -413,10 +425,7 @@ def build_app() -> click.Group:
         return OK
 
     @audiences.command()
-    @click.argument("audience")
-    @provider_option
-    @common
-    @_run
+    @on_audience
     async def delete(session: Session, audience: str, provider: str) -> int:
         """Delete an audience, by id or name."""
         async with session.backend(provider) as backend:
@@ -446,11 +455,9 @@ def build_app() -> click.Group:
     def member_command(action: str, summary: str) -> Callable[[Any], Any]:
         def decorate(body: Any) -> Any:
             body.__doc__ = summary
-            stack = (click.pass_obj, common, format_option, audience_option, provider_option,
-                     file_argument, members.command(name=action))  # fmt: skip
-            for decorator in stack:
-                body = decorator(body)
-            return body
+            command = _stacked(members.command(name=action), file_argument, provider_option,
+                               audience_option, format_option, common, click.pass_obj)  # fmt: skip
+            return command(body)
 
         return decorate
 

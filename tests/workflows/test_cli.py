@@ -177,7 +177,7 @@ def test_an_interrupted_migration_is_named_in_the_command_lines_words(
     route = ("migrate", "--from", "dexatel:src", "--to", "batch:dst", "--create",
              "--state", str(state), "--json")  # fmt: skip
     nothing = cli(*route, "--resume")
-    assert (nothing.code, nothing.error["type"]) == (2, "checkpoint")
+    assert (nothing.code, nothing.error["type"]) == (2, "CheckpointError")
     assert "nothing to resume" in nothing.error["message"]
 
     with StateStore(state) as store:  # what a run killed after its first step leaves
@@ -202,7 +202,7 @@ def test_usage_errors_exit_2_with_one_line(env: EmulatorServer) -> None:
     )
     as_json = cli("audiences", "list", "--provider", "dexatle", "--json")
     assert as_json.code == 2
-    assert as_json.error["type"] == "usage"
+    assert as_json.error["type"] == "BadParameter"
     assert "'dexatle' is not one of 'dexatel', 'batch'" in as_json.error["message"]
     missing = cli("members", "add", "--provider", "batch", "--audience", "x")
     assert missing.code == 2  # no FILE: an error, not a wait on standard input
@@ -223,7 +223,7 @@ def test_provider_failures_exit_1_and_credentials_2_without_a_secret(
     assert "check the API key" in denied.stderr
     monkeypatch.delenv("BATCH_API_KEY")
     unset = cli("audiences", "list", "--provider", "batch", "--json")
-    assert (unset.code, unset.error["type"]) == (2, "configuration")
+    assert (unset.code, unset.error["type"]) == (2, "ConfigurationError")
     assert "BATCH_API_KEY" in unset.error["message"]
     assert env.endpoints.batch_key not in absent.stderr + denied.stderr + unset.stderr
 
@@ -276,7 +276,7 @@ def test_a_bad_file_is_refused_with_its_line_and_nothing_is_sent(
     env.batch.requests.clear()
     run = cli("members", "add", str(file), "-p", "batch", "-a", "files", "--json")
     assert run.code == 2
-    assert run.error["type"] == "bad_file"
+    assert run.error["type"] == "BadFileError"
     assert expected in run.error["message"]
     assert run.error["problems"], run.error
     assert env.batch.requests == []  # not even the audience was looked up (it does not exist)
