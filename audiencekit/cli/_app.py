@@ -332,7 +332,10 @@ def build_app() -> click.Group:
     @common
     @_run
     async def demo(session: Session, contacts: int) -> int:
-        """Fill a Dexatel emulator, migrate it to Batch's, verify (no credentials needed)."""
+        """Run the demo on local emulators (no credentials).
+
+        It fills a Dexatel emulator, migrates the audience to Batch's with faults switched on,
+        and verifies that Batch holds exactly what Dexatel held."""
         from ..demo import run_demo
 
         summary = await run_demo(contacts=contacts, out=session.out)
@@ -346,7 +349,7 @@ def build_app() -> click.Group:
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     @click.pass_obj
     def emulator(session: Session, args: tuple[str, ...]) -> int:
-        """Serve every provider's emulator (see 'audiencekit emulator --help')."""
+        """Serve every provider's emulator locally."""
         from ..testing.emulator import main as emulator_main
 
         argv = [a for a in args if a != "--"]
@@ -361,7 +364,7 @@ def build_app() -> click.Group:
     @common
     @click.pass_obj
     def list_providers(session: Session) -> int:
-        """The providers you can name, and the environment variables each reads."""
+        """List the providers you can name, and the variables each reads."""
         rows = [
             {"name": p.name, "variables": " ".join(p.env.values()), "about": p.description}
             for p in registered
@@ -372,7 +375,10 @@ def build_app() -> click.Group:
     @app.command()
     @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
     def completion(shell: str) -> int:
-        """Print the shell completion script: eval "$(audiencekit completion bash)"."""
+        """Print the shell completion script.
+
+        \b
+        eval "$(audiencekit completion bash)"    # in ~/.bashrc; likewise zsh, fish"""
         complete = get_completion_class(shell)
         assert complete is not None  # the three shells click knows
         click.echo(complete(app, {}, "audiencekit", "_AUDIENCEKIT_COMPLETE").source())
@@ -510,7 +516,10 @@ def build_app() -> click.Group:
         restart: bool,
         state: Path,
     ) -> int:
-        """Copy an audience to another provider (or another audience), then verify."""
+        """Copy an audience to another provider, then verify.
+
+        The target ends up holding exactly the source's members (what only the target held
+        is removed); an interrupted run continues with --resume."""
         from ..sync import migrate as run_migration
 
         if resume and restart:

@@ -307,6 +307,21 @@ def test_a_missing_file_or_a_directory_is_one_line(
     assert ("no such file" if target != "." else "is a directory") in run.stderr
 
 
+def test_standard_input_is_never_read_from_a_terminal(
+    env: EmulatorServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from audiencekit.cli import main
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdin", Terminal())
+    assert main(["members", "add", "-", "-p", "batch", "-a", "x"]) == 2
+    assert "reading members from the terminal" in capsys.readouterr().err
+    assert env.batch.requests == []
+
+
 # -- interrupts, pipes, completion, help ------------------------------------------------------
 
 
