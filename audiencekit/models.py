@@ -125,7 +125,14 @@ class Audience:
     )
 
 
-@attrs.frozen
+# Member, Add and Remove are made by the million, one per operation of a bulk call, so their
+# __init__ is written by hand: it sets each slot through the slot's own descriptor (what
+# attrs' generated __init__ does through object.__setattr__ and a converter call), which makes
+# Add(Member(...)) about a third cheaper. Everything else (frozen, eq, hash, repr, evolve,
+# cattrs) is attrs' as before; the _SET_* names are bound below each class.
+
+
+@attrs.frozen(init=False)
 class Member:
     """One member of an audience: its id (a phone number, a custom user id) and its attributes."""
 
@@ -134,23 +141,43 @@ class Member:
         factory=dict, converter=_frozen_mapping, kw_only=True, hash=False
     )
 
+    def __init__(self, id: str, *, attributes: Mapping[str, AttributeValue] | None = None):
+        _SET_MEMBER_ID(self, id)
+        if not attributes:
+            attributes = _EMPTY
+        elif type(attributes) is not FrozenDict:
+            attributes = FrozenDict(attributes)
+        _SET_ATTRIBUTES(self, attributes)
 
-@attrs.frozen
+
+@attrs.frozen(init=False)
 class Add:
     """Make ``member`` part of the audience, with its attributes (an upsert)."""
 
     member: Member
+
+    def __init__(self, member: Member):
+        _SET_ADD_MEMBER(self, member)
 
     @property
     def id(self) -> str:
         return self.member.id
 
 
-@attrs.frozen
+@attrs.frozen(init=False)
 class Remove:
     """Make the member with this ``id`` absent from the audience (already absent is fine)."""
 
     id: str
+
+    def __init__(self, id: str):
+        _SET_REMOVE_ID(self, id)
+
+
+_SET_MEMBER_ID = Member.__dict__["id"].__set__
+_SET_ATTRIBUTES = Member.__dict__["attributes"].__set__
+_SET_ADD_MEMBER = Add.__dict__["member"].__set__
+_SET_REMOVE_ID = Remove.__dict__["id"].__set__
 
 
 Operation: TypeAlias = Add | Remove
