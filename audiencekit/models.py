@@ -93,6 +93,10 @@ class FrozenDict(dict[str, Any]):
     def __repr__(self) -> str:
         return f"FrozenDict({dict.__repr__(self)})"
 
+    def __reduce__(self) -> tuple[type[FrozenDict], tuple[dict[str, Any]]]:
+        # pickle and copy rebuild a dict subclass item by item, which this one refuses
+        return (FrozenDict, (dict(self),))
+
 
 _EMPTY: Mapping[str, Any] = FrozenDict()
 

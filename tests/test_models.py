@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 from datetime import datetime, timezone
 
 import attrs
@@ -32,6 +34,7 @@ from audiencekit import (
     ValidationError,
 )
 from audiencekit.errors import status_error_class
+from audiencekit.models import FrozenDict
 
 
 @pytest.mark.parametrize(
@@ -78,6 +81,24 @@ def test_models_are_frozen_and_their_mappings_immutable() -> None:
     assert len({Member("a"), Member("a")}) == 1
     assert Add(member).id == member.id
     assert Remove("a") == Remove("a")
+
+
+def test_operations_pickle_copy_and_evolve_as_built() -> None:
+    """Operations cross process boundaries (multiprocessing, a queue on disk) and get copied;
+    their hand-written __init__ must apply what the fields declare."""
+    member = Member("u1", attributes={"plan": "gold", "n": 1})
+    for op in (Add(member), Remove("u2"), Add(Member("u3"))):
+        assert pickle.loads(pickle.dumps(op)) == op
+        assert copy.deepcopy(op) == op
+    again = pickle.loads(pickle.dumps(member))
+    assert type(again.attributes) is FrozenDict
+    with pytest.raises(TypeError):
+        again.attributes["plan"] = "silver"  # type: ignore[index]
+    assert attrs.evolve(member, attributes={"x": True}).attributes == {"x": True}
+    assert type(attrs.evolve(member, attributes={"x": True}).attributes) is FrozenDict
+    assert Member("u4").attributes == {}
+    with pytest.raises(TypeError):
+        Member("u5", {"plan": "gold"})  # type: ignore[misc]  (attributes is keyword-only)
 
 
 def test_audience_keeps_unmodelled_fields_in_extra() -> None:
