@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -71,6 +72,8 @@ class MemberFile:
                 raise BadFileError(f"{path}: no such file")
             if file.is_dir():
                 raise BadFileError(f"{path}: is a directory, not a file")
+            if not os.access(file, os.R_OK):
+                raise BadFileError(f"{path}: cannot be read (permission denied)")
         fmt = format or ("csv" if path.lower().endswith(".csv") else "jsonl")
         return cls(path, fmt)
 

@@ -297,14 +297,22 @@ def test_three_bad_rows_in_3003_send_nothing(env: EmulatorServer, tmp_path: Path
     assert env.batch.requests == []
 
 
-@pytest.mark.parametrize("target", ["missing.csv", "."])
-def test_a_missing_file_or_a_directory_is_one_line(
-    env: EmulatorServer, tmp_path: Path, target: str
+@pytest.mark.parametrize(
+    ("target", "said"),
+    [("missing.csv", "no such file"), (".", "is a directory"), ("locked.csv", "cannot be read")],
+)
+def test_a_missing_unreadable_file_or_a_directory_is_one_line(
+    env: EmulatorServer, tmp_path: Path, target: str, said: str
 ) -> None:
+    locked = tmp_path / "locked.csv"
+    locked.write_text("id\nu1\n")
+    locked.chmod(0)
+    if target == "locked.csv" and os.access(locked, os.R_OK):
+        pytest.skip("this user reads any file (root)")
     run = cli("members", "add", str(tmp_path / target), "-p", "batch", "-a", "x")
     assert run.code == 2
     assert len(run.stderr.strip().splitlines()) == 1
-    assert ("no such file" if target != "." else "is a directory") in run.stderr
+    assert said in run.stderr
 
 
 def test_standard_input_is_never_read_from_a_terminal(
