@@ -229,9 +229,14 @@ class APIStatusError(APIError):
         self.retry_after = retry_after
 
     def __str__(self) -> str:
-        code = f" [{self.code}]" if self.code is not None else ""
         rid = f" (request id {self.request_id})" if self.request_id else ""
-        return f"{self.provider} answered {self.status}{code}: {self.message}{rid}"
+        return f"{self._cause()}{rid}"
+
+    def _cause(self) -> str:
+        """What went wrong, without the request id (which differs between requests that failed
+        alike: :func:`by_cause` groups by this)."""
+        code = f" [{self.code}]" if self.code is not None else ""
+        return f"{self.provider} answered {self.status}{code}: {self.message}"
 
 
 class BadRequestError(APIStatusError):
@@ -343,11 +348,7 @@ def by_cause(outcomes: Mapping[str, BaseException | str]) -> list[tuple[str, lis
     leaves out its request id, which differs between requests that failed alike."""
     groups: dict[str, list[str]] = {}
     for member_id, error in outcomes.items():
-        if isinstance(error, APIStatusError):
-            code = f" [{error.code}]" if error.code is not None else ""
-            cause = f"{error.provider} answered {error.status}{code}: {error.message}"
-        else:
-            cause = str(error)
+        cause = error._cause() if isinstance(error, APIStatusError) else str(error)
         groups.setdefault(cause, []).append(member_id)
     return sorted(groups.items(), key=lambda group: -len(group[1]))
 

@@ -37,7 +37,7 @@ from ..errors import (
 from ..models import Add, Audience, BulkResult, Channel, Member, Remove
 from ..providers import Provider, get_provider, providers
 from ._files import BadFileError, MemberFile
-from ._output import Output
+from ._output import EXAMPLES, Output
 
 __all__ = ["EXIT_CODES", "build_app"]
 
@@ -204,7 +204,7 @@ def _common(registered: Sequence[Provider]) -> Callable[[F], F]:
         def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
             if not value:
                 return
-            session = ctx.ensure_object(Session) if ctx.obj is None else ctx.obj
+            session: Session = ctx.obj  # _App.main always passes one
             if provider is not None:
                 session.urls[provider] = value
             else:
@@ -409,8 +409,7 @@ def build_app() -> click.Group:
         """One audience, by id or name."""
         async with session.backend(provider) as backend:
             found, _ = await resolve_audience(backend, audience)
-        shown = _audience_dict(found)
-        session.out.data(shown, lambda: "\n".join(f"{k:<11} {_text(v)}" for k, v in shown.items()))
+        session.out.fields(_audience_dict(found))
         return OK
 
     @audiences.command()
@@ -664,10 +663,6 @@ def _audience_dict(audience: Audience) -> dict[str, Any]:
     }
 
 
-def _text(value: Any) -> str:
-    return "-" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
-
-
 def _result_dict(result: BulkResult) -> dict[str, Any]:
     return {
         "ok": result.ok,
@@ -675,7 +670,7 @@ def _result_dict(result: BulkResult) -> dict[str, Any]:
         "failed": {k: str(v) for k, v in result.failed.items()},
         "unknown": {k: str(v) for k, v in result.unknown.items()},
         "causes": [
-            {"outcome": bucket, "cause": cause, "count": len(ids), "examples": ids[:3]}
+            {"outcome": bucket, "cause": cause, "count": len(ids), "examples": ids[:EXAMPLES]}
             for bucket, outcomes in (("failed", result.failed), ("unknown", result.unknown))
             for cause, ids in by_cause(outcomes)
         ],

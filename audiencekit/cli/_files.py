@@ -37,7 +37,9 @@ class BadFileError(Exception):
     """A member file that cannot be used: missing, unreadable, or with bad rows (``problems``:
     ``(line, message)`` pairs, the first :data:`LISTED` of ``count``)."""
 
-    def __init__(self, message: str, problems: list[tuple[int, str]] | None = None, count: int = 0):
+    def __init__(
+        self, message: str, problems: list[tuple[int, str]] | None = None, count: int = 0
+    ) -> None:
         self.problems = problems or []
         self.count = count or len(self.problems)
         lines = [message] + [f"  line {line}: {why}" for line, why in self.problems]

@@ -86,6 +86,12 @@ class Output:
             table.add_row(*line)
         self.out.print(table)
 
+    def fields(self, record: Mapping[str, Any]) -> None:
+        """One record: a ``name value`` line per field (JSON under ``--json``)."""
+        width = max(map(len, record), default=0) + 2
+        self.data(record, lambda: "\n".join(
+            f"{name:<{width}}{_cell(value, True)}" for name, value in record.items()))  # fmt: skip
+
     # -- the rest, on stderr -------------------------------------------------------------------
 
     def note(self, message: str) -> None:
