@@ -22,6 +22,13 @@
      │    ├── PaginationError          the provider's paging went wrong (a repeated page token)
      │    └── WriteReplacedError       the provider dropped a write: a replace overtook it
      ├── AudienceBusyError             another run is writing the audience (its lease is held)
+     ├── StateStoreError               the state store cannot be used (names where, and why)
+     │    ├── StateStoreCorruptError   not a state store, or a damaged one
+     │    ├── StateStoreVersionError   written by a newer audiencekit
+     │    ├── StateStoreAccessError    cannot be opened or written (permissions, read-only)
+     │    ├── StateStoreLockedError    another process holds it locked past the timeout
+     │    ├── StateStoreConnectionError a store server cannot be reached, refused us, or went away
+     │    └── FencingError             this run's lease was taken over: the write was refused
      ├── PartialFailureError           a bulk call finished, but some ids did not make it
      ├── WriterStoppedError            an AudienceWriter stopped; carries what it never sent
      └── PollTimeoutError(TimeoutError) accepted writes not confirmed; carries them, to resume
@@ -51,6 +58,7 @@ __all__ = [
     "CheckpointError",
     "ConfigurationError",
     "ConflictError",
+    "FencingError",
     "InternalServerError",
     "NotFoundError",
     "PaginationError",
@@ -59,6 +67,12 @@ __all__ = [
     "PollTimeoutError",
     "Problem",
     "RateLimitError",
+    "StateStoreAccessError",
+    "StateStoreConnectionError",
+    "StateStoreCorruptError",
+    "StateStoreError",
+    "StateStoreLockedError",
+    "StateStoreVersionError",
     "UnexpectedResponseError",
     "UnsupportedFeatureError",
     "ValidationError",
@@ -340,6 +354,43 @@ class AudienceBusyError(AudienceKitError):
                 f"{expires_in:.0f} s unless renewed): wait for it to finish"
             )
         super().__init__(message)
+
+
+class StateStoreError(AudienceKitError):
+    """The state store cannot be used. ``location`` names it (a path, or a URL without its
+    password) and ``reason`` says why; nothing was written to it by the failing call."""
+
+    def __init__(self, location: str, reason: str) -> None:
+        self.location = location
+        self.reason = reason
+        super().__init__(f"the state store {location} cannot be used: {reason}")
+
+
+class StateStoreCorruptError(StateStoreError):
+    """The store is not a state store, or a damaged one (random bytes, a truncated file). It is
+    left as it is: move it aside (or restore a copy) and run again."""
+
+
+class StateStoreVersionError(StateStoreError):
+    """The store was written by a newer audiencekit: its schema is unknown to this version."""
+
+
+class StateStoreAccessError(StateStoreError):
+    """The store cannot be opened or written: permissions, a read-only file or folder, a folder
+    where the file should be, a missing parent folder."""
+
+
+class StateStoreLockedError(StateStoreError):
+    """Another process held the store locked for longer than the timeout."""
+
+
+class StateStoreConnectionError(StateStoreError):
+    """A store server could not be reached, refused the credentials, or went away mid-run."""
+
+
+class FencingError(StateStoreError):
+    """A journal write was refused because this run no longer holds the audience's lease (it
+    was paused past the lease's time and another run took over): nothing was written."""
 
 
 def by_cause(outcomes: Mapping[str, BaseException | str]) -> list[tuple[str, list[str]]]:
