@@ -51,6 +51,21 @@ class BaseBackend:
 
     # -- what a provider supplies -------------------------------------------------------------
 
+    @property
+    def account(self) -> str:
+        """The fingerprint of the account the backend writes to: by default, that of the
+        credential its client's :class:`~audiencekit.providers.base.Transport` counts requests
+        against (``rate_scope``). A backend without such a client says it itself."""
+        from ._http import ProviderClient
+
+        client = getattr(self, "client", None)
+        if isinstance(client, ProviderClient):
+            return client.transport.account
+        raise NotImplementedError(
+            f"{type(self).__name__} must define `account` (a non-secret fingerprint of the "
+            "account it writes to) to be used with a state store"
+        )
+
     def chunk_writer(self, audience_id: str) -> ChunkWriter[Any]:
         """The writer of one bulk call on ``audience_id``: how its chunks are encoded, sent
         and waited for. Raise ValidationError for an id the provider cannot address."""

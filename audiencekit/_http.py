@@ -23,6 +23,7 @@ import anyio
 import attrs
 import httpx
 
+from ._account import account_fingerprint
 from ._rate import governor_for
 from ._wire import read_json, redact_json, unexpected
 from .errors import (
@@ -305,10 +306,13 @@ class Transport:
         self._clock: Clock = clock if clock is not None else anyio.current_time
         self._rng = options.rng if options.rng is not None else random.Random()
         self._limiter = anyio.CapacityLimiter(max_concurrency)
+        counted_by = rate_scope if rate_scope is not None else "\n".join(auth_headers.values())
+        #: The fingerprint of the account the credential belongs to (never the credential).
+        self.account = account_fingerprint(counted_by)
         self.governor = (
             governor_for(
                 self.base_url,
-                rate_scope if rate_scope is not None else "\n".join(auth_headers.values()),
+                counted_by,
                 rate_limit,
                 clock,
             )

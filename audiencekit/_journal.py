@@ -29,9 +29,9 @@ from ._bulk import ChunkAccepted, ChunkDone, ProgressCallback, ProgressEvent
 from .backend import AudienceBackend
 from .errors import AudienceBusyError, PollTimeoutError
 from .models import Add, Operation, PendingChunk
-from .state import ABSENT, Entry, StateStore, fingerprint, lease_owner
+from .state.base import ABSENT, Entry, Lease, StateStore, fingerprint, lease_owner, scope_of
 
-__all__ = ["LEASE_TTL", "Journal", "guarded"]
+__all__ = ["LEASE_TTL", "Journal", "guarded", "store_scope"]
 
 T = TypeVar("T")
 
@@ -45,13 +45,26 @@ async def _off_loop(func: Callable[..., T], *args: Any) -> T:
     return await anyio.to_thread.run_sync(func, *args)
 
 
-class Journal:
-    """The journal of one run on one audience (``scope`` names the provider in the store)."""
+async def store_scope(store: StateStore, backend: AudienceBackend, scope: str | None) -> str:
+    """The scope of ``backend``'s rows in ``store`` (``scope`` when the caller names one), once
+    the rows an audiencekit 0.1 store kept for its provider are given to it, if still unclaimed
+    (the first account to open such a store takes them)."""
+    if scope is not None:
+        return scope
+    scope = scope_of(backend)
+    await _off_loop(store.claim_legacy, backend.provider, scope)
+    return scope
 
-    def __init__(self, store: StateStore, scope: str, audience: str) -> None:
+
+class Journal:
+    """The journal of one run on one audience under ``lease`` (``scope``: whose rows these are,
+    provider and account); every write it makes is fenced by the lease."""
+
+    def __init__(self, store: StateStore, scope: str, audience: str, lease: Lease) -> None:
         self.store = store
         self.scope = scope
         self.audience = audience
+        self.lease = lease
         self._inflight: dict[str, str] = {}  # id -> fingerprint of the write read last
         self._twice: set[str] = set()  # ids read twice in one run: never settled by it
         self._queue: list[tuple[str, Any, Any]] = []
@@ -140,7 +153,7 @@ class Journal:
                 else (op.id, ABSENT)
                 for op in block
             ]
-            self.store.intend(self.scope, self.audience, writes)
+            self.store.intend(self.scope, self.audience, writes, fence=self.lease)
             return writes
 
         inflight, twice = self._inflight, self._twice
@@ -193,14 +206,16 @@ class Journal:
     def _apply(self, queue: list[tuple[str, Any, Any]]) -> None:
         for kind, first, second in queue:
             if kind == "accept":
-                self.store.accept(self.scope, self.audience, first, second)
+                self.store.accept(self.scope, self.audience, first, second, fence=self.lease)
             elif kind == "record":
                 self._record(first, second)
             else:  # "failed", "unknown"
-                self.store.mark(self.scope, self.audience, kind, first)
+                self.store.mark(self.scope, self.audience, kind, first, fence=self.lease)
 
     def _record(self, present: Iterable[tuple[str, str]], absent: Iterable[str]) -> None:
-        self.store.record(self.scope, self.audience, present=present, absent=absent)
+        self.store.record(
+            self.scope, self.audience, present=present, absent=absent, fence=self.lease
+        )
 
     async def _flusher(self) -> None:
         while True:
@@ -220,17 +235,17 @@ async def guarded(
     """
     key = f"{scope}:{audience}"
     owner = lease_owner(uuid.uuid4().hex)
-    holder = await _off_loop(store.acquire_lease, key, owner, ttl)
-    if holder is not None:
-        raise AudienceBusyError(key, holder.owner, holder.expires_in)
-    journal = Journal(store, scope, audience)
+    lease = await _off_loop(store.acquire_lease, key, owner, ttl)
+    if not lease.held_by(owner):
+        raise AudienceBusyError(key, lease.owner, lease.expires_in)
+    journal = Journal(store, scope, audience, lease)
     lost = False
 
     async def keep() -> None:  # renew every third of the lease's time; stop the run if lost
         nonlocal lost
         while True:
             await anyio.sleep(ttl / 3 if math.isfinite(ttl) else 3600)
-            if not await _off_loop(store.renew_lease, key, owner, ttl):
+            if not await _off_loop(store.renew_lease, lease, ttl):
                 lost = True
                 tg.cancel_scope.cancel()
                 return
@@ -250,7 +265,7 @@ async def guarded(
                 tg.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
-            await _off_loop(store.release_lease, key, owner)
+            await _off_loop(store.release_lease, lease)
     if stopped is not None:
         raise stopped
     if lost:

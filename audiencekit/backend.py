@@ -65,6 +65,12 @@ class AudienceBackend(Protocol):
         ...
 
     @property
+    def account(self) -> str:
+        """A stable, non-secret fingerprint of the account (or project) the backend writes to:
+        a state store keys its rows by provider and account, so two accounts never mix."""
+        ...
+
+    @property
     def capabilities(self) -> Capabilities: ...
 
     async def create_audience(

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 import anyio
 import attrs
 
+from ._account import account_fingerprint
 from ._base import BaseBackend, aiterate
 from ._bulk import ProgressCallback
 from ._pages import AsyncPager
@@ -94,6 +95,12 @@ class Mirror(BaseBackend):
 
     def __repr__(self) -> str:
         return f"<Mirror {', '.join(self.backends)}>"
+
+    @property
+    def account(self) -> str:
+        """The fingerprint of the accounts the mirror writes to, together."""
+        return account_fingerprint("\n".join(f"{n}={b.provider}/{b.account}"
+                                              for n, b in self.backends.items()))  # fmt: skip
 
     @property
     def primary(self) -> AudienceBackend:

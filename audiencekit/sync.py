@@ -20,12 +20,12 @@ import attrs
 
 from ._base import aiterate, prepared_members
 from ._bulk import ProgressCallback
-from ._journal import Journal, guarded
+from ._journal import Journal, guarded, store_scope
 from ._resolve import resolve_audience
 from .backend import AudienceBackend, Members
 from .errors import CheckpointError, ConfigurationError, NotFoundError, Problem, ValidationError
 from .models import Add, BulkResult, Channel, Member, Operation, Remove
-from .state import Entry, StateStore, fingerprint
+from .state.base import Entry, StateStore, fingerprint, scope_of
 
 __all__ = ["MigrationReport", "SyncReport", "migrate", "sync"]
 
@@ -68,8 +68,9 @@ async def sync(
 
     The audience is given by id or by name; with ``create`` a missing one is created
     (``channel`` for Dexatel). A backend that can list its members is compared with its own
-    listing; one that cannot (Batch) needs ``state``, whose journal (under ``scope``, by default
-    the provider's name) says what earlier runs wrote. With a state store the run holds the
+    listing; one that cannot (Batch) needs ``state``, whose journal says what earlier runs
+    wrote (under ``scope``: by default the provider and the backend's account, so that two
+    accounts sharing one store never mix). With a state store the run holds the
     audience's lease (a concurrent run raises :class:`~audiencekit.AudienceBusyError`) and
     journals every write as it goes: after a crash, a cancel or an unknown outcome the next
     sync writes again whatever is not confirmed. A second identical sync sends nothing. Holds
@@ -83,7 +84,7 @@ async def sync(
         )
     found, _ = await resolve_audience(backend, audience_id, create=create, channel=channel)
     audience_id = found.id
-    scope = scope or backend.provider
+    scope = await store_scope(state, backend, scope) if state is not None else ""
     async with _guarded(state, scope, audience_id) as journal:
         held = await _holding(backend, audience_id, journal)
         if held.listed is None:  # compared by fingerprint: computed in a worker thread
@@ -237,9 +238,9 @@ def default_mapping(member: Member) -> Member:
     return member
 
 
-def _run_id(source: AudienceBackend, source_audience: str, target: AudienceBackend,
+def _run_id(source_scope: str, source_audience: str, target_scope: str,
             target_audience: str) -> str:  # fmt: skip
-    return f"migrate:{source.provider}:{source_audience}->{target.provider}:{target_audience}"
+    return f"migrate:{source_scope}:{source_audience}->{target_scope}:{target_audience}"
 
 
 async def migrate(
@@ -283,8 +284,15 @@ async def migrate(
         return await _dry_run(source, source_id, source_audience, target, target_audience,
                               mapping, state)  # fmt: skip
 
-    run = run_id or _run_id(source, source_audience, target, target_audience)
-    saved = await anyio.to_thread.run_sync(state.checkpoint, run) if state is not None else None
+    scope = await store_scope(state, target, None) if state is not None else ""
+    run = run_id or _run_id(
+        scope_of(source), source_audience, scope or scope_of(target), target_audience
+    )
+    saved = None
+    if state is not None:
+        legacy = None if run_id else _run_id(source.provider, source_audience, target.provider,
+                                             target_audience)  # fmt: skip
+        saved = await anyio.to_thread.run_sync(_checkpoint, state, run, legacy)
     if saved is not None and not resume:
         raise CheckpointError(
             f"run {run!r} was interrupted: pass resume=True to continue it, or clear its "
@@ -310,7 +318,7 @@ async def migrate(
                 state.save_checkpoint, run, {"target": target_id, "created": created}
             )
 
-    async with _guarded(state, target.provider, target_id) as journal:
+    async with _guarded(state, scope, target_id) as journal:
         diff = _Difference(target, await _holding(target, target_id, journal), mapping)
         # A poll timeout propagates: the journal holds the handles, resume=True waits for them.
         operations = diff.operations(source.iter_members(source_id))
@@ -318,7 +326,7 @@ async def migrate(
         expected = diff.seen - set(result.failed)
         if journal is not None:
             await journal.flush()
-        target_ids = await _held_ids(target, target_id, state)
+        target_ids = await _held_ids(target, target_id, state, scope)
     target_size = (await target.get_audience(target_id)).size
     if state is not None:
         await anyio.to_thread.run_sync(state.clear_checkpoint, run)
@@ -344,15 +352,27 @@ async def migrate(
 
 
 async def _held_ids(
-    target: AudienceBackend, target_id: str, state: StateStore | None
+    target: AudienceBackend, target_id: str, state: StateStore | None, scope: str
 ) -> set[str] | None:
     """The ids the target holds: listed, or as the journal knows them (None without either)."""
     if target.capabilities.list_members:
         return {m.id async for m in target.iter_members(target_id)}
     if state is None:
         return None
-    pushed = await anyio.to_thread.run_sync(state.pushed, target.provider, target_id)
+    pushed = await anyio.to_thread.run_sync(state.pushed, scope, target_id)
     return set(pushed)
+
+
+def _checkpoint(state: StateStore, run: str, legacy: str | None) -> dict[str, Any] | None:
+    """The checkpoint of ``run``; one that audiencekit 0.1 saved under its own run id
+    (``legacy``, which named no accounts) is moved to ``run`` first."""
+    saved = state.checkpoint(run)
+    if saved is None and legacy is not None:
+        saved = state.checkpoint(legacy)
+        if saved is not None:
+            state.save_checkpoint(run, saved)
+            state.clear_checkpoint(legacy)
+    return saved
 
 
 def ids_digest(ids: Iterable[str]) -> str:
@@ -383,7 +403,8 @@ async def _dry_run(
         if target.capabilities.list_members:
             held = _Held(listed={m.id: m.attributes async for m in target.iter_members(target_id)})
         elif state is not None:
-            entries = await anyio.to_thread.run_sync(state.entries, target.provider, target_id)
+            scope = await store_scope(state, target, None)
+            entries = await anyio.to_thread.run_sync(state.entries, scope, target_id)
             held = _Held(entries=entries)
     diff = _Difference(target, held, mapping)
     sent = 0

@@ -21,7 +21,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ._base import aiterate
 from ._bulk import last_outcome_wins
-from ._journal import Journal, guarded
+from ._journal import Journal, guarded, store_scope
 from ._resolve import resolve_audience
 from .backend import AudienceBackend
 from .errors import AudienceKitError, PartialFailureError, WriterStoppedError
@@ -85,7 +85,7 @@ class AudienceWriter:
         self.max_delay = max_delay
         self.on_result = on_result
         self.state = state
-        self.scope = scope or backend.provider
+        self.scope = scope
         self.failed: dict[str, AudienceKitError] = {}
         self.unknown: dict[str, AudienceKitError] = {}
         #: Operations put but never sent (the writer stopped, or was cancelled), in order.
@@ -111,7 +111,11 @@ class AudienceWriter:
         self.audience_id = found.id
         if self.state is not None:
             self._journal = await self._guard.enter_async_context(
-                guarded(self.state, self.scope, self.audience_id)
+                guarded(
+                    self.state,
+                    await store_scope(self.state, self.backend, self.scope),
+                    self.audience_id,
+                )
             )
         self._send, self._receive = anyio.create_memory_object_stream[Operation | _Flush](
             self.max_queue

@@ -28,6 +28,7 @@ from audiencekit import (
     RetryPolicy,
     ValidationError,
 )
+from audiencekit._account import account_fingerprint
 from audiencekit.providers.base import (
     BaseBackend,
     CallStats,
@@ -38,7 +39,7 @@ from audiencekit.providers.base import (
     PollPolicy,
     Transport,
 )
-from audiencekit.testing import InstantClock
+from audiencekit.testing import EmulatorServer, InstantClock
 
 BASE = "https://token.test/v1"
 KEY = "sk_test_4f1d9c2b7a0e48e5b61c"
@@ -222,3 +223,8 @@ def _wire(op: Operation) -> dict[str, Any]:
     if op.member.attributes:
         entry["attributes"] = dict(op.member.attributes)
     return entry
+
+
+def batch_scope(server: EmulatorServer) -> str:
+    """The scope the emulator's Batch project keeps its rows under in a state store."""
+    return f"batch/{account_fingerprint(server.endpoints.batch_project)}"

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 import anyio
 import attrs
 
+from .._account import account_fingerprint
 from .._base import BaseBackend, prepared_members
 from .._chunkwriter import ChunkOutcome, ChunkWriter
 from .._http import CallStats
@@ -84,7 +85,9 @@ class FakeBackend(BaseBackend):
         chunk_size: int = 1_000,
         concurrency: int = 4,
         max_wait: float = 30.0,
+        account: str = "default",
     ) -> None:
+        self._account = account_fingerprint(account)
         self.polls_to_apply = polls_to_apply
         self.chunk_size = chunk_size
         self.concurrency = concurrency
@@ -96,6 +99,11 @@ class FakeBackend(BaseBackend):
         self._failing_ids: dict[str, AudienceKitError] = {}
         self._failing_calls: dict[str, list[AudienceKitError]] = {}
         self.closed = False
+
+    @property
+    def account(self) -> str:
+        """The fingerprint of ``account=`` (two fakes of one account are one to a store)."""
+        return self._account
 
     def __repr__(self) -> str:
         return f"<FakeBackend {len(self.audiences)} audiences>"

@@ -17,7 +17,7 @@ from audiencekit import AudienceBusyError, AudienceWriter, Member, PollPolicy, P
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.providers.dexatel import DexatelBackend
 from audiencekit.providers.dexatel.wire import next_page_token
-from audiencekit.state import SqliteStateStore
+from audiencekit.state import SqliteStateStore, scope_of
 from audiencekit.sync import migrate, sync
 
 #: Small chunks: many steps to be killed between.
@@ -71,7 +71,7 @@ async def main(mode: str, path: str, round_: int) -> int:
                     await sync(batch, "crash", desired(round_), create=True, state=state,
                                on_progress=progress)  # fmt: skip
                 elif mode == "migrate":
-                    run = f"migrate:dexatel:src->batch:dst{round_}"
+                    run = f"migrate:{scope_of(dexatel)}:src->{scope_of(batch)}:dst{round_}"
                     resume = state.checkpoint(run) is not None
                     await migrate(dexatel, "src", batch, f"dst{round_}", create=True,
                                   state=state, resume=resume, on_progress=progress)  # fmt: skip

@@ -25,6 +25,7 @@ import audiencekit
 from audiencekit.state import SqliteStateStore, fingerprint
 from audiencekit.testing import EmulatorServer
 
+from ..support import batch_scope
 from . import crash_child
 
 pytestmark = pytest.mark.crash
@@ -97,9 +98,10 @@ def assert_exact(server: EmulatorServer, state: Path, audience: str,
                  wanted: dict[str, dict[str, Any]]) -> None:  # fmt: skip
     settle(server)
     assert server.batch.members(audience) == wanted
+    scope = batch_scope(server)
     with SqliteStateStore(state) as store:
-        assert store.pushed("batch", audience) == {k: fingerprint(v) for k, v in wanted.items()}
-        assert all(e.settled for e in store.entries("batch", audience).values())
+        assert store.pushed(scope, audience) == {k: fingerprint(v) for k, v in wanted.items()}
+        assert all(e.settled for e in store.entries(scope, audience).values())
 
 
 def test_sync_killed_at_random_points_then_repeated_ends_exact(

@@ -21,7 +21,7 @@ from audiencekit.providers import (
     provider_names,
 )
 from audiencekit.providers.batch import BatchBackend
-from audiencekit.state import SqliteStateStore
+from audiencekit.state import SqliteStateStore, scope_of
 from audiencekit.sync import migrate, sync
 from audiencekit.testing import EmulatorServer, FakeBackend
 from audiencekit.testing.contract import BackendContract, Observe
@@ -141,7 +141,7 @@ async def test_an_audience_writer_on_acme_with_a_state_store(
                     await writer.remove(f"t{task}-0")
 
                 tg.start_soon(work)
-        entries = state.entries("acme", made.id)
+        entries = state.entries(scope_of(acme), made.id)
     expected = {f"t{task}-{i}" for task in range(5) for i in range(1, 200)}
     # The journal holds what the list holds, by canonical (lowercased) id, all confirmed.
     assert set(entries) == set(held(acme)["svc"]) == expected

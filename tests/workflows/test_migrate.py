@@ -10,7 +10,7 @@ import pytest
 from audiencekit import ChunkDone, ConfigurationError, Member, ProgressEvent
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.providers.dexatel import DexatelBackend
-from audiencekit.state import StateStore
+from audiencekit.state import StateStore, scope_of
 from audiencekit.sync import migrate, sync
 from audiencekit.testing import EmulatorServer
 
@@ -46,7 +46,10 @@ async def test_dexatel_to_batch_with_the_default_mapping(
     assert report.target_size == report.expected_size == 2_500
     held = emulators.batch.members("migrated")
     assert held["+15550000042"] == {"first_name": "n42", "custom1": "vip"}
-    assert state.checkpoint(f"migrate:dexatel:{source}->batch:migrated") is None
+    assert (
+        state.checkpoint(f"migrate:{scope_of(dexatel)}:{source}->{scope_of(batch)}:migrated")
+        is None
+    )
 
     # what was pushed is in the state store: syncing the same members to Batch sends nothing
     emulators.batch.requests.clear()
@@ -106,6 +109,7 @@ async def test_an_interrupted_run_needs_resume(
     source = await seeded(dexatel, emulators, 10)
     with pytest.raises(ConfigurationError, match="nothing to resume"):
         await migrate(dexatel, source, batch, "t", create=True, state=state, resume=True)
+    # A checkpoint saved by audiencekit 0.1 (its run id names no accounts) is honoured too.
     state.save_checkpoint(f"migrate:dexatel:{source}->batch:t", {"cursor": 3})
     with pytest.raises(ConfigurationError, match="resume=True"):
         await migrate(dexatel, source, batch, "t", create=True, state=state)
@@ -131,9 +135,9 @@ async def test_killing_a_60000_member_migration_halfway_and_resuming(
         await migrate(dexatel, source, batch, "big", create=True, state=state,
                       on_progress=kill_halfway)  # fmt: skip
     assert scope.cancel_called
-    checkpoint = state.checkpoint(f"migrate:dexatel:{source}->batch:big")
+    checkpoint = state.checkpoint(f"migrate:{scope_of(dexatel)}:{source}->{scope_of(batch)}:big")
     assert checkpoint is not None
-    confirmed = state.count("batch", "big")
+    confirmed = state.count(scope_of(batch), "big")
     assert 0 < confirmed < 60_000
     before = sum(sent_ids(emulators).values())
 

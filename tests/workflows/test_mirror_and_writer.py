@@ -24,7 +24,7 @@ from audiencekit import (
     WriterStoppedError,
 )
 from audiencekit.providers.batch import BatchBackend
-from audiencekit.state import StateStore, fingerprint
+from audiencekit.state import StateStore, fingerprint, scope_of
 from audiencekit.sync import sync
 from audiencekit.testing import EmulatorServer, FakeBackend
 
@@ -309,7 +309,7 @@ async def test_a_writer_with_a_state_store_holds_the_lease_and_journals(
         await writer.remove("u0")
     held = emulators.batch.members("svc")
     assert set(held) == {f"u{i}" for i in range(1, 30)}
-    assert state.pushed("batch", "svc") == {k: fingerprint(v) for k, v in held.items()}
+    assert state.pushed(scope_of(batch), "svc") == {k: fingerprint(v) for k, v in held.items()}
 
 
 async def test_a_cancel_while_a_batch_is_being_gathered_hands_it_back() -> None:

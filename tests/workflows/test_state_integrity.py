@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +21,21 @@ import pytest
 from audiencekit import (
     AudienceBusyError,
     ChunkDone,
-    ConfigurationError,
     Member,
     PollPolicy,
     PollTimeoutError,
     ProgressEvent,
 )
 from audiencekit._journal import guarded
+from audiencekit.errors import FencingError, StateStoreVersionError
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.providers.dexatel import DexatelBackend
-from audiencekit.state import Entry, LeaseHolder, SqliteStateStore, StateStore, fingerprint
+from audiencekit.state import Entry, Lease, SqliteStateStore, StateStore, fingerprint, scope_of
 from audiencekit.sync import MigrationReport, migrate, sync
 from audiencekit.testing import EmulatorServer, FakeBackend, Fault, FaultPlan, Timing
 
 from ..conftest import Connect
+from ..support import batch_scope
 
 pytestmark = pytest.mark.anyio
 
@@ -53,7 +54,9 @@ def exact(
     """The provider holds exactly ``members``, and the store knows exactly that."""
     emulators.batch.apply_pending()  # what Batch accepted, it applies in the end
     assert emulators.batch.members(audience) == wanted(members)
-    assert state.pushed("batch", audience) == {m.id: fingerprint(m.attributes) for m in members}
+    assert state.pushed(batch_scope(emulators), audience) == {
+        m.id: fingerprint(m.attributes) for m in members
+    }
 
 
 def cancel_after(scope: anyio.CancelScope, done: int) -> Any:
@@ -99,8 +102,8 @@ async def test_accepted_writes_left_unconfirmed_by_a_poll_timeout_are_reconciled
     emulators.batch.config.index_polls = 1_000  # nothing gets confirmed in time
     with pytest.raises(PollTimeoutError):
         await sync(impatient, "slow", people(range(12_000)), state=state)
-    assert state.count("batch", "slow") == 0
-    entries = state.entries("batch", "slow").values()
+    assert state.count(batch_scope(emulators), "slow") == 0
+    entries = state.entries(batch_scope(emulators), "slow").values()
     assert all(e.status == "accepted" and e.handle for e in entries)
 
     emulators.batch.config.index_polls = 1
@@ -123,9 +126,17 @@ async def test_an_unknown_outcome_stays_recorded_and_is_reconciled(
     first = await sync(batch, "unsure", people(range(20_000)), state=state,
                        raise_on_failure=False)  # fmt: skip
     assert len(first.result.unknown) == 10_000
-    unsure = {k for k, e in state.entries("batch", "unsure").items() if e.status == "unknown"}
+    unsure = {
+        k
+        for k, e in state.entries(batch_scope(emulators), "unsure").items()
+        if e.status == "unknown"
+    }
     assert unsure == set(first.result.unknown)
-    assert all(e.settled for k, e in state.entries("batch", "unsure").items() if k not in unsure)
+    assert all(
+        e.settled
+        for k, e in state.entries(batch_scope(emulators), "unsure").items()
+        if k not in unsure
+    )
 
     emulators.batch.set_faults(FaultPlan())
     keep = people(range(5_000))  # the unknown ones are not wanted any more: they are removed
@@ -187,7 +198,7 @@ async def test_a_second_sync_of_one_audience_fails_fast_and_changes_nothing(
         async with anyio.create_task_group() as tg:
             tg.start_soon(lambda: sync(first, "shared", people(range(30_000)), state=mine))
             await inside.wait()
-            with pytest.raises(AudienceBusyError, match="another run is writing batch:shared"):
+            with pytest.raises(AudienceBusyError, match=r"another run is writing batch/\w+:shared"):
                 await sync(second, "shared", people(range(5)), state=theirs)
             with pytest.raises(AudienceBusyError):  # two tasks sharing one store: the same
                 await sync(second, "shared", people(range(5)), state=mine)
@@ -200,17 +211,20 @@ async def test_a_second_sync_of_one_audience_fails_fast_and_changes_nothing(
 def test_a_lease_of_a_dead_process_is_taken_over_and_a_live_one_is_not(tmp_path: Path) -> None:
     with SqliteStateStore(tmp_path / "s.sqlite3") as store:
         host = os.uname().nodename
+        me = f"{host}:{os.getpid()}:me"
         dead = f"{host}:{2**22 + 12345}:x"  # no such process
-        assert store.acquire_lease("batch:a", dead, 3_600) is None
-        assert store.acquire_lease("batch:a", f"{host}:{os.getpid()}:me", 30) is None
+        assert store.acquire_lease("batch:a", dead, 3_600).held_by(dead)
+        taken = store.acquire_lease("batch:a", me, 30)
+        assert taken.held_by(me)
+        assert taken.epoch == 2  # it changed hands
         other = "elsewhere:1:y"  # another host: only its expiry can free it
-        assert store.acquire_lease("batch:b", other, 3_600) is None
-        holder = store.acquire_lease("batch:b", f"{host}:{os.getpid()}:me", 30)
-        assert isinstance(holder, LeaseHolder)
+        assert store.acquire_lease("batch:b", other, 3_600).held_by(other)
+        holder = store.acquire_lease("batch:b", me, 30)
+        assert not holder.held_by(me)
         assert holder.owner == other
         assert 3_590 < holder.expires_in <= 3_600
-        assert store.acquire_lease("batch:c", other, -1) is None  # already expired
-        assert store.acquire_lease("batch:c", f"{host}:{os.getpid()}:me", 30) is None
+        assert store.acquire_lease("batch:c", other, -1).held_by(other)  # already expired
+        assert store.acquire_lease("batch:c", me, 30).held_by(me)
 
 
 async def test_a_run_that_loses_its_lease_is_stopped(tmp_path: Path) -> None:
@@ -224,7 +238,7 @@ async def test_a_run_that_loses_its_lease_is_stopped(tmp_path: Path) -> None:
         with pytest.raises(AudienceBusyError) as caught:
             await stalled_run(store)
         assert caught.value.lost
-        assert store.acquire_lease("batch:stolen", "elsewhere:1:z", 30) is None  # theirs now
+        assert store.acquire_lease("batch:stolen", "elsewhere:1:z", 30).held_by("elsewhere:1:z")
 
 
 # 3. migrate by identity ----------------------------------------------------------------------
@@ -272,7 +286,7 @@ async def test_a_migrate_into_dexatel_leaves_exactly_the_source(
     assert report.removed == 1
     held = {m.id async for m in dexatel.iter_members(target.id)}
     assert held == {f"+1555{i:07d}" for i in range(50)}
-    assert set(state.pushed("dexatel", target.id)) == held
+    assert set(state.pushed(scope_of(dexatel), target.id)) == held
 
 
 def test_verified_compares_ids_not_sizes() -> None:
@@ -303,16 +317,19 @@ def test_an_audiencekit_0_1_store_is_migrated_and_a_newer_one_refused(tmp_path: 
     db.close()
     with StateStore(old) as store:
         assert isinstance(store, SqliteStateStore)
-        assert store.entries("batch", "a") == {
+        assert store.entries("batch", "a") == {}  # 0.1 knew no accounts: the rows wait
+        assert store.claim_legacy("batch", "batch/first") == 2  # for the first to claim them
+        assert store.claim_legacy("batch", "batch/second") == 0  # and only the first
+        assert store.entries("batch/first", "a") == {
             "u1": Entry("f1", "settled"),
             "u2": Entry("f2", "settled"),
         }
-        assert store.acquire_lease("batch:a", "h:1:t", 30) is None
+        assert store.acquire_lease("batch:a", "h:1:t", 30).held_by("h:1:t")
     with sqlite3.connect(old) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        assert db.execute("PRAGMA user_version").fetchone() == (3,)
         db.execute("PRAGMA user_version = 99")
     db.close()
-    with pytest.raises(ConfigurationError, match="newer audiencekit"):
+    with pytest.raises(StateStoreVersionError, match="newer audiencekit"):
         SqliteStateStore(old)
 
 
@@ -321,52 +338,72 @@ class DictStore(StateStore):
 
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str], dict[str, Entry]] = {}
-        self.leases: dict[str, tuple[str, float]] = {}
+        self.leases: dict[str, Lease] = {}
         self.runs: dict[str, dict[str, Any]] = {}
 
-    def entries(self, scope: str, audience: str) -> dict[str, Entry]:
-        return dict(self.rows.get((scope, audience), {}))
+    def iter_entries(
+        self, scope: str, audience: str, *, after: str | None = None, page_size: int = 100
+    ) -> Iterator[tuple[str, Entry]]:
+        rows = self.rows.get((scope, audience), {})
+        yield from sorted((k, e) for k, e in rows.items() if after is None or k > after)
 
-    def intend(self, scope: str, audience: str, writes: Iterable[tuple[str, str]]) -> None:
+    def _check(self, fence: Lease | None) -> None:
+        if fence is not None and self.leases.get(fence.key) != fence:
+            raise FencingError("dicts", "lease lost")
+
+    def intend(self, scope: str, audience: str, writes: Iterable[tuple[str, str]], *,
+               fence: Lease | None = None) -> None:  # fmt: skip
+        self._check(fence)
         self.rows.setdefault((scope, audience), {}).update(
             (k, Entry(fp, "intended")) for k, fp in writes
         )
 
-    def accept(self, scope: str, audience: str, handle: str, ids: Iterable[str]) -> None:
+    def accept(self, scope: str, audience: str, handle: str, ids: Iterable[str], *,
+               fence: Lease | None = None) -> None:  # fmt: skip
+        self._check(fence)
         rows = self.rows.setdefault((scope, audience), {})
         for k in ids:
             if k in rows and not rows[k].settled:
                 rows[k] = Entry(rows[k].fingerprint, "accepted", handle)
 
-    def mark(self, scope: str, audience: str, status: str, ids: Iterable[str]) -> None:
+    def mark(self, scope: str, audience: str, status: str, ids: Iterable[str], *,
+             fence: Lease | None = None) -> None:  # fmt: skip
+        self._check(fence)
         rows = self.rows.setdefault((scope, audience), {})
         for k in ids:
             if k in rows and not rows[k].settled:
                 rows[k] = Entry(rows[k].fingerprint, status, rows[k].handle)
 
-    def record(self, scope: str, audience: str, *, present: Any = (), absent: Any = ()) -> None:
+    def record(self, scope: str, audience: str, *, present: Any = (), absent: Any = (),
+               fence: Lease | None = None) -> None:  # fmt: skip
+        self._check(fence)
         rows = self.rows.setdefault((scope, audience), {})
         items = present.items() if isinstance(present, dict) else present
         rows.update((k, Entry(fp, "settled")) for k, fp in items)
         for k in absent:
             rows.pop(k, None)
 
-    def forget_audience(self, scope: str, audience: str) -> None:
+    def forget_audience(self, scope: str, audience: str, *, fence: Lease | None = None) -> None:
+        self._check(fence)
         self.rows.pop((scope, audience), None)
 
-    def acquire_lease(self, key: str, owner: str, ttl: float) -> LeaseHolder | None:
+    def claim_legacy(self, provider: str, scope: str) -> int:
+        return 0
+
+    def acquire_lease(self, key: str, owner: str, ttl: float) -> Lease:
         held = self.leases.get(key)
-        if held is not None and held[0] != owner:
-            return LeaseHolder(held[0], 1.0)
-        self.leases[key] = (owner, ttl)
-        return None
+        if held is not None and held.owner != owner:
+            return held
+        epoch = 1 if held is None else held.epoch
+        self.leases[key] = Lease(key, owner, epoch, ttl)
+        return self.leases[key]
 
-    def renew_lease(self, key: str, owner: str, ttl: float) -> bool:
-        return self.leases.get(key, ("", 0.0))[0] == owner
+    def renew_lease(self, lease: Lease, ttl: float) -> bool:
+        return self.leases.get(lease.key) == lease
 
-    def release_lease(self, key: str, owner: str) -> None:
-        if self.leases.get(key, ("", 0.0))[0] == owner:
-            del self.leases[key]
+    def release_lease(self, lease: Lease) -> None:
+        if self.leases.get(lease.key) == lease:
+            del self.leases[lease.key]
 
     def checkpoint(self, run: str) -> dict[str, Any] | None:
         return self.runs.get(run)
@@ -398,8 +435,8 @@ async def test_handles_that_never_confirm_do_not_stop_the_next_sync() -> None:
     audience = await fake.create_audience("stale")
     store = SqliteStateStore()
     await fake.add_members(audience.id, [Member("x")])
-    store.intend("fake", audience.id, [("x", fingerprint({}))])
-    store.accept("fake", audience.id, "a-token-nobody-knows", ["x"])
+    store.intend(scope_of(fake), audience.id, [("x", fingerprint({}))])
+    store.accept(scope_of(fake), audience.id, "a-token-nobody-knows", ["x"])
 
     async def never_confirmed(*args: Any, **kwargs: Any) -> Any:
         raise PollTimeoutError("still indexing", pending=[], waited=600.0)
@@ -408,4 +445,4 @@ async def test_handles_that_never_confirm_do_not_stop_the_next_sync() -> None:
     report = await sync(fake, audience.id, [Member("y")], state=store)
     assert (report.added, report.removed) == (1, 1)  # x may be there: it is removed
     assert set(fake.members(audience.id)) == {"y"}
-    assert store.pushed("fake", audience.id) == {"y": fingerprint({})}
+    assert store.pushed(scope_of(fake), audience.id) == {"y": fingerprint({})}

@@ -7,7 +7,7 @@ import pytest
 from audiencekit import ConfigurationError, Member, ValidationError
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.providers.dexatel import DexatelBackend
-from audiencekit.state import StateStore
+from audiencekit.state import StateStore, scope_of
 from audiencekit.sync import sync
 from audiencekit.testing import EmulatorServer
 
@@ -29,7 +29,7 @@ async def test_a_second_identical_sync_of_50000_sends_nothing(
     first = await sync(batch, "synced", people(50_000), state=state)
     assert (first.added, first.changed, first.removed) == (50_000, 0, 0)
     assert len(updates(emulators)) == 5
-    assert state.count("batch", "synced") == 50_000
+    assert state.count(scope_of(batch), "synced") == 50_000
 
     emulators.batch.requests.clear()
     second = await sync(batch, "synced", people(50_000), state=state)

@@ -1,0 +1,303 @@
+"""The state store's contract: what audiencekit remembers between runs, and the rules every
+store keeps (SQLite, PostgreSQL, or a store of your own).
+
+Every row is keyed by a **scope** (``"provider/account"``: the provider's name and the
+fingerprint of the account it writes to, see :func:`scope_of`) and, for the journal, by the
+audience and the member id: two accounts never share a row.
+
+- **The journal**: per (scope, audience, member id) the fingerprint of the attributes last
+  written and where that write stands: ``intended`` (about to be sent), ``accepted`` (under a
+  handle), ``unknown`` or ``failed`` (no confirmation), or ``settled`` (the provider confirmed
+  it). An id without an entry is absent. A run marks what it is about to send before sending
+  it, notes each handle as the provider accepts it, and settles entries as writes are
+  confirmed, so a crash at any point leaves a store from which the next run converges.
+  Entries are read in id order, page by page (:meth:`StateStore.iter_entries`), so that a
+  diff never holds an audience in memory.
+- **Leases**: one writer per key (a scope and an audience) across processes and hosts. A lease
+  is a row with an owner, an expiry and an **epoch** that grows each time the lease changes
+  hands. A run passes its :class:`Lease` as ``fence`` to every journal write; the store checks,
+  in the same transaction as the write, that the lease is still that owner's, at that epoch,
+  unexpired, and raises :class:`~audiencekit.errors.FencingError` (writing nothing) otherwise:
+  a worker paused past its lease cannot overwrite the run that took over.
+- **Checkpoints**: a small JSON document per run id, for the runs that need one.
+
+Each method is one transaction, and blocking: the library calls a store from worker threads,
+never on the event loop. A store raises :class:`~audiencekit.errors.StateStoreError` (a
+subclass naming where and why) for anything that goes wrong in it, never its driver's errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import attrs
+
+from ..models import Attributes, Url
+
+if TYPE_CHECKING:
+    from ..backend import AudienceBackend
+
+__all__ = [
+    "ABSENT",
+    "STATUSES",
+    "Entry",
+    "Lease",
+    "StateStore",
+    "alive",
+    "fingerprint",
+    "lease_owner",
+    "scope_of",
+]
+
+#: A fingerprint that stands for "absent": an entry with it is an intended removal.
+ABSENT = ""
+
+#: Where a journalled write stands. Every status but "settled" means "may or may not be held".
+STATUSES = ("intended", "accepted", "unknown", "failed", "settled")
+
+#: How many entries :meth:`StateStore.iter_entries` reads in one page by default.
+PAGE_SIZE = 5_000
+
+
+def _plain(value: object) -> object:
+    # A Url is a str, but not the same attribute as the str: tag the typed values.
+    if isinstance(value, Url):
+        return {"url": str(value)}
+    if isinstance(value, datetime):
+        return {"date": value.isoformat()}
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return value
+
+
+def fingerprint(attributes: Attributes) -> str:
+    """A short, stable digest of a member's attributes (order of keys does not matter)."""
+    plain = {name: _plain(value) for name, value in attributes.items()}
+    text = json.dumps(plain, sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+class Entry(NamedTuple):
+    """What the store knows of one member: the fingerprint last written (``""`` for a removal),
+    where that write stands (one of :data:`STATUSES`), and the handle it was accepted under.
+
+    A tuple of strings: a store of 200,000 entries adds nothing for the garbage collector to walk.
+    """
+
+    fingerprint: str
+    status: str
+    handle: str | None = None
+
+    @property
+    def settled(self) -> bool:
+        """Whether the provider confirmed the write."""
+        return self.status == "settled"
+
+
+@attrs.frozen
+class Lease:
+    """A lease as the store holds it: its ``key``, its ``owner`` (host, process id and a token
+    of the run), its ``epoch`` (grows each time the lease changes hands) and the seconds left
+    on it. Passed as ``fence`` to the journal's writes by the run that holds it."""
+
+    key: str
+    owner: str
+    epoch: int
+    expires_in: float
+
+    def held_by(self, owner: str) -> bool:
+        """Whether ``owner`` holds this lease."""
+        return self.owner == owner
+
+
+class StateStore:
+    """What audiencekit remembers between runs (see the module's documentation).
+
+    ``StateStore(path)`` opens a :class:`~audiencekit.state.SqliteStateStore` (as
+    ``pathlib.Path`` opens a ``PosixPath``); :meth:`open` takes a path or a URL
+    (``postgresql://...``). A store of your own subclasses this class, implements every
+    method that raises NotImplementedError here, and runs the conformance suite
+    (:mod:`audiencekit.testing.store_contract`). Use a store as a context manager, or call
+    :meth:`close`.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> StateStore:
+        if cls is StateStore:
+            from .sqlite import SqliteStateStore
+
+            return super().__new__(SqliteStateStore)
+        return super().__new__(cls)
+
+    @staticmethod
+    def open(location: str | os.PathLike[str]) -> StateStore:
+        """The store at ``location``: a ``postgresql://`` URL opens a
+        :class:`~audiencekit.state.postgres.PostgresStateStore` (the ``postgres`` extra);
+        anything else without a scheme is a path to a SQLite file. Another scheme raises
+        :class:`~audiencekit.ConfigurationError` (the URL's password is never repeated)."""
+        from ._open import open_store
+
+        return open_store(location)
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the store's resources."""
+
+    # -- the journal ----------------------------------------------------------------------------
+
+    def iter_entries(
+        self, scope: str, audience: str, *, after: str | None = None, page_size: int = PAGE_SIZE
+    ) -> Iterator[tuple[str, Entry]]:
+        """Every ``(member id, entry)`` of an audience in id order (by code point), read
+        ``page_size`` at a time (each page one short read); from the first id after
+        ``after`` when given. Entries written while it runs may or may not be seen."""
+        raise NotImplementedError
+
+    def entries(self, scope: str, audience: str) -> dict[str, Entry]:
+        """Every entry of an audience: member id → :class:`Entry` (all in memory: for small
+        audiences and tests; a diff reads :meth:`iter_entries`)."""
+        return dict(self.iter_entries(scope, audience))
+
+    def intend(
+        self,
+        scope: str,
+        audience: str,
+        writes: Iterable[tuple[str, str]],
+        *,
+        fence: Lease | None = None,
+    ) -> None:
+        """Mark ``(member id, fingerprint)`` writes as about to be sent (``""``: a removal):
+        status ``intended``, no handle, whatever the entry said before."""
+        raise NotImplementedError
+
+    def accept(
+        self,
+        scope: str,
+        audience: str,
+        handle: str,
+        ids: Iterable[str],
+        *,
+        fence: Lease | None = None,
+    ) -> None:
+        """Note the handle under which the provider accepted the writes of ``ids`` (status
+        ``accepted``); entries already settled, and ids without an entry, are left alone."""
+        raise NotImplementedError
+
+    def mark(
+        self,
+        scope: str,
+        audience: str,
+        status: str,
+        ids: Iterable[str],
+        *,
+        fence: Lease | None = None,
+    ) -> None:
+        """Note that the writes of ``ids`` ended ``unknown`` or ``failed`` (unconfirmed; any
+        other status raises ValueError); settled entries are left alone."""
+        raise NotImplementedError
+
+    def record(
+        self,
+        scope: str,
+        audience: str,
+        *,
+        present: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+        absent: Iterable[str] = (),
+        fence: Lease | None = None,
+    ) -> None:
+        """Settle: members now ``present`` (id → fingerprint) and ids now ``absent`` (their
+        entries are dropped), in one transaction."""
+        raise NotImplementedError
+
+    def forget_audience(self, scope: str, audience: str, *, fence: Lease | None = None) -> None:
+        """Drop every entry of an audience (after deleting it, say)."""
+        raise NotImplementedError
+
+    def pushed(self, scope: str, audience: str) -> dict[str, str]:
+        """Member id → fingerprint of the members the provider is known to hold (settled)."""
+        return {
+            k: e.fingerprint
+            for k, e in self.iter_entries(scope, audience)
+            if e.settled and e.fingerprint != ABSENT
+        }
+
+    def count(self, scope: str, audience: str) -> int:
+        """How many members the provider is known to hold (settled entries)."""
+        return sum(1 for _, e in self.iter_entries(scope, audience)
+                   if e.settled and e.fingerprint != ABSENT)  # fmt: skip
+
+    def claim_legacy(self, provider: str, scope: str) -> int:
+        """Give the rows an audiencekit 0.1 store kept under the provider's name alone (it knew
+        no accounts) to ``scope``, the account that opens them first; how many entries moved
+        (0 when there are none left, or the store never held any)."""
+        raise NotImplementedError
+
+    # -- leases ---------------------------------------------------------------------------------
+
+    def acquire_lease(self, key: str, owner: str, ttl: float) -> Lease:
+        """Take ``key`` for ``ttl`` seconds unless another owner holds it, and return the
+        lease as it stands: ``lease.held_by(owner)`` says whether it was taken (or renewed,
+        for the same owner). An expired lease is taken over, with a new epoch; so is one
+        whose owner is a process of this host that is gone. Times come from the store's own
+        clock (the database's, for a server), never the caller's."""
+        raise NotImplementedError
+
+    def renew_lease(self, lease: Lease, ttl: float) -> bool:
+        """Extend ``lease`` by ``ttl`` seconds from now; False (nothing changed) when its owner
+        no longer holds it at its epoch, or it expired."""
+        raise NotImplementedError
+
+    def release_lease(self, lease: Lease) -> None:
+        """Give ``lease`` up (nothing happens when its owner no longer holds it)."""
+        raise NotImplementedError
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def checkpoint(self, run: str) -> dict[str, Any] | None:
+        """The saved state of run ``run``, or None."""
+        raise NotImplementedError
+
+    def save_checkpoint(self, run: str, data: Mapping[str, Any]) -> None:
+        """Replace the saved state of ``run`` (atomically; ``data`` is JSON-serialisable)."""
+        raise NotImplementedError
+
+    def clear_checkpoint(self, run: str) -> None:
+        """Forget run ``run``."""
+        raise NotImplementedError
+
+
+def scope_of(backend: AudienceBackend) -> str:
+    """The scope a backend's rows are kept under: its provider's name and the fingerprint of
+    the account it writes to (``"batch/3f2a..."``): two accounts never share a row."""
+    return f"{backend.provider}/{backend.account}"
+
+
+def lease_owner(token: str) -> str:
+    """An owner name for a lease: this host, this process, and a token of the run."""
+    return f"{socket.gethostname()}:{os.getpid()}:{token}"
+
+
+def alive(owner: str) -> bool:
+    """Whether the process named in ``owner`` (see :func:`lease_owner`) may still run: False
+    only when it is on this host and certainly gone."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return True
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, but belongs to someone else
+        return True
+    return True
