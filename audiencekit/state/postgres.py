@@ -1,15 +1,464 @@
-"""The PostgreSQL state store (being built: see the changelog)."""
+"""The PostgreSQL state store: one database shared by workers on several hosts (the
+``postgres`` extra: psycopg 3 and its connection pool)."""
 
 from __future__ import annotations
 
-from ..errors import ConfigurationError
-from .base import StateStore
+import functools
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import psycopg
+import psycopg.errors
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from ..errors import (
+    ConfigurationError,
+    FencingError,
+    StateStoreAccessError,
+    StateStoreConnectionError,
+    StateStoreError,
+    StateStoreLockedError,
+    StateStoreVersionError,
+)
+from ._open import POSTGRES_SCHEMES, is_url, passwords, redacted
+from .base import PAGE_SIZE, STATUSES, Entry, Lease, StateStore, alive
 
 __all__ = ["PostgresStateStore"]
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The schema this code writes (the version row of ``audiencekit_schema``).
+SCHEMA_VERSION = 1
+
+#: The version row, created first: opening a store locks it, so that one process at a time
+#: creates or upgrades the schema.
+_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS audiencekit_schema (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    version integer NOT NULL
+)
+"""
+
+#: What upgrades the schema from version ``i`` to ``i + 1``, for each ``i``. Members are
+#: compared byte by byte (``COLLATE "C"``: code-point order in UTF-8, as SQLite orders them).
+_UPGRADES = (
+    f"""
+CREATE TABLE audiencekit_entries (
+    scope text NOT NULL,
+    audience text NOT NULL,
+    member text COLLATE "C" NOT NULL,
+    fingerprint text NOT NULL,
+    status text NOT NULL CHECK (status IN ({", ".join(f"'{s}'" for s in STATUSES)})),
+    handle text,
+    PRIMARY KEY (scope, audience, member)
+);
+CREATE TABLE audiencekit_checkpoints (
+    run text PRIMARY KEY,
+    data text NOT NULL,
+    updated timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE audiencekit_leases (
+    key text PRIMARY KEY,
+    owner text NOT NULL,
+    expires timestamptz NOT NULL,
+    epoch bigint NOT NULL
+);
+""",
+)
+
+
+def _upsert(status: str) -> str:
+    return (
+        "INSERT INTO audiencekit_entries (scope, audience, member, fingerprint, status) "
+        f"SELECT %s, %s, w.member, w.fingerprint, '{status}' "
+        "FROM unnest(%s::text[], %s::text[]) AS w (member, fingerprint) "
+        "ON CONFLICT (scope, audience, member) DO UPDATE "
+        f"SET fingerprint = excluded.fingerprint, status = '{status}', handle = NULL"
+    )
+
+
+_INTEND, _SETTLE = _upsert("intended"), _upsert("settled")
+
+#: The lease a fenced write names, still its owner's at its epoch and unexpired; locked
+#: (FOR SHARE) until the write commits, so that it cannot change hands in between.
+_FENCE = (
+    "SELECT 1 FROM audiencekit_leases WHERE key = %s AND owner = %s AND epoch = %s "
+    "AND expires > clock_timestamp() FOR SHARE"
+)
+
+#: How many rows one statement of a bulk write carries.
+_BATCH = 10_000
+
+#: SQLSTATE classes of a connection that failed or went away: connection exception, invalid
+#: authorization, operator intervention (the server shut down or restarted).
+_CONNECTION_CLASSES = ("08", "28", "57")
+
+
+def _translated(method: F) -> F:
+    """Raise what goes wrong in ``method`` as a StateStoreError naming the store, never as a
+    psycopg error."""
+
+    @functools.wraps(method)
+    def call(self: PostgresStateStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except psycopg.Error as exc:
+            error, cause = self._error(exc), None if self._repeats_password(exc) else exc
+        raise error from cause
+
+    return call  # type: ignore[return-value]
+
+
+def _batches(rows: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(rows), _BATCH):
+        yield rows[start : start + _BATCH]
+
 
 class PostgresStateStore(StateStore):
-    """A state store in a PostgreSQL database, for workers on several hosts."""
+    """The state store in a PostgreSQL database, for workers on several hosts.
 
-    def __init__(self, url: str) -> None:
-        raise ConfigurationError("the PostgreSQL state store is not available in this build")
+    ``url`` is a ``postgresql://`` URL; its password is never repeated (``location`` and
+    every error name the URL with ``***`` in its place). The store creates its tables
+    (``audiencekit_*``, so it can share a database) and upgrades them when opened; one of a
+    newer audiencekit is refused. Calls share a pool of at most ``pool_size`` connections;
+    ``timeout`` is how long a call waits to connect, or for a free connection, before it
+    raises :class:`~audiencekit.errors.StateStoreConnectionError`.
+
+    Lease times come from the database's clock. No advisory locks and no prepared
+    statements: the store works behind PgBouncer in transaction mode.
+    """
+
+    def __init__(self, url: str, *, pool_size: int = 4, timeout: float = 10.0) -> None:
+        if not is_url(url) or url.partition("://")[0].lower() not in POSTGRES_SCHEMES:
+            raise ConfigurationError("a PostgreSQL state store takes a postgresql:// URL")
+        self.url = redacted(url)
+        self.timeout = timeout
+        self._passwords = sorted(passwords(url), key=len, reverse=True)
+        options = {
+            "autocommit": True,
+            "prepare_threshold": None,
+            "connect_timeout": max(2, round(timeout)),  # libpq counts whole seconds, from 2
+            "application_name": "audiencekit",
+        }
+        self._migrate(url, options)
+        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            url,
+            kwargs=options,
+            min_size=1,
+            max_size=pool_size,
+            timeout=timeout,
+            check=ConnectionPool.check_connection,
+            name="audiencekit-state",
+            open=False,
+        )
+        self._pool.open()
+
+    def __repr__(self) -> str:
+        return f"<PostgresStateStore {self.url}>"
+
+    # -- opening ----------------------------------------------------------------------------
+
+    @_translated
+    def _migrate(self, url: str, options: Mapping[str, Any]) -> None:
+        """Create or upgrade the schema, in one transaction, on a connection of its own (a
+        failure to connect is told at once, with its reason). Two processes opening a new
+        database at once: one creates the version table while the other waits for its
+        name, then fails on it and tries again, now to wait on the table's lock."""
+        with psycopg.connect(url, **options) as db:
+            for attempt in (1, 2):
+                try:
+                    with db.transaction():
+                        db.execute(_VERSION_TABLE)
+                        db.execute("LOCK TABLE audiencekit_schema IN SHARE ROW EXCLUSIVE MODE")
+                        row = db.execute("SELECT version FROM audiencekit_schema").fetchone()
+                        self._upgrade(db, 0 if row is None else row[0])
+                except psycopg.errors.UniqueViolation:
+                    if attempt == 2:
+                        raise
+                else:
+                    return
+
+    def _upgrade(self, db: psycopg.Connection[Any], version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise StateStoreVersionError(
+                self.url,
+                f"it was written by a newer audiencekit (schema {version}; this version reads "
+                f"up to {SCHEMA_VERSION})",
+            )
+        for step in _UPGRADES[version:]:
+            db.execute(step)
+        db.execute(
+            "INSERT INTO audiencekit_schema (version) VALUES (%s) "
+            "ON CONFLICT (one) DO UPDATE SET version = excluded.version",
+            (SCHEMA_VERSION,),
+        )
+
+    def _error(self, exc: psycopg.Error) -> StateStoreError:
+        """The StateStoreError that says what ``exc`` means for this store (the password,
+        should the driver's text repeat it, replaced)."""
+        text = str(exc).strip()
+        for password in self._passwords:
+            text = text.replace(password, "***")
+        if isinstance(exc, PoolTimeout):
+            return StateStoreConnectionError(
+                self.url, f"no connection to the server within {self.timeout:g} s"
+            )
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege) or (
+            exc.sqlstate is None and "database" in text and "does not exist" in text
+        ):
+            return StateStoreAccessError(self.url, text)
+        if isinstance(exc, (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected)):
+            return StateStoreLockedError(self.url, text)
+        if isinstance(exc, psycopg.OperationalError) and (
+            exc.sqlstate is None or exc.sqlstate[:2] in _CONNECTION_CLASSES
+        ):
+            return StateStoreConnectionError(self.url, text)
+        return StateStoreError(self.url, text)
+
+    def _repeats_password(self, exc: psycopg.Error) -> bool:
+        """Whether ``exc`` repeats the password: in its text, or in the connection it carries
+        (a failed connection attempt's, which holds every connection parameter)."""
+        texts = (str(exc), repr(exc.pgconn))
+        return any(password in text for password in self._passwords for text in texts)
+
+    @_translated
+    def close(self) -> None:
+        self._pool.close()
+
+    @contextmanager
+    def _transaction(self, fence: Lease | None = None) -> Iterator[psycopg.Cursor[Any]]:
+        """One transaction: committed, or rolled back on error. With ``fence``, it raises
+        FencingError first (so nothing is written) unless that lease is still held by its
+        owner at its epoch, and keeps the lease from changing hands until it commits."""
+        with self._pool.connection() as db, db.transaction(), db.cursor() as cursor:
+            if fence is not None:
+                cursor.execute(_FENCE, (fence.key, fence.owner, fence.epoch))
+                if cursor.fetchone() is None:
+                    raise FencingError(
+                        fence.key,
+                        f"the lease ran out or changed hands (this run held epoch {fence.epoch})",
+                    )
+            yield cursor
+
+    def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        with self._pool.connection() as db:
+            return db.execute(sql, params).fetchall()
+
+    # -- the journal ----------------------------------------------------------------------------
+
+    def iter_entries(
+        self, scope: str, audience: str, *, after: str | None = None, page_size: int = PAGE_SIZE
+    ) -> Iterator[tuple[str, Entry]]:
+        last = after
+        while True:
+            page = self._page(scope, audience, last, page_size)
+            for member, fp, status, handle in page:
+                yield member, Entry(fp, status, handle)
+            if len(page) < page_size:
+                return
+            last = page[-1][0]
+
+    @_translated
+    def _page(
+        self, scope: str, audience: str, after: str | None, size: int
+    ) -> list[tuple[Any, ...]]:
+        return self._read(
+            "SELECT member, fingerprint, status, handle FROM audiencekit_entries "
+            "WHERE scope = %s AND audience = %s AND member > %s ORDER BY member LIMIT %s",
+            (scope, audience, "" if after is None else after, size),
+        )
+
+    @_translated
+    def pushed(self, scope: str, audience: str) -> dict[str, str]:
+        rows = self._read(
+            "SELECT member, fingerprint FROM audiencekit_entries WHERE scope = %s "
+            "AND audience = %s AND status = 'settled' AND fingerprint != ''",
+            (scope, audience),
+        )
+        return dict(rows)
+
+    @_translated
+    def count(self, scope: str, audience: str) -> int:
+        ((found,),) = self._read(
+            "SELECT count(*) FROM audiencekit_entries WHERE scope = %s AND audience = %s "
+            "AND status = 'settled' AND fingerprint != ''",
+            (scope, audience),
+        )
+        return int(found)
+
+    def _upsert(
+        self, cursor: psycopg.Cursor[Any], sql: str, scope: str, audience: str,
+        writes: Iterable[tuple[str, str]],
+    ) -> None:  # fmt: skip
+        """Write ``(member, fingerprint)`` pairs with ``sql`` (an upsert): the last pair of an
+        id wins, and ids are written in order (two writers lock rows in one order)."""
+        last = dict(writes)
+        members = sorted(last)
+        for batch in _batches(members):
+            cursor.execute(sql, (scope, audience, batch, [last[k] for k in batch]))
+
+    @_translated
+    def intend(
+        self,
+        scope: str,
+        audience: str,
+        writes: Iterable[tuple[str, str]],
+        *,
+        fence: Lease | None = None,
+    ) -> None:
+        with self._transaction(fence) as cursor:
+            self._upsert(cursor, _INTEND, scope, audience, writes)
+
+    def _update(
+        self, sql: str, params: tuple[Any, ...], ids: Iterable[str], fence: Lease | None
+    ) -> None:
+        """Run ``sql`` (whose last parameter is an array of member ids) for ``ids``."""
+        members = sorted(set(ids))
+        with self._transaction(fence) as cursor:
+            for batch in _batches(members):
+                cursor.execute(sql, (*params, batch))
+
+    @_translated
+    def accept(
+        self,
+        scope: str,
+        audience: str,
+        handle: str,
+        ids: Iterable[str],
+        *,
+        fence: Lease | None = None,
+    ) -> None:
+        self._update(
+            "UPDATE audiencekit_entries SET status = 'accepted', handle = %s WHERE scope = %s "
+            "AND audience = %s AND member = ANY(%s::text[]) AND status != 'settled'",
+            (handle, scope, audience),
+            ids,
+            fence,
+        )
+
+    @_translated
+    def mark(
+        self,
+        scope: str,
+        audience: str,
+        status: str,
+        ids: Iterable[str],
+        *,
+        fence: Lease | None = None,
+    ) -> None:
+        if status not in ("unknown", "failed"):
+            raise ValueError(f"mark() takes 'unknown' or 'failed', not {status!r}")
+        self._update(
+            "UPDATE audiencekit_entries SET status = %s WHERE scope = %s AND audience = %s "
+            "AND member = ANY(%s::text[]) AND status != 'settled'",
+            (status, scope, audience),
+            ids,
+            fence,
+        )
+
+    @_translated
+    def record(
+        self,
+        scope: str,
+        audience: str,
+        *,
+        present: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+        absent: Iterable[str] = (),
+        fence: Lease | None = None,
+    ) -> None:
+        items = present.items() if isinstance(present, Mapping) else present
+        gone = sorted(set(absent))
+        with self._transaction(fence) as cursor:
+            self._upsert(cursor, _SETTLE, scope, audience, items)
+            for batch in _batches(gone):
+                cursor.execute(
+                    "DELETE FROM audiencekit_entries WHERE scope = %s AND audience = %s "
+                    "AND member = ANY(%s::text[])",
+                    (scope, audience, batch),
+                )
+
+    @_translated
+    def forget_audience(self, scope: str, audience: str, *, fence: Lease | None = None) -> None:
+        with self._transaction(fence) as cursor:
+            cursor.execute(
+                "DELETE FROM audiencekit_entries WHERE scope = %s AND audience = %s",
+                (scope, audience),
+            )
+
+    def claim_legacy(self, provider: str, scope: str) -> int:
+        """Nothing to claim: audiencekit 0.1 kept no PostgreSQL store."""
+        return 0
+
+    # -- leases ---------------------------------------------------------------------------------
+
+    @_translated
+    def acquire_lease(self, key: str, owner: str, ttl: float) -> Lease:
+        with self._transaction() as cursor:
+            while True:
+                row = cursor.execute(
+                    "SELECT owner, epoch, extract(epoch FROM expires - clock_timestamp())::float8 "
+                    "FROM audiencekit_leases WHERE key = %s FOR UPDATE",
+                    (key,),
+                ).fetchone()
+                if row is None:
+                    cursor.execute(
+                        "INSERT INTO audiencekit_leases (key, owner, expires, epoch) VALUES "
+                        "(%s, %s, clock_timestamp() + make_interval(secs => %s), 1) "
+                        "ON CONFLICT (key) DO NOTHING",
+                        (key, owner, ttl),
+                    )
+                    if cursor.rowcount == 1:
+                        return Lease(key, owner, 1, ttl)
+                    continue  # another process took it first: read its lease
+                holder, epoch, left = row
+                if holder != owner and left > 0 and alive(holder):
+                    return Lease(key, holder, epoch, left)
+                epoch += holder != owner
+                cursor.execute(
+                    "UPDATE audiencekit_leases SET owner = %s, epoch = %s, "
+                    "expires = clock_timestamp() + make_interval(secs => %s) WHERE key = %s",
+                    (owner, epoch, ttl, key),
+                )
+                return Lease(key, owner, epoch, ttl)
+
+    @_translated
+    def renew_lease(self, lease: Lease, ttl: float) -> bool:
+        with self._transaction() as cursor:
+            cursor.execute(
+                "UPDATE audiencekit_leases SET expires = clock_timestamp() + "
+                "make_interval(secs => %s) WHERE key = %s AND owner = %s AND epoch = %s "
+                "AND expires > clock_timestamp()",
+                (ttl, lease.key, lease.owner, lease.epoch),
+            )
+            return cursor.rowcount == 1
+
+    @_translated
+    def release_lease(self, lease: Lease) -> None:
+        with self._transaction() as cursor:
+            cursor.execute(
+                "DELETE FROM audiencekit_leases WHERE key = %s AND owner = %s AND epoch = %s",
+                (lease.key, lease.owner, lease.epoch),
+            )
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    @_translated
+    def checkpoint(self, run: str) -> dict[str, Any] | None:
+        rows = self._read("SELECT data FROM audiencekit_checkpoints WHERE run = %s", (run,))
+        return dict(json.loads(rows[0][0])) if rows else None
+
+    @_translated
+    def save_checkpoint(self, run: str, data: Mapping[str, Any]) -> None:
+        with self._transaction() as cursor:
+            cursor.execute(
+                "INSERT INTO audiencekit_checkpoints (run, data) VALUES (%s, %s) "
+                "ON CONFLICT (run) DO UPDATE SET data = excluded.data, updated = now()",
+                (run, json.dumps(data, separators=(",", ":"))),
+            )
+
+    @_translated
+    def clear_checkpoint(self, run: str) -> None:
+        with self._transaction() as cursor:
+            cursor.execute("DELETE FROM audiencekit_checkpoints WHERE run = %s", (run,))
