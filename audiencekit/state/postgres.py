@@ -88,6 +88,14 @@ _FENCE = (
     "AND expires > clock_timestamp() FOR SHARE"
 )
 
+#: What ``CREATE TABLE IF NOT EXISTS`` raises when another transaction created the table (its
+#: row type, or its name) after this one looked: by then it exists, so trying again works.
+_CREATED_MEANWHILE = (
+    psycopg.errors.UniqueViolation,
+    psycopg.errors.DuplicateObject,
+    psycopg.errors.DuplicateTable,
+)
+
 #: How many rows one statement of a bulk write carries.
 _BATCH = 10_000
 
@@ -165,7 +173,8 @@ class PostgresStateStore(StateStore):
         """Create or upgrade the schema, in one transaction, on a connection of its own (a
         failure to connect is told at once, with its reason). Two processes opening a new
         database at once: one creates the version table while the other waits for its
-        name, then fails on it and tries again, now to wait on the table's lock."""
+        name, then fails on it (see _CREATED_MEANWHILE) and tries again, now to wait on the
+        table's lock."""
         with psycopg.connect(url, **options) as db:
             for attempt in (1, 2):
                 try:
@@ -174,7 +183,7 @@ class PostgresStateStore(StateStore):
                         db.execute("LOCK TABLE audiencekit_schema IN SHARE ROW EXCLUSIVE MODE")
                         row = db.execute("SELECT version FROM audiencekit_schema").fetchone()
                         self._upgrade(db, 0 if row is None else row[0])
-                except psycopg.errors.UniqueViolation:
+                except _CREATED_MEANWHILE:
                     if attempt == 2:
                         raise
                 else:
