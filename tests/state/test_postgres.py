@@ -27,6 +27,7 @@ from audiencekit.errors import (
 )
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.state import Entry, Lease, SqliteStateStore, StateStore, scope_of
+from audiencekit.state._open import redacted
 from audiencekit.state.postgres import SCHEMA_VERSION, PostgresStateStore
 from audiencekit.sync import sync
 from audiencekit.testing import EmulatorServer
@@ -259,7 +260,7 @@ def _open_at_once(url: str, barrier: Any, failures: Any) -> None:
 def test_processes_opening_one_new_database_at_once_all_succeed(postgres_url: str) -> None:
     context = multiprocessing.get_context("fork")
     failures = context.Value("i", 0)
-    for _ in range(5):
+    for _ in range(10):
         barrier = context.Barrier(4)
         children = [
             context.Process(target=_open_at_once, args=(postgres_url, barrier, failures))
@@ -398,7 +399,9 @@ def recovered(store: PostgresStateStore) -> dict[str, Entry]:
             assert time.monotonic() < deadline, "the store did not reconnect"
 
 
-def test_a_server_gone_mid_run_is_a_connection_error_and_the_store_recovers() -> None:
+def test_a_server_gone_mid_run_is_a_connection_error_and_the_store_recovers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     try:
         server = PostgresServer()
     except ServerUnavailable as exc:
@@ -413,6 +416,8 @@ def test_a_server_gone_mid_run_is_a_connection_error_and_the_store_recovers() ->
             assert_discreet(exc.value, server.password)
             server.resume()
             assert recovered(store) == {"u1": Entry("f", "intended")}
+        assert "error connecting" in caplog.text  # the pool's attempts, logged
+        assert server.password not in caplog.text
     finally:
         server.stop()
 
@@ -442,3 +447,23 @@ async def test_a_sync_journalled_in_postgresql_then_sends_nothing(
         assert second.sent == 0
         assert second.unchanged == 2_000
         assert [r for r in emulators.batch.requests if r.path.endswith("/update")] == []
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:p%40ss@db/x", "postgresql://u:***@db/x"),
+        ("postgresql://u:p@ss@db:5432/x", "postgresql://u:***@db:5432/x"),
+        ("postgresql://u:pw@[::1/x", "postgresql://u:***@[::1/x"),
+        (
+            "postgresql://u@db/x?sslmode=require&password=pw",
+            "postgresql://u@db/x?sslmode=require&password=***",
+        ),
+        ("postgresql://db:5432/x", "postgresql://db:5432/x"),
+    ],
+)
+def test_a_url_is_shown_without_its_password_even_when_malformed(url: str, shown: str) -> None:
+    assert redacted(url) == shown
+    with pytest.raises(ConfigurationError) as exc:
+        StateStore.open(url.replace("postgresql", "mysql"))
+    assert shown.replace("postgresql", "mysql") in str(exc.value)
