@@ -1,5 +1,6 @@
 """A real PostgreSQL for the tests: a throwaway server started once per session (or the one
-``AUDIENCEKIT_TEST_POSTGRES_URL`` names), and a fresh, empty database for each test.
+``AUDIENCEKIT_TEST_POSTGRES_URL`` names: its user must be allowed to create databases and
+roles), and a fresh, empty database for each test.
 
 Where no server can be started the PostgreSQL tests are skipped with the reason, except
 under CI (``CI`` set), where that is a failure. ``initdb`` refuses to run as root: as root,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -99,6 +100,9 @@ _CREATED_MEANWHILE = (
 #: How many rows one statement of a bulk write carries.
 _BATCH = 10_000
 
+#: What the server answers a connection to a database it does not have.
+_MISSING_DATABASE = re.compile(r'FATAL: +database "[^"]*" does not exist')
+
 #: SQLSTATE classes of a connection that failed or went away: connection exception, invalid
 #: authorization, operator intervention (the server shut down or restarted).
 _CONNECTION_CLASSES = ("08", "28", "57")
@@ -127,8 +131,8 @@ def _batches(rows: list[str]) -> Iterator[list[str]]:
 class PostgresStateStore(StateStore):
     """The state store in a PostgreSQL database, for workers on several hosts.
 
-    ``url`` is a ``postgresql://`` URL; its password is never repeated (``location`` and
-    every error name the URL with ``***`` in its place). The store creates its tables
+    ``url`` is a ``postgresql://`` URL; its password is never repeated (the store's ``url``
+    and every error name the URL with ``***`` in its place). The store creates its tables
     (``audiencekit_*``, so it can share a database) and upgrades them when opened; one of a
     newer audiencekit is refused. Calls share a pool of at most ``pool_size`` connections;
     ``timeout`` is how long a call waits to connect, or for a free connection, before it
@@ -196,6 +200,8 @@ class PostgresStateStore(StateStore):
                 f"it was written by a newer audiencekit (schema {version}; this version reads "
                 f"up to {SCHEMA_VERSION})",
             )
+        if version == SCHEMA_VERSION:
+            return
         for step in _UPGRADES[version:]:
             db.execute(step)
         db.execute(
@@ -214,9 +220,7 @@ class PostgresStateStore(StateStore):
             return StateStoreConnectionError(
                 self.url, f"no connection to the server within {self.timeout:g} s"
             )
-        if isinstance(exc, psycopg.errors.InsufficientPrivilege) or (
-            exc.sqlstate is None and "database" in text and "does not exist" in text
-        ):
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege) or _MISSING_DATABASE.search(text):
             return StateStoreAccessError(self.url, text)
         if isinstance(exc, (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected)):
             return StateStoreLockedError(self.url, text)

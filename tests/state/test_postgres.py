@@ -4,6 +4,7 @@ the database's clock, its schema, and errors that never repeat the URL's passwor
 from __future__ import annotations
 
 import multiprocessing
+import secrets
 import signal
 import subprocess
 import sys
@@ -350,6 +351,22 @@ def test_a_missing_database_is_an_access_error(postgres_url: str) -> None:
         PostgresStateStore(missing)
     assert ":***@" in exc.value.location
     assert_discreet(exc.value, str(urlsplit(postgres_url).password))
+
+
+def test_a_user_who_may_not_create_the_tables_gets_an_access_error(postgres_url: str) -> None:
+    # Since PostgreSQL 15 only a schema's owner may create tables in it, by default.
+    user, password = f"reader_{secrets.token_hex(4)}", secrets.token_hex(8)
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute(f"CREATE ROLE {user} LOGIN PASSWORD '{password}'")
+    try:
+        parts = urlsplit(postgres_url)
+        url = parts._replace(netloc=f"{user}:{password}@{parts.hostname}:{parts.port}").geturl()
+        with pytest.raises(StateStoreAccessError, match="permission denied") as exc:
+            PostgresStateStore(url)
+        assert_discreet(exc.value, password)
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as db:
+            db.execute(f"DROP ROLE {user}")
 
 
 @pytest.mark.parametrize(
