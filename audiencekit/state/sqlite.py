@@ -180,20 +180,21 @@ class SqliteStateStore(StateStore):
             raise StateStoreCorruptError(
                 path, f"it is cut short ({size:,} bytes of {page_size * pages:,})"
             )
-        try:
-            uri = "file:" + os.path.abspath(path).replace("?", "%3f").replace("#", "%23")
-            reader = sqlite3.connect(uri + "?mode=ro", uri=True, timeout=self.timeout)
-            try:
-                (version,) = reader.execute("PRAGMA user_version").fetchone()
-                tables = {row[0] for row in reader.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table'")}  # fmt: skip
-            finally:
-                reader.close()
-        except sqlite3.Error as exc:
-            raise self._error(exc) from exc
+        (version,) = struct.unpack(">I", header[60:64])  # PRAGMA user_version, as stored
         self._check_version(version)
-        if tables and not tables & _TABLES:
-            raise StateStoreCorruptError(path, "it is another program's database")
+        if version == 0:  # audiencekit 0.1 set no version: is it ours, or another program's?
+            try:
+                uri = "file:" + os.path.abspath(path).replace("?", "%3f").replace("#", "%23")
+                reader = sqlite3.connect(uri + "?mode=ro", uri=True, timeout=self.timeout)
+                try:
+                    tables = {row[0] for row in reader.execute(
+                        "SELECT name FROM sqlite_master WHERE type = 'table'")}  # fmt: skip
+                finally:
+                    reader.close()
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+            if tables and not tables & _TABLES:
+                raise StateStoreCorruptError(path, "it is another program's database")
 
     def _check_version(self, version: int) -> None:
         if version > SCHEMA_VERSION:

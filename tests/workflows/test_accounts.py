@@ -40,10 +40,10 @@ async def test_two_batch_projects_sync_through_one_store_and_each_holds_its_own(
         await backend.create_audience("vip")
 
     # Interleaved, with the same audience name and overlapping ids in both projects.
-    await sync(first, "vip", people(range(0, 300), "gold"), state=state)
+    await sync(first, "vip", people(range(300), "gold"), state=state)
     await sync(second, "vip", people(range(100, 400), "gold"), state=state)
     one = people(range(50, 250), "gold")
-    two = people(range(0, 200), "gold") + people(range(350, 400), "silver")
+    two = people(range(200), "gold") + people(range(350, 400), "silver")
     emulators.batch.requests.clear()
     report_one = await sync(first, "vip", one, state=state)
     report_two = await sync(second, "vip", two, state=state)
@@ -65,7 +65,7 @@ async def test_two_dexatel_accounts_migrate_into_two_batch_projects_through_one_
     targets = [
         connect(BatchBackend, project_key=f"project_{n}", rate_limit=None) for n in ("one", "two")
     ]
-    numbers = {0: range(0, 40), 1: range(20, 60)}  # overlapping numbers, one audience name
+    numbers = {0: range(40), 1: range(20, 60)}  # overlapping numbers, one audience name
     for n, source in enumerate(sources):
         made = await source.create_audience("src", channel="SMS")
         emulators.dexatel.seed_contacts(
