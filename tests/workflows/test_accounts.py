@@ -72,7 +72,7 @@ async def test_two_dexatel_accounts_migrate_into_two_batch_projects_through_one_
             made.id, ({"number": f"+1555{i:07d}", "first_name": f"a{n}"} for i in numbers[n])
         )
 
-    for source, target in zip(sources, targets):  # one run id each: no checkpoint is shared
+    for source, target in zip(sources, targets, strict=True):  # one run id each
         report = await migrate(source, "src", target, "dst", create=True, state=state)
         assert report.ok
         assert report.verified is True

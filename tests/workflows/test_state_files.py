@@ -147,7 +147,7 @@ def test_a_file_held_locked_past_the_timeout_is_a_locked_error(tmp_path: Path, w
             assert holder.stdout.readline().strip() == "locked"
             before = digest(path)
             started = time.monotonic()
-            with pytest.raises(StateStoreLockedError, match="locked for more than 0.5 s"):
+            with pytest.raises(StateStoreLockedError, match=r"locked for more than 0\.5 s"):
                 SqliteStateStore(path, timeout=0.5)
             assert time.monotonic() - started < 20  # it waited for the timeout, not forever
             assert digest(path) == before
