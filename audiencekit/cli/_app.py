@@ -6,13 +6,18 @@ stderr under ``--json``) and the exit code the help text documents; never a trac
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import re
 import shlex
+import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import anyio
 import attrs
@@ -20,6 +25,7 @@ import click
 from click.shell_completion import get_completion_class
 
 from .. import __version__
+from .._bulk import ChunkDone, ProgressCallback, ProgressEvent
 from .._resolve import resolve_audience
 from ..backend import AudienceBackend
 from ..errors import (
@@ -31,6 +37,7 @@ from ..errors import (
     ConfigurationError,
     PartialFailureError,
     PollTimeoutError,
+    StateStoreError,
     ValidationError,
     by_cause,
 )
@@ -41,7 +48,8 @@ from ._output import EXAMPLES, Output
 
 __all__ = ["EXIT_CODES", "build_app"]
 
-OK, FAILURE, USAGE, PARTIAL, TIMEOUT, BUSY, INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
+OK, FAILURE, USAGE, PARTIAL, TIMEOUT, BUSY, STATE = 0, 1, 2, 3, 4, 5, 6
+INTERRUPTED, TERMINATED = 130, 143
 
 #: What each exit code means; shown in ``--help``.
 EXIT_CODES = {
@@ -51,10 +59,17 @@ EXIT_CODES = {
     PARTIAL: "partial failure (the summary names the ids, and why)",
     TIMEOUT: "writes accepted but not confirmed in time (running again is safe)",
     BUSY: "another run is writing the audience",
+    STATE: "the state store cannot be used (the message says which, and why)",
     INTERRUPTED: "interrupted (Ctrl-C): the message says how to continue",
+    TERMINATED: "stopped by SIGTERM, as by Ctrl-C: the message says how to continue",
 }
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: the command stops the way Ctrl-C stops it. A BaseException, like
+    KeyboardInterrupt, so that no ``except Exception`` on the way takes it for a failure."""
 
 
 @attrs.define
@@ -65,8 +80,10 @@ class Session:
     as_json: bool = False
     urls: dict[str, str] = attrs.Factory(dict)
     batch_version: str | None = None
-    #: How to continue after Ctrl-C, set by a command once it starts writing.
+    #: How to continue after Ctrl-C or SIGTERM, set by a command once it starts writing.
     resume: str | None = None
+    #: Ids the provider confirmed during this run (what an interrupt reports as done).
+    applied: int = 0
     _output: Output | None = None
 
     @property
@@ -74,6 +91,18 @@ class Session:
         if self._output is None or self._output.as_json != self.as_json:
             self._output = Output(self.as_json)
         return self._output
+
+    @contextlib.contextmanager
+    def progress(self, label: str, total: int | None) -> Iterator[ProgressCallback]:
+        """The output's progress callback, counting the ids applied as it goes."""
+        with self.out.progress(label, total) as show:
+
+            def count(event: ProgressEvent) -> None:
+                if isinstance(event, ChunkDone):
+                    self.applied += event.applied
+                show(event)
+
+            yield count
 
     def command(self, *extra: str, drop: Sequence[str] = ()) -> str:
         """This very command line, as a user would type it again (with ``extra``)."""
@@ -100,11 +129,17 @@ def _failure(exc: BaseException, session: Session) -> int:
     out = session.out
     details: dict[str, Any] = {}
     kind = type(exc).__name__
-    if isinstance(exc, (KeyboardInterrupt, click.Abort)):
-        code, kind = INTERRUPTED, "Interrupted"
-        message = "interrupted"
+    if isinstance(exc, (KeyboardInterrupt, click.Abort, Terminated)):
+        code, kind, message = (
+            (TERMINATED, "Terminated", "stopped by SIGTERM")
+            if isinstance(exc, Terminated)
+            else (INTERRUPTED, "Interrupted", "interrupted")
+        )
         if session.resume:
-            message += f"; to continue, run: {session.resume}"
+            message += (
+                f" after {session.applied:,} id(s) were applied; to continue, run: {session.resume}"
+            )
+            details["applied"] = session.applied
     elif isinstance(exc, click.UsageError):
         code = USAGE
         where = exc.ctx.command_path if exc.ctx is not None else "audiencekit"
@@ -147,6 +182,9 @@ def _failure(exc: BaseException, session: Session) -> int:
         )
     elif isinstance(exc, PartialFailureError):
         code, message = PARTIAL, str(exc)
+    elif isinstance(exc, StateStoreError):
+        code, message = STATE, str(exc)
+        details.update(location=exc.location, reason=exc.reason)
     elif isinstance(exc, AuthenticationError):
         code = FAILURE
         message = f"{exc} (check the API key in the environment)"
@@ -178,15 +216,16 @@ class _App(click.Group):
         words = argv[: argv.index("--")] if "--" in argv else argv
         session = Session(argv, as_json="--json" in words)
         try:
-            code = super().main(
-                argv, prog_name or "audiencekit", complete_var, standalone_mode=False,
-                obj=session, **extra,
-            )  # fmt: skip
+            with _sigterm_raises():
+                code = super().main(
+                    argv, prog_name or "audiencekit", complete_var, standalone_mode=False,
+                    obj=session, **extra,
+                )  # fmt: skip
         except BrokenPipeError:  # `audiencekit ... | head`: the reader left; say nothing more
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             code = FAILURE
-        except (Exception, KeyboardInterrupt) as exc:  # every kind is sorted out there
+        except (Exception, KeyboardInterrupt, Terminated) as exc:  # sorted out there
             code = _failure(exc, session)
         code = code if isinstance(code, int) else OK
         if standalone_mode:
@@ -245,13 +284,68 @@ def _common(registered: Sequence[Provider]) -> Callable[[F], F]:
     return decorate
 
 
+# -- SIGTERM stops a command as Ctrl-C does ---------------------------------------------------
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Outside the event loop (parsing, checking a file, printing), SIGTERM raises
+    :class:`Terminated` where the program is, as SIGINT raises KeyboardInterrupt."""
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_stoppable(body: Callable[[], Awaitable[int]]) -> int:
+    """Run an async command body under anyio. SIGTERM cancels it, as Ctrl-C does: what is in
+    flight is finished or journalled and the store is closed on the way out; then
+    :class:`Terminated` is raised."""
+
+    async def stoppable() -> int:
+        terminated = False
+        done: list[int] = []
+        failed: list[Exception] = []
+        with anyio.open_signal_receiver(signal.SIGTERM) as received:
+            async with anyio.create_task_group() as group:
+
+                async def watch() -> None:
+                    nonlocal terminated
+                    async for _ in received:
+                        terminated = True
+                        group.cancel_scope.cancel()
+
+                group.start_soon(watch)
+                try:
+                    done.append(await body())
+                except Exception as exc:  # raised below, not wrapped in the group's
+                    failed.append(exc)
+                group.cancel_scope.cancel()
+        if terminated:
+            raise Terminated
+        if failed:
+            raise failed[0]
+        return done[0]
+
+    try:
+        return anyio.run(stoppable)
+    finally:  # the loop put SIGTERM back to its default on the way out
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
 def _run(function: Callable[..., Awaitable[int]]) -> Callable[..., int]:
-    """A command body that is async: run under anyio, with the session first."""
+    """A command body that is async: run under anyio, with the session first; SIGTERM stops
+    it as Ctrl-C does."""
 
     @functools.wraps(function)
     @click.pass_obj
     def command(session: Session, /, **kwargs: Any) -> int:
-        return anyio.run(functools.partial(function, session, **kwargs))
+        return _run_stoppable(functools.partial(function, session, **kwargs))
 
     return command
 
@@ -270,6 +364,35 @@ def _stacked(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
 def _registered() -> list[Provider]:
     """The providers a user may name: every registered one but test doubles."""
     return [p for p in providers() if not p.hidden]
+
+
+class _StatePath(click.Path):
+    """A ``--state`` value: a file path. A URL (``scheme://...``) is refused before anything
+    is opened or made, shown without its password: this version opens SQLite files only."""
+
+    name = "state"
+
+    def __init__(self) -> None:
+        super().__init__(dir_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", value):
+            self.fail(f"{_without_password(value)} is a URL; this version opens a state store "
+                      "file only (give its path)", param, ctx)  # fmt: skip
+        return super().convert(value, param, ctx)
+
+
+def _without_password(url: str) -> str:
+    """``url`` with the password of its user part, if any, replaced by ``***``."""
+    parts = urlsplit(url)
+    try:
+        password = parts.password
+    except ValueError:  # a netloc urllib cannot read: keep the scheme only
+        return f"{parts.scheme}://***"
+    if password is None:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    return parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}").geturl()
 
 
 def _default_state() -> Path:
@@ -302,7 +425,7 @@ def build_app() -> click.Group:
         "--audience", "-a", required=True, metavar="AUDIENCE", help="An audience id or name."
     )
     state_option = click.option(
-        "--state", type=click.Path(dir_okay=False, path_type=Path), default=default_state,
+        "--state", type=_StatePath(), default=default_state,
         show_default=True, help="The state store: what earlier runs wrote, and checkpoints.",
     )  # fmt: skip
     channel_option = click.option(
@@ -534,7 +657,7 @@ def build_app() -> click.Group:
                     session.resume = session.command("--resume", drop=["--restart"])
 
                 async def run(resume: bool) -> Any:
-                    with session.out.progress(f"migrate {source[1]}", found.size) as progress:
+                    with session.progress(f"migrate {source[1]}", found.size) as progress:
                         return await run_migration(
                             source_backend, found.id, target_backend, target[1], create=create,
                             channel=channel, dry_run=dry_run, state=store, resume=resume,
@@ -587,7 +710,7 @@ def _write(
             anyio.run(backend.aclose)
             raise
         send = functools.partial(_send, session, backend, action, file, operation, audience)
-        return anyio.run(send, rows, state_path)
+        return _run_stoppable(functools.partial(send, rows, state_path))
     finally:
         file.close()
 
@@ -613,7 +736,7 @@ async def _send(
         if action == "sync":
             store = _state_store(state_path) if state_path else None
             try:
-                with out.progress(label, None) as progress:
+                with session.progress(label, None) as progress:
                     report = await sync(
                         backend, found.id, file.members(), state=store,
                         on_progress=progress, raise_on_failure=False,
@@ -624,7 +747,7 @@ async def _send(
             result = report.result
             counts = {k: getattr(report, k) for k in ("added", "changed", "removed", "unchanged")}
         else:
-            with out.progress(label, rows) as progress:
+            with session.progress(label, rows) as progress:
                 ops = (operation(member) for member in file.members())
                 result = await backend.apply(
                     found.id, ops, on_progress=progress, raise_on_failure=False
