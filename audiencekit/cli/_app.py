@@ -472,23 +472,50 @@ def build_app() -> click.Group:
         session.out.data(summary, lambda: _demo_text(summary))
         return OK if summary["verified"] else FAILURE
 
-    @app.command(
-        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-        add_help_option=False,
+    @app.command()
+    @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+                  help="The first emulator's port, the others on the next ones, in the order "
+                  "printed (0: free ports).")  # fmt: skip
+    @click.option("--host", default="127.0.0.1", show_default=True, help="The address to bind.")
+    @click.option("--index-delay", type=click.FloatRange(0), default=0.0, show_default=True,
+                  metavar="SECONDS", help="Seconds before Batch applies a write.")  # fmt: skip
+    @click.option("--index-polls", type=click.IntRange(0), default=0, show_default=True,
+                  help="Views of its token before Batch applies a write.")  # fmt: skip
+    @click.option("--batch-rate-limit", type=click.FloatRange(0, min_open=True),
+                  metavar="PER_SECOND", help="Batch answers 429 past this many requests a "
+                  "second per project (default: no limit).")  # fmt: skip
+    @click.option(
+        "--batch-retry-after",
+        is_flag=True,
+        help="Add a Retry-After header to Batch's 429 answers (Batch documents none).",
     )
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    @click.option("--faults", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+                  help="A JSON fault plan for every emulator.")  # fmt: skip
+    @click.option(
+        "--no-request-bodies",
+        is_flag=True,
+        help="Log requests without their bodies (less memory for long runs).",
+    )
+    @_common([])  # --json only: the emulators connect to nothing
     @click.pass_obj
-    def emulator(session: Session, args: tuple[str, ...]) -> int:
-        """Serve every provider's emulator locally."""
-        from ..testing.emulator import main as emulator_main
+    def emulator(session: Session, /, **options: Any) -> int:
+        """Serve every provider's emulator locally, until Ctrl-C.
 
-        argv = [a for a in args if a != "--"]
-        if session.as_json and "--json" not in argv:
-            argv.append("--json")
-        try:
-            return emulator_main(argv, prog="audiencekit emulator")
-        except SystemExit as exit_:  # argparse's --help and usage errors
-            return exit_.code if isinstance(exit_.code, int) else USAGE
+        It prints, for each, the 'export NAME=value' lines of the variables the command line
+        and open_backend read: paste them into another shell to use the emulators there.
+        GET <url>/_emulator/requests or /_emulator/state shows what an emulator received and
+        holds."""
+        from ..testing.emulator import main as serve
+
+        argv = [] if not session.as_json else ["--json"]  # the module's own options, same names
+        for name, value in options.items():
+            if value is True:
+                argv.append(f"--{name.replace('_', '-')}")
+            elif value not in (None, False):
+                argv += [f"--{name.replace('_', '-')}", str(value)]
+        with contextlib.suppress(Terminated):  # SIGTERM stops it as Ctrl-C does: quietly
+            return serve(argv, prog="audiencekit emulator")
+        return OK
 
     @app.command(name="providers")
     @common
