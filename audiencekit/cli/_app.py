@@ -6,13 +6,18 @@ stderr under ``--json``) and the exit code the help text documents; never a trac
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import re
 import shlex
+import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import anyio
 import attrs
@@ -20,6 +25,7 @@ import click
 from click.shell_completion import get_completion_class
 
 from .. import __version__
+from .._bulk import ChunkDone, ProgressCallback, ProgressEvent
 from .._resolve import resolve_audience
 from ..backend import AudienceBackend
 from ..errors import (
@@ -31,6 +37,7 @@ from ..errors import (
     ConfigurationError,
     PartialFailureError,
     PollTimeoutError,
+    StateStoreError,
     ValidationError,
     by_cause,
 )
@@ -41,7 +48,8 @@ from ._output import EXAMPLES, Output
 
 __all__ = ["EXIT_CODES", "build_app"]
 
-OK, FAILURE, USAGE, PARTIAL, TIMEOUT, BUSY, INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
+OK, FAILURE, USAGE, PARTIAL, TIMEOUT, BUSY, STATE = 0, 1, 2, 3, 4, 5, 6
+INTERRUPTED, TERMINATED = 130, 143
 
 #: What each exit code means; shown in ``--help``.
 EXIT_CODES = {
@@ -51,10 +59,21 @@ EXIT_CODES = {
     PARTIAL: "partial failure (the summary names the ids, and why)",
     TIMEOUT: "writes accepted but not confirmed in time (running again is safe)",
     BUSY: "another run is writing the audience",
+    STATE: "the state store cannot be used (the message says which, and why)",
     INTERRUPTED: "interrupted (Ctrl-C): the message says how to continue",
+    TERMINATED: "stopped by SIGTERM, as by Ctrl-C: the message says how to continue",
 }
 
+#: Contacts the demo adds through Dexatel's API (one request each, ~1.5 ms of client CPU): a
+#: first look in seconds; the demo seeds the rest into the emulator.
+DEMO_API_CONTACTS = 2_000
+
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: the command stops the way Ctrl-C stops it. A BaseException, like
+    KeyboardInterrupt, so that no ``except Exception`` on the way takes it for a failure."""
 
 
 @attrs.define
@@ -65,8 +84,10 @@ class Session:
     as_json: bool = False
     urls: dict[str, str] = attrs.Factory(dict)
     batch_version: str | None = None
-    #: How to continue after Ctrl-C, set by a command once it starts writing.
+    #: How to continue after Ctrl-C or SIGTERM, set by a command once it starts writing.
     resume: str | None = None
+    #: Ids the provider confirmed during this run (what an interrupt reports as done).
+    applied: int = 0
     _output: Output | None = None
 
     @property
@@ -74,6 +95,18 @@ class Session:
         if self._output is None or self._output.as_json != self.as_json:
             self._output = Output(self.as_json)
         return self._output
+
+    @contextlib.contextmanager
+    def progress(self, label: str, total: int | None) -> Iterator[ProgressCallback]:
+        """The output's progress callback, counting the ids applied as it goes."""
+        with self.out.progress(label, total) as show:
+
+            def count(event: ProgressEvent) -> None:
+                if isinstance(event, ChunkDone):
+                    self.applied += event.applied
+                show(event)
+
+            yield count
 
     def command(self, *extra: str, drop: Sequence[str] = ()) -> str:
         """This very command line, as a user would type it again (with ``extra``)."""
@@ -100,11 +133,17 @@ def _failure(exc: BaseException, session: Session) -> int:
     out = session.out
     details: dict[str, Any] = {}
     kind = type(exc).__name__
-    if isinstance(exc, (KeyboardInterrupt, click.Abort)):
-        code, kind = INTERRUPTED, "Interrupted"
-        message = "interrupted"
+    if isinstance(exc, (KeyboardInterrupt, click.Abort, Terminated)):
+        code, kind, message = (
+            (TERMINATED, "Terminated", "stopped by SIGTERM")
+            if isinstance(exc, Terminated)
+            else (INTERRUPTED, "Interrupted", "interrupted")
+        )
         if session.resume:
-            message += f"; to continue, run: {session.resume}"
+            message += (
+                f" after {session.applied:,} id(s) were applied; to continue, run: {session.resume}"
+            )
+            details["applied"] = session.applied
     elif isinstance(exc, click.UsageError):
         code = USAGE
         where = exc.ctx.command_path if exc.ctx is not None else "audiencekit"
@@ -147,6 +186,9 @@ def _failure(exc: BaseException, session: Session) -> int:
         )
     elif isinstance(exc, PartialFailureError):
         code, message = PARTIAL, str(exc)
+    elif isinstance(exc, StateStoreError):
+        code, message = STATE, str(exc)
+        details.update(location=exc.location, reason=exc.reason)
     elif isinstance(exc, AuthenticationError):
         code = FAILURE
         message = f"{exc} (check the API key in the environment)"
@@ -178,15 +220,16 @@ class _App(click.Group):
         words = argv[: argv.index("--")] if "--" in argv else argv
         session = Session(argv, as_json="--json" in words)
         try:
-            code = super().main(
-                argv, prog_name or "audiencekit", complete_var, standalone_mode=False,
-                obj=session, **extra,
-            )  # fmt: skip
+            with _sigterm_raises():
+                code = super().main(
+                    argv, prog_name or "audiencekit", complete_var, standalone_mode=False,
+                    obj=session, **extra,
+                )  # fmt: skip
         except BrokenPipeError:  # `audiencekit ... | head`: the reader left; say nothing more
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             code = FAILURE
-        except (Exception, KeyboardInterrupt) as exc:  # every kind is sorted out there
+        except (Exception, KeyboardInterrupt, Terminated) as exc:  # sorted out there
             code = _failure(exc, session)
         code = code if isinstance(code, int) else OK
         if standalone_mode:
@@ -245,13 +288,68 @@ def _common(registered: Sequence[Provider]) -> Callable[[F], F]:
     return decorate
 
 
+# -- SIGTERM stops a command as Ctrl-C does ---------------------------------------------------
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Outside the event loop (parsing, checking a file, printing), SIGTERM raises
+    :class:`Terminated` where the program is, as SIGINT raises KeyboardInterrupt."""
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_stoppable(body: Callable[[], Awaitable[int]]) -> int:
+    """Run an async command body under anyio. SIGTERM cancels it, as Ctrl-C does: what is in
+    flight is finished or journalled and the store is closed on the way out; then
+    :class:`Terminated` is raised."""
+
+    async def stoppable() -> int:
+        terminated = False
+        done: list[int] = []
+        failed: list[Exception] = []
+        with anyio.open_signal_receiver(signal.SIGTERM) as received:
+            async with anyio.create_task_group() as group:
+
+                async def watch() -> None:
+                    nonlocal terminated
+                    async for _ in received:
+                        terminated = True
+                        group.cancel_scope.cancel()
+
+                group.start_soon(watch)
+                try:
+                    done.append(await body())
+                except Exception as exc:  # raised below, not wrapped in the group's
+                    failed.append(exc)
+                group.cancel_scope.cancel()
+        if terminated:
+            raise Terminated
+        if failed:
+            raise failed[0]
+        return done[0]
+
+    try:
+        return anyio.run(stoppable)
+    finally:  # the loop put SIGTERM back to its default on the way out
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
 def _run(function: Callable[..., Awaitable[int]]) -> Callable[..., int]:
-    """A command body that is async: run under anyio, with the session first."""
+    """A command body that is async: run under anyio, with the session first; SIGTERM stops
+    it as Ctrl-C does."""
 
     @functools.wraps(function)
     @click.pass_obj
     def command(session: Session, /, **kwargs: Any) -> int:
-        return anyio.run(functools.partial(function, session, **kwargs))
+        return _run_stoppable(functools.partial(function, session, **kwargs))
 
     return command
 
@@ -270,6 +368,35 @@ def _stacked(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
 def _registered() -> list[Provider]:
     """The providers a user may name: every registered one but test doubles."""
     return [p for p in providers() if not p.hidden]
+
+
+class _StatePath(click.Path):
+    """A ``--state`` value: a file path. A URL (``scheme://...``) is refused before anything
+    is opened or made, shown without its password: this version opens SQLite files only."""
+
+    name = "state"
+
+    def __init__(self) -> None:
+        super().__init__(dir_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", value):
+            self.fail(f"{_without_password(value)} is a URL; this version opens a state store "
+                      "file only (give its path)", param, ctx)  # fmt: skip
+        return super().convert(value, param, ctx)
+
+
+def _without_password(url: str) -> str:
+    """``url`` with the password of its user part, if any, replaced by ``***``."""
+    parts = urlsplit(url)
+    try:
+        password = parts.password
+    except ValueError:  # a netloc urllib cannot read: keep the scheme only
+        return f"{parts.scheme}://***"
+    if password is None:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    return parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}").geturl()
 
 
 def _default_state() -> Path:
@@ -302,7 +429,7 @@ def build_app() -> click.Group:
         "--audience", "-a", required=True, metavar="AUDIENCE", help="An audience id or name."
     )
     state_option = click.option(
-        "--state", type=click.Path(dir_okay=False, path_type=Path), default=default_state,
+        "--state", type=_StatePath(), default=default_state,
         show_default=True, help="The state store: what earlier runs wrote, and checkpoints.",
     )  # fmt: skip
     channel_option = click.option(
@@ -329,36 +456,66 @@ def build_app() -> click.Group:
     @app.command()
     @click.option("--contacts", type=click.IntRange(1), default=20_000, show_default=True,
                   help="How many contacts the demo migrates.")  # fmt: skip
+    @click.option("--api-contacts", type=click.IntRange(0), default=DEMO_API_CONTACTS,
+                  show_default=True, help="How many of them are added through Dexatel's API "
+                  "(one request each); the rest are seeded into its emulator.")  # fmt: skip
     @common
     @_run
-    async def demo(session: Session, contacts: int) -> int:
+    async def demo(session: Session, contacts: int, api_contacts: int) -> int:
         """Run the demo on local emulators (no credentials).
 
         It fills a Dexatel emulator, migrates the audience to Batch's with faults switched on,
         and verifies that Batch holds exactly what Dexatel held."""
         from ..demo import run_demo
 
-        summary = await run_demo(contacts=contacts, out=session.out)
+        summary = await run_demo(contacts=contacts, api_contacts=api_contacts, out=session.out)
         session.out.data(summary, lambda: _demo_text(summary))
         return OK if summary["verified"] else FAILURE
 
-    @app.command(
-        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-        add_help_option=False,
+    @app.command()
+    @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+                  help="The first emulator's port, the others on the next ones, in the order "
+                  "printed (0: free ports).")  # fmt: skip
+    @click.option("--host", default="127.0.0.1", show_default=True, help="The address to bind.")
+    @click.option("--index-delay", type=click.FloatRange(0), default=0.0, show_default=True,
+                  metavar="SECONDS", help="Seconds before Batch applies a write.")  # fmt: skip
+    @click.option("--index-polls", type=click.IntRange(0), default=0, show_default=True,
+                  help="Views of its token before Batch applies a write.")  # fmt: skip
+    @click.option("--batch-rate-limit", type=click.FloatRange(0, min_open=True),
+                  metavar="PER_SECOND", help="Batch answers 429 past this many requests a "
+                  "second per project (default: no limit).")  # fmt: skip
+    @click.option(
+        "--batch-retry-after",
+        is_flag=True,
+        help="Add a Retry-After header to Batch's 429 answers (Batch documents none).",
     )
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    @click.option("--faults", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+                  help="A JSON fault plan for every emulator.")  # fmt: skip
+    @click.option(
+        "--no-request-bodies",
+        is_flag=True,
+        help="Log requests without their bodies (less memory for long runs).",
+    )
+    @_common([])  # --json only: the emulators connect to nothing
     @click.pass_obj
-    def emulator(session: Session, args: tuple[str, ...]) -> int:
-        """Serve every provider's emulator locally."""
-        from ..testing.emulator import main as emulator_main
+    def emulator(session: Session, /, **options: Any) -> int:
+        """Serve every provider's emulator locally, until Ctrl-C.
 
-        argv = [a for a in args if a != "--"]
-        if session.as_json and "--json" not in argv:
-            argv.append("--json")
-        try:
-            return emulator_main(argv, prog="audiencekit emulator")
-        except SystemExit as exit_:  # argparse's --help and usage errors
-            return exit_.code if isinstance(exit_.code, int) else USAGE
+        It prints, for each, the 'export NAME=value' lines of the variables the command line
+        and open_backend read: paste them into another shell to use the emulators there.
+        GET <url>/_emulator/requests or /_emulator/state shows what an emulator received and
+        holds."""
+        from ..testing.emulator import main as serve
+
+        argv = [] if not session.as_json else ["--json"]  # the module's own options, same names
+        for name, value in options.items():
+            if value is True:
+                argv.append(f"--{name.replace('_', '-')}")
+            elif value not in (None, False):
+                argv += [f"--{name.replace('_', '-')}", str(value)]
+        with contextlib.suppress(Terminated):  # SIGTERM stops it as Ctrl-C does: quietly
+            return serve(argv, prog="audiencekit emulator")
+        return OK
 
     @app.command(name="providers")
     @common
@@ -534,7 +691,7 @@ def build_app() -> click.Group:
                     session.resume = session.command("--resume", drop=["--restart"])
 
                 async def run(resume: bool) -> Any:
-                    with session.out.progress(f"migrate {source[1]}", found.size) as progress:
+                    with session.progress(f"migrate {source[1]}", found.size) as progress:
                         return await run_migration(
                             source_backend, found.id, target_backend, target[1], create=create,
                             channel=channel, dry_run=dry_run, state=store, resume=resume,
@@ -587,7 +744,7 @@ def _write(
             anyio.run(backend.aclose)
             raise
         send = functools.partial(_send, session, backend, action, file, operation, audience)
-        return anyio.run(send, rows, state_path)
+        return _run_stoppable(functools.partial(send, rows, state_path))
     finally:
         file.close()
 
@@ -613,7 +770,7 @@ async def _send(
         if action == "sync":
             store = _state_store(state_path) if state_path else None
             try:
-                with out.progress(label, None) as progress:
+                with session.progress(label, None) as progress:
                     report = await sync(
                         backend, found.id, file.members(), state=store,
                         on_progress=progress, raise_on_failure=False,
@@ -624,7 +781,7 @@ async def _send(
             result = report.result
             counts = {k: getattr(report, k) for k in ("added", "changed", "removed", "unchanged")}
         else:
-            with out.progress(label, rows) as progress:
+            with session.progress(label, rows) as progress:
                 ops = (operation(member) for member in file.members())
                 result = await backend.apply(
                     found.id, ops, on_progress=progress, raise_on_failure=False
@@ -715,8 +872,10 @@ def _demo_text(summary: dict[str, Any]) -> str:
         [
             "",
             "audiencekit demo — Dexatel audience migrated to Batch, on local emulators",
-            f"  Dexatel contacts added     {summary['dexatel_contacts']:>9,}"
-            f"   in {summary['fill_seconds']:.1f}s",
+            f"  Dexatel contacts added (API) {summary['dexatel_added']:>7,}"
+            f"   in {summary['fill_seconds']:.1f}s, {summary['dexatel_contact_calls']:,} calls",
+            f"  Dexatel contacts seeded    {summary['dexatel_seeded']:>9,}"
+            "   straight into the emulator",
             f"  Batch members migrated     {summary['batch_members']:>9,}"
             f"   in {summary['migrate_seconds']:.1f}s",
             f"  Batch update calls         {summary['batch_update_calls']:>9,}",
