@@ -9,15 +9,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import re
 import shlex
 import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import anyio
 import attrs
@@ -299,6 +298,9 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
 def _sigterm_raises() -> Iterator[None]:
     """Outside the event loop (parsing, checking a file, printing), SIGTERM raises
     :class:`Terminated` where the program is, as SIGINT raises KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only
+        return
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield
@@ -336,6 +338,8 @@ def _run_stoppable(body: Callable[[], Awaitable[int]]) -> int:
             raise failed[0]
         return done[0]
 
+    if threading.current_thread() is not threading.main_thread():
+        return anyio.run(body)  # signals reach the main thread only: no handler here
     try:
         return anyio.run(stoppable)
     finally:  # the loop put SIGTERM back to its default on the way out
@@ -371,8 +375,9 @@ def _registered() -> list[Provider]:
 
 
 class _StatePath(click.Path):
-    """A ``--state`` value: a file path. A URL (``scheme://...``) is refused before anything
-    is opened or made, shown without its password: this version opens SQLite files only."""
+    """A ``--state`` value: a file path, or a URL of a store this version can open
+    (``postgresql://``); any other URL is refused before anything is opened or made, shown
+    without its password."""
 
     name = "state"
 
@@ -380,23 +385,14 @@ class _StatePath(click.Path):
         super().__init__(dir_okay=False, path_type=Path)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, str) and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", value):
-            self.fail(f"{_without_password(value)} is a URL; this version opens a state store "
-                      "file only (give its path)", param, ctx)  # fmt: skip
+        from ..state._open import POSTGRES_SCHEMES, is_url, redacted
+
+        if isinstance(value, str) and is_url(value):
+            if value.partition("://")[0].lower() in POSTGRES_SCHEMES:
+                return value
+            self.fail(f"{redacted(value)} is not a state store this version can open: give "
+                      "a file path, or a postgresql:// URL", param, ctx)  # fmt: skip
         return super().convert(value, param, ctx)
-
-
-def _without_password(url: str) -> str:
-    """``url`` with the password of its user part, if any, replaced by ``***``."""
-    parts = urlsplit(url)
-    try:
-        password = parts.password
-    except ValueError:  # a netloc urllib cannot read: keep the scheme only
-        return f"{parts.scheme}://***"
-    if password is None:
-        return url
-    user, _, host = parts.netloc.rpartition("@")
-    return parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}").geturl()
 
 
 def _default_state() -> Path:
@@ -640,7 +636,12 @@ def build_app() -> click.Group:
     @common
     @click.pass_obj
     def sync_members(
-        session: Session, file: str, provider: str, audience: str, fmt: str | None, state: Path
+        session: Session,
+        file: str,
+        provider: str,
+        audience: str,
+        fmt: str | None,
+        state: Path | str,
     ) -> int:
         """Make the audience hold exactly the members of FILE, sending only the difference."""
         return _write(session, "sync", file, fmt, provider, audience, state)
@@ -670,7 +671,7 @@ def build_app() -> click.Group:
         dry_run: bool,
         resume: bool,
         restart: bool,
-        state: Path,
+        state: Path | str,
     ) -> int:
         """Copy an audience to another provider, then verify.
 
@@ -728,7 +729,7 @@ def _write(
     fmt: str | None,
     provider: str,
     audience: str,
-    state_path: Path | None = None,
+    state_path: Path | str | None = None,
 ) -> int:
     """``members add|remove|sync``: check the whole file, then stream it to the provider. The
     check runs before the event loop starts, so that Ctrl-C stops it at once."""
@@ -757,7 +758,7 @@ async def _send(
     operation: Callable[[Member], Add | Remove],
     audience: str,
     rows: int,
-    state_path: Path | None,
+    state_path: Path | str | None,
 ) -> int:
     from ..sync import sync
 
@@ -801,12 +802,14 @@ def _endpoint(ctx: click.Context, param: click.Parameter, text: str) -> tuple[st
     return provider, audience
 
 
-def _state_store(path: Path) -> Any:
-    """The state store at ``path``, its directory made when missing."""
+def _state_store(location: Path | str) -> Any:
+    """The state store at ``location``: a URL's server, or a file whose folder is made when
+    missing."""
     from ..state import StateStore
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return StateStore(path)
+    if isinstance(location, Path):
+        location.parent.mkdir(parents=True, exist_ok=True)
+    return StateStore.open(location)
 
 
 def _audience_dict(audience: Audience) -> dict[str, Any]:

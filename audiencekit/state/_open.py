@@ -23,7 +23,11 @@ def is_url(location: str) -> bool:
 def redacted(url: str) -> str:
     """``url`` with its password replaced by ``***`` (safe to print)."""
     parts = urlsplit(url)
-    if parts.password is None:
+    try:
+        password = parts.password
+    except ValueError:  # a netloc urllib cannot read: keep the scheme only
+        return f"{parts.scheme}://***"
+    if password is None:
         return url
     userinfo, _, host = parts.netloc.rpartition("@")
     user = userinfo.partition(":")[0]

@@ -491,13 +491,13 @@ def test_the_installed_command_runs_the_full_demo() -> None:
 def test_a_state_url_is_a_usage_error_that_hides_the_password_and_makes_nothing(
     env: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
 ) -> None:
-    """No PostgreSQL store yet: the URL is refused before any file, folder or request."""
+    """A URL of no store this version opens is refused before any file, folder or request."""
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
     members = tmp_path / "m.csv"
     members.write_text("id\nu1\n")
-    url = "postgresql://user:S3cretPassw0rd@db.example:5432/audiences"
+    url = "mysql://user:S3cretPassw0rd@db.example:5432/audiences"
     args = {
         "sync": ("members", "sync", str(members), "-p", "batch", "-a", "x"),
         "migrate": ("migrate", "--from", "dexatel:src", "--to", "batch:dst"),
@@ -506,7 +506,7 @@ def test_a_state_url_is_a_usage_error_that_hides_the_password_and_makes_nothing(
         run = cli(*args, "--state", url, *extra)
         assert run.code == 2, run.stderr
         assert "S3cretPassw0rd" not in run.stdout + run.stderr
-        assert "postgresql://user:***@db.example:5432/audiences" in run.stderr
+        assert "mysql://user:***@db.example:5432/audiences" in run.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.csv", "work"]
     assert list(work.iterdir()) == []
     assert env.batch.requests == env.dexatel.requests == []
@@ -515,26 +515,38 @@ def test_a_state_url_is_a_usage_error_that_hides_the_password_and_makes_nothing(
 def test_a_state_store_that_cannot_be_used_is_one_line_and_exit_6(
     env: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from audiencekit import state
-    from audiencekit.errors import StateStoreCorruptError
-
-    def corrupt(path: object) -> None:
-        raise StateStoreCorruptError("x.sqlite3", "not a database")
-
-    monkeypatch.setattr(state, "StateStore", corrupt)
     cli("audiences", "create", "stored", "-p", "dexatel", "--channel", "SMS")
     members = tmp_path / "m.csv"
     members.write_text("number\n+15550000001\n")
+    broken = tmp_path / "s.sqlite3"
+    broken.write_bytes(bytes(range(256)) * 16)
     args = ("members", "sync", str(members), "-p", "dexatel", "-a", "stored",
-            "--state", str(tmp_path / "s.sqlite3"))  # fmt: skip
+            "--state", str(broken))  # fmt: skip
     env.dexatel.requests.clear()
     shown = cli(*args)
     assert shown.code == 6
     assert shown.stderr.strip() == (
-        "audiencekit: the state store x.sqlite3 cannot be used: not a database"
+        f"audiencekit: the state store {broken} cannot be used: it is not a SQLite database"
     )
     as_json = cli(*args, "--json")
     assert (as_json.code, as_json.error["type"]) == (6, "StateStoreCorruptError")
-    assert (as_json.error["location"], as_json.error["reason"]) == ("x.sqlite3", "not a database")
+    assert as_json.error["location"] == str(broken)
+    assert as_json.error["reason"] == "it is not a SQLite database"
+    assert broken.read_bytes() == bytes(range(256)) * 16
     assert [r for r in env.dexatel.requests if r.method != "GET"] == []
     assert "  6  the state store cannot be used" in cli("--help").stdout
+
+
+def test_the_command_line_runs_from_a_thread_that_is_not_the_main_one(env: EmulatorServer) -> None:
+    """Signal handlers can be set in the main thread only: elsewhere, none is set."""
+    import threading
+
+    from audiencekit.cli import main
+
+    codes: list[int] = []
+    worker = threading.Thread(
+        target=lambda: codes.append(main(["audiences", "list", "-p", "dexatel"]))
+    )
+    worker.start()
+    worker.join(60)
+    assert codes == [0]
