@@ -299,3 +299,40 @@ async def test_datetimes_are_sent_with_four_digit_years_or_refused_before_sendin
     with pytest.raises(ValidationError, match="out of range"):
         await backend.add_members("dates", [Member("edge", attributes={"at": edge})])
     assert requests_since(emulators, start_seq) == []
+
+
+@pytest.mark.parametrize(
+    "lost",
+    [
+        Fault.http_status(503, "POST */audiences/remove", timing=Timing.AFTER, limit=1),
+        Fault.drop("POST */audiences/remove", timing=Timing.AFTER, limit=1),
+    ],
+    ids=["5xx", "dropped"],
+)
+@pytest.mark.parametrize("indexed", [False, True])
+async def test_a_delete_whose_answer_was_lost_is_done_when_the_replay_finds_it_gone(
+    connect: Connect, emulators: EmulatorServer, lost: Fault, indexed: bool
+) -> None:
+    """The first remove took effect and its answer was lost: the replay's 404 means done."""
+    emulators.batch.config.index_removals = indexed
+    backend = connect(BatchBackend)
+    await backend.create_audience("lost_answer")
+    emulators.batch.set_faults(FaultPlan([lost]))
+
+    await backend.delete_audience("lost_answer")
+
+    assert emulators.batch.faults.fired() == [1]
+    project = emulators.endpoints.batch_project
+    assert "lost_answer" not in emulators.batch.snapshot().get(project, {})
+    removes = [r for r in emulators.batch.requests if r.path.endswith("/remove")]
+    assert [r.fault for r in removes] == [f"{lost.kind.value}:after", None]
+    assert removes[1].status == (202 if indexed else 404)  # still being removed, or gone
+
+
+async def test_deleting_an_audience_that_never_existed_is_not_found(
+    connect: Connect, emulators: EmulatorServer
+) -> None:
+    backend = connect(BatchBackend)
+    with pytest.raises(NotFoundError):
+        await backend.delete_audience("never_there")
+    assert [s for path, s in requests_since(emulators, 0) if path == "remove"] == [404]
