@@ -50,6 +50,11 @@ class BatchConfig:
     index_delay: float = 0.0
     #: Emit the update page's "IN_PROCESS" instead of "IN_PROGRESS" (never by default).
     emit_in_process: bool = False
+    #: A field report, not documented Batch behaviour: the first this-many views of each
+    #: indexing token answer 200 with ``stateless_value`` as the state (None: no
+    #: ``indexing_state`` at all), then the real state. The views count as polls all the same.
+    stateless_views: int = 0
+    stateless_value: str | None = None
     #: Inferred: the status for creating a name that exists (T1's fixture says 409).
     duplicate_create_status: int = 409
     #: Inferred: the status for a write to an audience that does not exist (400 or 404).
@@ -507,6 +512,8 @@ class BatchEmulator(EmulatorApp):
         if not name:
             raise ProviderError(400, "Missing parameter: name")
         token = request.query_params.get("indexing_token")
+        state = None  # without a token: the state of the last write, as documented
+        stateless = False
         with self.lock:
             audience = self._audience(project, name, status=404)
             if token:
@@ -517,9 +524,13 @@ class BatchEmulator(EmulatorApp):
                 write.polls += 1
                 self._apply_due(force_held=True)
                 state = write.state
-            else:
-                state = None  # the state of the last write, as documented
-            return json_response(self._audience_json(audience, state))
+                stateless = write.polls <= self.config.stateless_views
+            data = self._audience_json(audience, state)
+            if stateless:
+                data.pop("indexing_state")
+                if self.config.stateless_value is not None:
+                    data["indexing_state"] = self.config.stateless_value
+            return json_response(data)
 
     def _audience_json(self, audience: _Audience, state: str | None = None) -> dict[str, Any]:
         if state is None:

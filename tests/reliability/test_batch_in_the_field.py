@@ -336,3 +336,41 @@ async def test_deleting_an_audience_that_never_existed_is_not_found(
     with pytest.raises(NotFoundError):
         await backend.delete_audience("never_there")
     assert [s for path, s in requests_since(emulators, 0) if path == "remove"] == [404]
+
+
+@pytest.mark.parametrize("value", [None, "QUEUED"], ids=["no_state", "unknown_state"])
+async def test_views_without_a_known_state_keep_the_write_pending_until_it_arrives(
+    connect: Connect, emulators: EmulatorServer, value: str | None
+) -> None:
+    emulators.batch.config.stateless_views = 3
+    emulators.batch.config.stateless_value = value
+    backend = connect(BatchBackend, chunk_size=1_000)
+    await backend.create_audience("stateless")
+
+    result = await backend.add_members("stateless", members(2_500))
+
+    assert result.ok
+    assert result.applied == 2_500
+    assert len(emulators.batch.members("stateless")) == 2_500
+    views = [r for r in emulators.batch.requests if r.path.endswith("/view")]
+    assert len(views) >= 3 * 3  # each of the three tokens was viewed past its stateless views
+
+
+@pytest.mark.parametrize("value", [None, "QUEUED"], ids=["no_state", "unknown_state"])
+async def test_views_that_never_give_a_known_state_end_pending_never_failed(
+    connect: Connect, emulators: EmulatorServer, value: str | None
+) -> None:
+    backend = connect(BatchBackend, chunk_size=1_000)
+    await backend.create_audience("never_known")
+    emulators.batch.config.stateless_views = 1_000_000
+    emulators.batch.config.stateless_value = value
+
+    with pytest.raises(PollTimeoutError) as caught:
+        await backend.add_members("never_known", members(2_500))
+
+    result = caught.value.result
+    assert result is not None
+    assert result.failed == {}
+    assert result.unknown == {}
+    assert result.pending_count == 2_500
+    assert len(emulators.batch.members("never_known")) == 2_500  # Batch applied every one
