@@ -71,6 +71,9 @@ class BatchConfig:
     max_attributes: int = 15
     default_list_limit: int = 10
     max_list_limit: int = 100
+    #: A field report, not documented Batch behaviour: every list page answers the first
+    #: page's audiences again and again, each time with a fresh ``next_from`` and no count.
+    endless_pages: bool = False
     #: Inferred: a removed audience is gone at once. With this, a removal is indexed like
     #: other writes (``index_polls`` views of its token, ``index_delay``), and the audience
     #: stays visible, its removal token IN_PROGRESS, until then.
@@ -494,13 +497,15 @@ class BatchEmulator(EmulatorApp):
             raise ProviderError(400, f"limit must be between 1 and {self.config.max_list_limit}")
         cursor = params.get("from")
         offset = _decode_cursor(cursor) if cursor else 0
+        endless = self.config.endless_pages
         with self.lock:
             # Assumed: newest first, as the 1.0 list was.
             audiences = sorted(project.audiences.values(), key=lambda a: a.created, reverse=True)
-            page = [self._audience_json(a) for a in audiences[offset : offset + limit]]
-        has_more = offset + limit < len(audiences)
+            first = 0 if endless else offset
+            page = [self._audience_json(a) for a in audiences[first : first + limit]]
+        has_more = endless or offset + limit < len(audiences)
         data: dict[str, Any] = {"audiences": page, "has_more": has_more}
-        if cursor is None:
+        if cursor is None and not endless:
             data["count"] = len(audiences)
         if has_more:
             data["next_from"] = _encode_cursor(offset + limit)

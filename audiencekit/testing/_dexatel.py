@@ -51,6 +51,9 @@ class DexatelConfig:
     #: Unknown upstream: page size when the request gives none, and the most it honours.
     default_page_size: int = 20
     max_page_size: int = 100
+    #: A field report, not documented Dexatel behaviour: every listing answers the first page's
+    #: items again and again, each time with a fresh next token and no total.
+    endless_pages: bool = False
     #: Unconfirmed upstream: whether POST .../contacts takes an array (≤ 1000). Off, as advised.
     bulk_contacts: bool = False
     #: Unknown upstream: which names the contact's custom fields come back under.
@@ -305,31 +308,31 @@ class DexatelEmulator(EmulatorApp):
         size = max(1, min(size, self.config.max_page_size))
         token = params.get("page_token")
         offset = _decode_token(token) if token else 0
+        endless = self.config.endless_pages
         # islice, not a copy of the whole list: a long listing stays linear, page after page
-        page = list(itertools.islice(items, offset, offset + size))
+        start = 0 if endless else offset
+        page = list(itertools.islice(items, start, start + size))
 
         def link(at: int | None) -> str | None:
             if at is None:
                 return None
             return f"?page_token={_encode_token(at)}&page_size={size}"
 
-        has_next = offset + size < len(items)
-        return json_response(
-            {
-                "data": [render(item) for item in page],
-                "pagination": {
-                    "number": offset // size + 1,
-                    "size": len(page),
-                    "total": len(items),
-                    "links": {
-                        "first": link(0),
-                        "current": link(offset),
-                        "previous": link(max(0, offset - size)) if offset > 0 else None,
-                        "next": link(offset + size) if has_next else None,
-                    },
-                },
-            }
-        )
+        has_next = endless or offset + size < len(items)
+        pagination: dict[str, Any] = {
+            "number": offset // size + 1,
+            "size": len(page),
+            "total": len(items),
+            "links": {
+                "first": link(0),
+                "current": link(offset),
+                "previous": link(max(0, offset - size)) if offset > 0 else None,
+                "next": link(offset + size) if has_next else None,
+            },
+        }
+        if endless:
+            del pagination["total"]
+        return json_response({"data": [render(item) for item in page], "pagination": pagination})
 
     def _find(self, table: Mapping[str, Any], key: str, bad: int, missing: int, what: str) -> Any:
         if not UUID_RE.match(key):

@@ -26,6 +26,7 @@ from audiencekit.providers.batch import BatchBackend
 from audiencekit.testing import EmulatorServer, Fault, FaultPlan, Timing
 
 from ..conftest import Connect
+from ..test_pages import yielded_until_stopped
 
 pytestmark = pytest.mark.anyio
 
@@ -374,3 +375,22 @@ async def test_views_that_never_give_a_known_state_end_pending_never_failed(
     assert result.unknown == {}
     assert result.pending_count == 2_500
     assert len(emulators.batch.members("never_known")) == 2_500  # Batch applied every one
+
+
+async def test_audiences_on_endless_pages_are_yielded_once_then_the_listing_stops(
+    connect: Connect, emulators: EmulatorServer
+) -> None:
+    """Fresh ``next_from`` cursors with the same audiences forever: each audience once, then
+    PaginationError naming the last cursor."""
+    backend = connect(BatchBackend)
+    for i in range(3):
+        await backend.create_audience(f"loop{i}")
+    emulators.batch.config.endless_pages = True
+
+    seen, error = await yielded_until_stopped(backend.list_audiences())
+
+    assert sorted(a.id for a in seen) == ["loop0", "loop1", "loop2"]
+    pages = [r.query for r in emulators.batch.requests if r.path.endswith("/list")]
+    assert len(pages) <= 102
+    assert error.cursor is not None
+    assert all(f"from={error.cursor}" not in query for query in pages)  # a fresh one

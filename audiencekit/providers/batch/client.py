@@ -192,7 +192,7 @@ class BatchClient(ProviderClient):
             more = data.get("has_more", True) and data.get("next_from")
             return Page(items, str(data["next_from"]) if more else None, data.get("count"))
 
-        return AsyncPager(fetch, provider=PROVIDER, what="audiences")
+        return AsyncPager(fetch, provider=PROVIDER, what="audiences", key=lambda a: a.name)
 
 
 def _check_name(name: object) -> None:
