@@ -287,7 +287,12 @@ class UnexpectedResponseError(APIError):
 
 
 class PaginationError(APIError):
-    """The provider's paging misbehaved (a page token came back twice); iterating stopped."""
+    """The provider's paging misbehaved (a page token came back twice, pages that bring nothing
+    new); iterating stopped. ``cursor`` is the last page token the provider handed back."""
+
+    def __init__(self, message: str, *, provider: str, cursor: str | None = None) -> None:
+        super().__init__(message, provider=provider)
+        self.cursor = cursor
 
 
 class WriteReplacedError(APIError):

@@ -128,7 +128,8 @@ class DexatelClient(ProviderClient):
         page_size: int,
         what: str,
     ) -> AsyncPager[M]:
-        """A pager over a Dexatel list; each item read into ``cls`` (a model, or a function)."""
+        """A pager over a Dexatel list; each item read into ``cls`` (a model, or a function),
+        and yielded once by its ``id`` (a member's is its number)."""
         if not 1 <= page_size <= 1_000:
             raise ValidationError([Problem("page_size must be between 1 and 1000")])
         base = {k: v for k, v in filters.items() if v is not None}
@@ -154,7 +155,7 @@ class DexatelClient(ProviderClient):
                 pagination.get("total") if isinstance(pagination, Mapping) else None,
             )
 
-        return AsyncPager(fetch, provider=PROVIDER, what=what)
+        return AsyncPager(fetch, provider=PROVIDER, what=what, key=_item_id)
 
     # -- audiences ------------------------------------------------------------------------------
 
@@ -421,6 +422,11 @@ class DexatelClient(ProviderClient):
             clock=self._clock,
         )
         return polled.value
+
+
+def _item_id(item: Any) -> str:
+    """The id of a listed item: every Dexatel model has one, as a member has its number."""
+    return str(item.id)
 
 
 def attrs_with_id(problem: Problem, member_id: str) -> Problem:
