@@ -767,7 +767,7 @@ async def _send(
         found, _ = await resolve_audience(backend, audience)
         session.resume = session.command()
         label = f"{action} {found.name}"
-        counts: dict[str, int] = {}
+        unchanged: int | None = None
         if action == "sync":
             store = _state_store(state_path) if state_path else None
             try:
@@ -780,15 +780,25 @@ async def _send(
                 if store is not None:
                     store.close()
             result = report.result
-            counts = {k: getattr(report, k) for k in ("added", "changed", "removed", "unchanged")}
+            kinds = {kind: (report.applied[kind], getattr(report, kind))
+                     for kind in ("added", "changed", "removed")}  # fmt: skip
+            unchanged = report.unchanged
         else:
             with session.progress(label, rows) as progress:
                 ops = (operation(member) for member in file.members())
                 result = await backend.apply(
                     found.id, ops, on_progress=progress, raise_on_failure=False
                 )
-    data = {"audience": found.id, "rows": rows, **counts, **_result_dict(result)}
-    out.data(data, lambda: _result_text(out, result, rows, counts))
+            kinds = {"added" if action == "add" else "removed": (result.applied, result.operations)}
+    data = {
+        "audience": found.id,
+        "rows": rows,
+        **{kind: total for kind, (_, total) in kinds.items()},
+        **({} if unchanged is None else {"unchanged": unchanged}),
+        **_result_dict(result),
+        "applied_by_kind": {kind: applied for kind, (applied, _) in kinds.items()},
+    }
+    out.data(data, lambda: _result_text(out, result, rows, kinds, unchanged))
     return OK if result.ok else PARTIAL
 
 
@@ -842,13 +852,24 @@ def _result_dict(result: BulkResult) -> dict[str, Any]:
     }
 
 
-def _result_text(out: Output, result: BulkResult, rows: int, counts: dict[str, int]) -> str:
+def _result_text(
+    out: Output,
+    result: BulkResult,
+    rows: int,
+    kinds: dict[str, tuple[int, int]],
+    unchanged: int | None,
+) -> str:
+    """What a members command did: each kind of write, applied of its own total."""
+    parts = [f"{kind} {applied:,} of {total:,}" for kind, (applied, total) in kinds.items()]
+    if unchanged is not None:
+        parts.append(f"unchanged {unchanged:,}")
+    repeated = rows - result.operations if unchanged is None else 0
+    if repeated > 0:
+        parts.append(f"{repeated:,} repeated row(s) counted once")
     lines = [
-        f"applied {result.applied:,} of {rows:,} row(s) in {result.chunks:,} request(s), "
-        f"{result.elapsed:.1f}s"
+        f"{', '.join(parts)} ({rows:,} row(s) read; {result.chunks:,} request(s), "
+        f"{result.elapsed:.1f}s)"
     ]
-    if counts:
-        lines.append(", ".join(f"{k} {v:,}" for k, v in counts.items()))
     lines += out.causes(result.failed, "failed")
     lines += out.causes(result.unknown, "unknown (may or may not have been applied)")
     return "\n".join(lines)

@@ -121,7 +121,7 @@ def test_members_from_csv_jsonl_and_stdin(env: EmulatorServer, tmp_path: Path) -
     jsonl.write_text('{"id": "u4", "attributes": {"n": 1}}\n\n{"id": "u5", "vip": true}\n')
     shown = cli("members", "add", str(jsonl), "-p", "batch", "-a", "users")
     assert shown.code == 0
-    assert shown.stdout.startswith("applied 2 of 2 row(s)")
+    assert shown.stdout.startswith("added 2 of 2 (2 row(s) read;")
     assert env.batch.members("users")["u5"] == {"vip": True}
 
     removed = cli("members", "remove", "-", "-p", "batch", "-a", "users", input='{"id": "u1"}\n')
@@ -149,6 +149,29 @@ def test_sync_with_a_state_file(env: EmulatorServer, tmp_path: Path) -> None:
     again = cli(*args)
     assert (again.code, again.data["operations"], again.data["unchanged"]) == (0, 0, 50)
     assert updates(env) == []
+
+    # 10 changed, 30 kept, 10 removed, 5 new: each counted against its own total.
+    data.write_text(
+        "".join(f'{{"id": "u{i}", "attributes": {{"plan": "x"}}}}\n' for i in range(10))
+        + "".join(f'{{"id": "u{i}"}}\n' for i in range(10, 40))
+        + "".join(f'{{"id": "n{i}"}}\n' for i in range(5))
+    )
+    text = cli(*args[:-1])
+    assert text.code == 0, text.stderr
+    assert text.stdout.startswith(
+        "added 5 of 5, changed 10 of 10, removed 10 of 10, unchanged 30 (45 row(s) read;"
+    )
+    data.write_text("".join(f'{{"id": "u{i}"}}\n' for i in range(20, 40)))  # 10 changed back
+    changed = cli(*args)
+    assert {k: changed.data[k] for k in ("rows", "added", "changed", "removed", "unchanged")} == {
+        "rows": 20,
+        "added": 0,
+        "changed": 0,
+        "removed": 25,
+        "unchanged": 20,
+    }
+    assert changed.data["applied_by_kind"] == {"added": 0, "changed": 0, "removed": 25}
+    assert changed.data["applied"] == 25
 
 
 def test_migrate_dry_run_then_for_real(env: EmulatorServer, tmp_path: Path) -> None:
