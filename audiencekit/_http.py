@@ -14,7 +14,7 @@ import os
 import random
 import re
 import warnings
-from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any, Literal, TypeAlias, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -23,6 +23,7 @@ import anyio
 import attrs
 import httpx
 
+from ._clock import DEFAULT_SLEEP, Clock, Sleep, monotonic
 from ._rate import governor_for
 from ._wire import read_json, redact_json, unexpected
 from .errors import (
@@ -41,8 +42,10 @@ __all__ = [
     "PROVIDER_DEFAULT",
     "CallStats",
     "ClientOptions",
+    "Clock",
     "ErrorDetail",
     "RetryPolicy",
+    "Sleep",
     "Transport",
     "ProviderClient",
     "credential",
@@ -53,9 +56,6 @@ logger = logging.getLogger("audiencekit")
 
 #: 30 s for the whole exchange, 5 s to open a connection.
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
-
-Sleep = Callable[[float], Awaitable[None]]
-Clock = Callable[[], float]
 
 _REDACTED = "***"
 #: Secrets shorter than this are redacted only where they stand alone (not inside a word), so
@@ -124,7 +124,7 @@ class ClientOptions:
     ``base_url`` and ``rate_limit`` left at :data:`PROVIDER_DEFAULT` take the provider's
     (``rate_limit=None`` switches the rate governor off). ``http_client`` may be your own
     ``httpx.AsyncClient`` (left open; give it its own timeout). ``sleep``, ``clock`` and
-    ``rng`` replace anyio's and ``random``'s, for tests.
+    ``rng`` replace the library's (see :mod:`audiencekit._clock`) and ``random``'s, for tests.
     """
 
     base_url: str | _Default = PROVIDER_DEFAULT
@@ -300,9 +300,9 @@ class Transport:
             self._redactor.pattern.encode() if self._redactor is not None else b"(?!)"
         )
         self._parse_error = parse_error
-        clock = options.clock
-        self._sleep: Sleep = options.sleep if options.sleep is not None else anyio.sleep
-        self._clock: Clock = clock if clock is not None else anyio.current_time
+        #: What every wait of this transport's provider sleeps with and is timed on.
+        self.sleep: Sleep = options.sleep if options.sleep is not None else DEFAULT_SLEEP
+        self.clock: Clock = options.clock if options.clock is not None else monotonic
         self._rng = options.rng if options.rng is not None else random.Random()
         self._limiter = anyio.CapacityLimiter(max_concurrency)
         self.governor = (
@@ -310,7 +310,7 @@ class Transport:
                 self.base_url,
                 rate_scope if rate_scope is not None else "\n".join(auth_headers.values()),
                 rate_limit,
-                clock,
+                self.clock,
             )
             if rate_limit is not None
             else None
@@ -440,12 +440,12 @@ class Transport:
             if stats is not None:
                 stats.retries += 1
             if delay > 0:
-                await self._sleep(delay)
+                await self.sleep(delay)
 
     async def pause(self, attempt: int) -> None:
         """Wait the policy's backoff before try number ``attempt + 1`` of a call made again
         above the transport (``create_once``)."""
-        await self._sleep(self.retry.backoff(attempt, self._rng))
+        await self.sleep(self.retry.backoff(attempt, self._rng))
 
     def _delay(self, failures: int, retry_after: float | None) -> float | None:
         """Seconds to wait before the next try after a failure, or None to give up now."""
@@ -460,7 +460,7 @@ class Transport:
     ) -> float | None:
         """Seconds to wait before sending a refused (429) request again, or None once the
         refusals have lasted ``retry.rate_limit_timeout`` (or the provider asks for more)."""
-        left = self.retry.rate_limit_timeout - (self._clock() - since)
+        left = self.retry.rate_limit_timeout - (self.clock() - since)
         if retry_after is not None and retry_after > min(left, self.retry.max_retry_after):
             return None
         if left <= 0:
@@ -502,8 +502,8 @@ class Transport:
                     request.stream = _Body(content)
                 if self.governor is not None:
                     while (wait := self.governor.claim()) > 0:
-                        await self._sleep(wait)
-                sent_at = self._clock()
+                        await self.sleep(wait)
+                sent_at = self.clock()
                 with anyio.CancelScope(shield=shield):
                     response = await self._client.send(request, auth=self._auth)
                     await response.aread()

@@ -14,13 +14,11 @@ import collections
 import hashlib
 import math
 import threading
-import time
 import weakref
-from collections.abc import Callable
+
+from ._clock import Clock, monotonic
 
 __all__ = ["HEADROOM", "RateGovernor", "forget_governors", "governor_for"]
-
-Clock = Callable[[], float]
 
 #: The pace is this fraction of the rate: a provider's token bucket with no burst refuses a
 #: request that arrives a millisecond early, and arrival times jitter by more than that.
@@ -43,7 +41,7 @@ class RateGovernor:
     """The pace of one credential: :meth:`claim` a slot before each request, then report how it
     went with :meth:`accepted` or :meth:`refused`. Safe to share across tasks and threads."""
 
-    def __init__(self, ceiling: float, *, clock: Clock = time.monotonic) -> None:
+    def __init__(self, ceiling: float, *, clock: Clock = monotonic) -> None:
         if not ceiling > 0:
             raise ValueError("ceiling must be a positive number of requests per second")
         self.ceiling = ceiling
@@ -129,7 +127,7 @@ _registry_lock = threading.Lock()
 
 
 def governor_for(
-    base_url: str, credential: str, ceiling: float, clock: Clock | None = None
+    base_url: str, credential: str, ceiling: float, clock: Clock = monotonic
 ) -> RateGovernor:
     """The governor of ``credential`` at ``base_url`` in this process (made on first use).
 
@@ -138,11 +136,11 @@ def governor_for(
     the last transport made with a different one sets it.
     """
     digest = hashlib.sha256(credential.encode()).hexdigest()
-    key = (base_url, digest, clock if clock is not None else time.monotonic)
+    key = (base_url, digest, clock)
     with _registry_lock:
         governor = _governors.get(key)
         if governor is None:
-            governor = RateGovernor(ceiling, clock=clock or time.monotonic)
+            governor = RateGovernor(ceiling, clock=clock)
             _governors[key] = governor
         else:
             governor.set_ceiling(ceiling)
