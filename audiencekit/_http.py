@@ -24,7 +24,7 @@ import attrs
 import httpx
 
 from ._clock import DEFAULT_SLEEP, Clock, Sleep, monotonic
-from ._rate import governor_for
+from ._rate import SharedBudget, budget_for, governor_for
 from ._wire import read_json, redact_json, unexpected
 from .errors import (
     APIConnectionError,
@@ -125,6 +125,9 @@ class ClientOptions:
     (``rate_limit=None`` switches the rate governor off). ``http_client`` may be your own
     ``httpx.AsyncClient`` (left open; give it its own timeout). ``sleep``, ``clock`` and
     ``rng`` replace the library's (see :mod:`audiencekit._clock`) and ``random``'s, for tests.
+    ``shared_budget``: True (the default) shares each rate budget with the other processes of
+    the host that use the same credential (unless ``AUDIENCEKIT_SHARED_BUDGET=off``), False
+    keeps it to this process, a :class:`~audiencekit._rate.SharedBudget` shares that one.
     """
 
     base_url: str | _Default = PROVIDER_DEFAULT
@@ -137,6 +140,7 @@ class ClientOptions:
     sleep: Sleep | None = attrs.field(default=None, repr=False)
     clock: Clock | None = attrs.field(default=None, repr=False)
     rng: random.Random | None = attrs.field(default=None, repr=False)
+    shared_budget: SharedBudget | bool = attrs.field(default=True, repr=False)
 
     @classmethod
     def of(cls, options: ClientOptions | None = None, **changes: Any) -> ClientOptions:
@@ -311,6 +315,7 @@ class Transport:
                 rate_scope if rate_scope is not None else "\n".join(auth_headers.values()),
                 rate_limit,
                 self.clock,
+                budget_for(options.shared_budget, self.clock),
             )
             if rate_limit is not None
             else None

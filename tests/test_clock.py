@@ -11,6 +11,7 @@ import pytest
 from audiencekit._http import ClientOptions, ErrorDetail, Transport
 from audiencekit._rate import DECREASE, HEADROOM, INCREASE
 
+from .budget_fixture import private_budget  # noqa: F401  (autouse: a budget file per test)
 from .support import FakeClock
 
 pytestmark = pytest.mark.anyio

@@ -29,6 +29,7 @@ from audiencekit import (
 from audiencekit._http import CallStats, ErrorDetail, Transport, parse_retry_after
 from audiencekit._rate import HEADROOM
 
+from .budget_fixture import private_budget  # noqa: F401  (autouse: a budget file per test)
 from .support import FakeClock
 
 pytestmark = pytest.mark.anyio

@@ -8,6 +8,7 @@ from audiencekit import PollPolicy, PollTimeoutError
 from audiencekit._http import CallStats
 from audiencekit._poll import wait_until
 
+from .budget_fixture import private_budget  # noqa: F401  (autouse: a budget file per test)
 from .support import FakeClock
 
 pytestmark = pytest.mark.anyio

@@ -20,6 +20,7 @@ from audiencekit._http import CallStats, ErrorDetail, Transport, parse_retry_aft
 from audiencekit._poll import DelayLearner, PollPolicy, wait_until
 from audiencekit._rate import DECREASE, HEADROOM, RateGovernor, governor_for
 
+from .budget_fixture import private_budget  # noqa: F401  (autouse: a budget file per test)
 from .support import FakeClock
 
 pytestmark = pytest.mark.anyio
