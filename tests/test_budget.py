@@ -25,6 +25,8 @@ from audiencekit._rate import (
     budget_for,
     governor_for,
 )
+from audiencekit.testing import EmulatorServer
+from benchmarks.shared_budget import run_processes
 
 from .budget_fixture import private_budget  # noqa: F401  (autouse: a budget file per test)
 from .support import FakeClock
@@ -269,3 +271,22 @@ def test_a_process_killed_holding_the_file_leaves_the_others_at_full_rate(
     assert sent == pytest.approx([100.0 + STEP * i for i in (1, 2, 3)])  # after the child's
     assert survivor.budget is not None  # still shared: the file was not left locked
     assert not [r for r in caplog.records if "shared rate budget" in r.getMessage()]
+
+
+# -- real processes -------------------------------------------------------------------------
+
+
+def test_three_processes_on_one_credential_lose_nothing_and_are_seldom_refused(
+    audiencekit_emulators: EmulatorServer,
+) -> None:
+    """Three programs adding 10,000 ids each with ``open_backend("batch", ...)`` and default
+    settings, against the emulator's 1 request/s: the budget file keeps them within it."""
+    audiencekit_emulators.batch.config.rate_limit = 1.0
+    ends = audiencekit_emulators.endpoints
+    measured = run_processes(
+        ends.batch_url, ends.batch_key, ends.batch_project, processes=3, ids=10_000
+    )
+    assert measured["applied"] == 30_000
+    assert measured["failed"] == measured["lost"] == 0
+    assert measured["accepted"] >= 6  # an update and a view each
+    assert measured["refused_429"] <= 0.10 * measured["accepted"]
