@@ -26,6 +26,7 @@ import anyio
 import anyio.abc
 
 from ._bulk import ChunkAccepted, ChunkDone, ChunkSent, ProgressCallback, ProgressEvent
+from ._clock import monotonic
 from .backend import AudienceBackend
 from .errors import AudienceBusyError, FencingError, PollTimeoutError
 from .models import Add, Operation, PendingChunk
@@ -65,7 +66,7 @@ class Journal:
         self.scope = scope
         self.audience = audience
         self.lease = lease
-        #: Until when (on anyio's clock) the lease is certainly this run's: no other run can
+        #: Until when (on the one clock) the lease is certainly this run's: no other run can
         #: take it before then, since the store counts its time from a later moment.
         self.valid_until = valid_until
         self._inflight: dict[str, str] = {}  # id -> fingerprint of the write read last
@@ -171,7 +172,7 @@ class Journal:
         paused past it (a stopped process, a stalled host) sends nothing more."""
         if isinstance(event, ChunkSent):
             margin = (self.store.lease_ttl / 4) if math.isfinite(self.store.lease_ttl) else 0.0
-            if anyio.current_time() > self.valid_until - margin:
+            if monotonic() > self.valid_until - margin:
                 raise FencingError(
                     self.lease.key,
                     "it was not renewed in time (the run stalled); nothing more is sent",
@@ -250,7 +251,7 @@ async def guarded(store: StateStore, scope: str, audience: str) -> AsyncIterator
     ttl = store.lease_ttl
     key = f"{scope}:{audience}"
     owner = lease_owner(uuid.uuid4().hex)
-    asked = anyio.current_time()
+    asked = monotonic()
     lease = await _off_loop(store.acquire_lease, key, owner, ttl)
     if not lease.held_by(owner):
         raise AudienceBusyError(key, lease.owner, lease.expires_in)
@@ -261,7 +262,7 @@ async def guarded(store: StateStore, scope: str, audience: str) -> AsyncIterator
         nonlocal fenced
         while True:
             await anyio.sleep(ttl / 3 if math.isfinite(ttl) else 3600)
-            asked = anyio.current_time()
+            asked = monotonic()
             if not await _off_loop(store.renew_lease, lease, ttl):
                 fenced = FencingError(key, "it ran out or changed hands before it was renewed")
                 tg.cancel_scope.cancel()

@@ -20,6 +20,7 @@ import attrs
 
 from ._base import aiterate, prepared_members
 from ._bulk import ProgressCallback
+from ._clock import monotonic
 from ._journal import Journal, guarded, store_scope
 from ._resolve import resolve_audience
 from .backend import AudienceBackend, Members
@@ -304,7 +305,7 @@ async def migrate(
         source.provider, "list_members", "a migration reads the source audience's members"
     )
     mapping = mapping or default_mapping
-    start = anyio.current_time()
+    start = monotonic()
     source_found, _ = await resolve_audience(source, source_audience)
     source_id = source_found.id
     if dry_run:
@@ -374,7 +375,7 @@ async def migrate(
         expected_size=len(expected),
         target_ids=None if target_ids is None else ids_digest(target_ids),
         expected_ids=ids_digest(expected),
-        elapsed=anyio.current_time() - start,
+        elapsed=monotonic() - start,
     )
 
 

@@ -396,14 +396,11 @@ class _StatePath(click.Path):
 
 
 def _default_state() -> Path:
-    """The state store's file when ``--state`` is not given: in the user's data directory
-    (platformdirs; else the XDG rule), never a shared temporary one."""
-    try:
-        import platformdirs
-    except ImportError:
-        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-        return base / "audiencekit" / "state.sqlite3"
-    return platformdirs.user_data_path("audiencekit") / "state.sqlite3"
+    """The state store's file when ``--state`` is not given: in the user's data folder, never
+    a shared temporary one."""
+    from .._paths import user_data_dir
+
+    return user_data_dir() / "state.sqlite3"
 
 
 # -- the commands ------------------------------------------------------------------------------

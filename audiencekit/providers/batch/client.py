@@ -17,12 +17,9 @@ from ..._http import CallStats, ClientOptions, ProviderClient, Transport, creden
 from ..._pages import AsyncPager, Page
 from ..._wire import dumps, structure
 from ...errors import (
-    AudienceKitError,
     ConfigurationError,
-    NotFoundError,
     Problem,
     ValidationError,
-    may_have_taken_effect,
 )
 from .wire import PROVIDER, BatchAudience, check_audience_name, converter, error_detail
 
@@ -115,24 +112,12 @@ class BatchClient(ProviderClient):
     async def remove(self, name: str) -> str | None:
         """Delete the audience; returns the indexing token when Batch gives one (None also when
         the first try removed it and its answer was lost: the replay then finds it gone)."""
-        body = dumps({"name": name})
-        try:
-            # Not replayed by the transport: whether a failure may have taken effect decides
-            # what a 404 of the next try means.
-            response = await self.transport.request(
-                "POST", "/audiences/remove", content=body, replay_safe=False
-            )
-        except AudienceKitError as exc:
-            if not may_have_taken_effect(exc):
-                raise
-            await self.transport.pause(0)
-            try:
-                response = await self.transport.request(
-                    "POST", "/audiences/remove", content=body, replay_safe=True
-                )
-            except NotFoundError:
-                # The rule the transport applies to a replayed DELETE, for Batch's POST remove.
-                return None
+        # Removing twice is harmless, and a replay that finds the audience gone after a lost
+        # answer is done (``deletes``): Batch deletes with a POST.
+        response = await self.transport.request(
+            "POST", "/audiences/remove", content=dumps({"name": name}), replay_safe=True,
+            deletes=True,
+        )  # fmt: skip
         body = self.transport.read_json(response) if response.content else {}
         token = body.get("indexing_token") if isinstance(body, dict) else None
         return str(token) if token else None

@@ -13,14 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-import anyio
-
 from ..._http import (
     CallStats,
     ClientOptions,
-    Clock,
     ProviderClient,
-    Sleep,
     Transport,
     credential,
 )
@@ -89,8 +85,6 @@ class DexatelClient(ProviderClient):
             options=options,
             rate_scope=api_key,
         )
-        self._sleep: Sleep = options.sleep or anyio.sleep
-        self._clock: Clock = options.clock or anyio.current_time
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -418,8 +412,8 @@ class DexatelClient(ProviderClient):
             probe,
             policy=policy,
             pending=lambda: [campaign_id],
-            sleep=self._sleep,
-            clock=self._clock,
+            sleep=self.transport.sleep,
+            clock=self.transport.clock,
         )
         return polled.value
 
