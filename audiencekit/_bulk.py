@@ -33,6 +33,7 @@ import attrs
 
 from ._checks import check_operation, plain_key, validate_all
 from ._chunkwriter import ChunkOutcome, ChunkWriter
+from ._clock import monotonic
 from ._http import CallStats
 from .errors import (
     AudienceKitError,
@@ -287,7 +288,7 @@ class _Tally:
 
     def __init__(self, on_progress: ProgressCallback | None) -> None:
         self._on_progress = on_progress
-        self.start = anyio.current_time()
+        self.start = monotonic()
         self.applied = 0
         self.failed: dict[str, AudienceKitError] = {}
         self.unknown: dict[str, AudienceKitError] = {}
@@ -386,7 +387,7 @@ class _Tally:
             chunks=self.chunks,
             retries=self.retries,
             polls=self.polls,
-            elapsed=anyio.current_time() - self.start,
+            elapsed=monotonic() - self.start,
         )
 
     def finish(self, result: BulkResult, *, raise_on_failure: bool) -> BulkResult:

@@ -14,7 +14,7 @@ import os
 import random
 import re
 import warnings
-from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any, Literal, TypeAlias, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -24,7 +24,8 @@ import attrs
 import httpx
 
 from ._account import account_fingerprint
-from ._rate import governor_for
+from ._clock import DEFAULT_SLEEP, Clock, Sleep, monotonic
+from ._rate import SharedBudget, budget_for, governor_for
 from ._wire import read_json, redact_json, unexpected
 from .errors import (
     APIConnectionError,
@@ -42,8 +43,10 @@ __all__ = [
     "PROVIDER_DEFAULT",
     "CallStats",
     "ClientOptions",
+    "Clock",
     "ErrorDetail",
     "RetryPolicy",
+    "Sleep",
     "Transport",
     "ProviderClient",
     "credential",
@@ -54,9 +57,6 @@ logger = logging.getLogger("audiencekit")
 
 #: 30 s for the whole exchange, 5 s to open a connection.
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
-
-Sleep = Callable[[float], Awaitable[None]]
-Clock = Callable[[], float]
 
 _REDACTED = "***"
 #: Secrets shorter than this are redacted only where they stand alone (not inside a word), so
@@ -125,7 +125,10 @@ class ClientOptions:
     ``base_url`` and ``rate_limit`` left at :data:`PROVIDER_DEFAULT` take the provider's
     (``rate_limit=None`` switches the rate governor off). ``http_client`` may be your own
     ``httpx.AsyncClient`` (left open; give it its own timeout). ``sleep``, ``clock`` and
-    ``rng`` replace anyio's and ``random``'s, for tests.
+    ``rng`` replace the library's (see :mod:`audiencekit._clock`) and ``random``'s, for tests.
+    ``shared_budget``: True (the default) shares each rate budget with the other processes of
+    the host that use the same credential (unless ``AUDIENCEKIT_SHARED_BUDGET=off``), False
+    keeps it to this process, a :class:`~audiencekit._rate.SharedBudget` shares that one.
     """
 
     base_url: str | _Default = PROVIDER_DEFAULT
@@ -138,6 +141,7 @@ class ClientOptions:
     sleep: Sleep | None = attrs.field(default=None, repr=False)
     clock: Clock | None = attrs.field(default=None, repr=False)
     rng: random.Random | None = attrs.field(default=None, repr=False)
+    shared_budget: SharedBudget | bool = attrs.field(default=True, repr=False)
 
     @classmethod
     def of(cls, options: ClientOptions | None = None, **changes: Any) -> ClientOptions:
@@ -301,9 +305,9 @@ class Transport:
             self._redactor.pattern.encode() if self._redactor is not None else b"(?!)"
         )
         self._parse_error = parse_error
-        clock = options.clock
-        self._sleep: Sleep = options.sleep if options.sleep is not None else anyio.sleep
-        self._clock: Clock = clock if clock is not None else anyio.current_time
+        #: What every wait of this transport's provider sleeps with and is timed on.
+        self.sleep: Sleep = options.sleep if options.sleep is not None else DEFAULT_SLEEP
+        self.clock: Clock = options.clock if options.clock is not None else monotonic
         self._rng = options.rng if options.rng is not None else random.Random()
         self._limiter = anyio.CapacityLimiter(max_concurrency)
         counted_by = rate_scope if rate_scope is not None else "\n".join(auth_headers.values())
@@ -314,7 +318,8 @@ class Transport:
                 self.base_url,
                 counted_by,
                 rate_limit,
-                clock,
+                self.clock,
+                budget_for(options.shared_budget, self.clock),
             )
             if rate_limit is not None
             else None
@@ -379,8 +384,12 @@ class Transport:
         content: bytes | None = None,
         params: Mapping[str, str | int] | Iterable[tuple[str, str | int]] | None = None,
         stats: CallStats | None = None,
+        deletes: bool | None = None,
     ) -> httpx.Response:
         """Send one request, retrying what the policy allows, and return a 2xx response.
+
+        ``deletes`` (by default: the method is DELETE) says that the request deletes what it
+        names: a 404 to a try made after one that may have taken effect means it is done.
 
         ``replay_safe`` says whether sending the same request twice is harmless. When it is
         False, only failures that certainly happened before the provider did anything (a refused
@@ -392,6 +401,7 @@ class Transport:
         url = self.url(path)
         shown = self.redact(f"{method} {url}")
         shield = method != "GET"
+        deletes = method == "DELETE" if deletes is None else deletes
         governor = self.governor
         failures = 0  # failures other than 429, counted against retry.max_retries
         refusals = 0
@@ -419,7 +429,7 @@ class Transport:
                     logger.debug("%s -> %d", shown, response.status_code)
                     return response
                 error = self._status_error(response)
-                if took_effect and method == "DELETE" and isinstance(error, NotFoundError):
+                if took_effect and deletes and isinstance(error, NotFoundError):
                     # An earlier try was lost on its way back; this one finds the thing gone.
                     logger.info("%s -> %d after a lost answer: deleted", shown, error.status)
                     return httpx.Response(204, request=response.request)
@@ -444,12 +454,12 @@ class Transport:
             if stats is not None:
                 stats.retries += 1
             if delay > 0:
-                await self._sleep(delay)
+                await self.sleep(delay)
 
     async def pause(self, attempt: int) -> None:
         """Wait the policy's backoff before try number ``attempt + 1`` of a call made again
         above the transport (``create_once``)."""
-        await self._sleep(self.retry.backoff(attempt, self._rng))
+        await self.sleep(self.retry.backoff(attempt, self._rng))
 
     def _delay(self, failures: int, retry_after: float | None) -> float | None:
         """Seconds to wait before the next try after a failure, or None to give up now."""
@@ -464,7 +474,7 @@ class Transport:
     ) -> float | None:
         """Seconds to wait before sending a refused (429) request again, or None once the
         refusals have lasted ``retry.rate_limit_timeout`` (or the provider asks for more)."""
-        left = self.retry.rate_limit_timeout - (self._clock() - since)
+        left = self.retry.rate_limit_timeout - (self.clock() - since)
         if retry_after is not None and retry_after > min(left, self.retry.max_retry_after):
             return None
         if left <= 0:
@@ -506,8 +516,8 @@ class Transport:
                     request.stream = _Body(content)
                 if self.governor is not None:
                     while (wait := self.governor.claim()) > 0:
-                        await self._sleep(wait)
-                sent_at = self._clock()
+                        await self.sleep(wait)
+                sent_at = self.clock()
                 with anyio.CancelScope(shield=shield):
                     response = await self._client.send(request, auth=self._auth)
                     await response.aread()

@@ -25,18 +25,17 @@ from typing import Any, TypeVar
 import anyio
 import anyio.abc
 
-from ._bulk import ChunkAccepted, ChunkDone, ProgressCallback, ProgressEvent
+from ._bulk import ChunkAccepted, ChunkDone, ChunkSent, ProgressCallback, ProgressEvent
+from ._clock import monotonic
 from .backend import AudienceBackend
-from .errors import AudienceBusyError, PollTimeoutError
+from .errors import AudienceBusyError, FencingError, PollTimeoutError
 from .models import Add, Operation, PendingChunk
 from .state.base import ABSENT, Entry, Lease, StateStore, fingerprint, lease_owner, scope_of
 
-__all__ = ["LEASE_TTL", "Journal", "guarded", "store_scope"]
+__all__ = ["Journal", "guarded", "store_scope"]
 
 T = TypeVar("T")
 
-#: Seconds a lease lasts unless renewed; it is renewed every third of that.
-LEASE_TTL = 30.0
 #: Operations marked intended in one transaction before any of them is handed on.
 INTENT_BLOCK = 2_000
 
@@ -60,11 +59,16 @@ class Journal:
     """The journal of one run on one audience under ``lease`` (``scope``: whose rows these are,
     provider and account); every write it makes is fenced by the lease."""
 
-    def __init__(self, store: StateStore, scope: str, audience: str, lease: Lease) -> None:
+    def __init__(
+        self, store: StateStore, scope: str, audience: str, lease: Lease, valid_until: float
+    ) -> None:
         self.store = store
         self.scope = scope
         self.audience = audience
         self.lease = lease
+        #: Until when (on the one clock) the lease is certainly this run's: no other run can
+        #: take it before then, since the store counts its time from a later moment.
+        self.valid_until = valid_until
         self._inflight: dict[str, str] = {}  # id -> fingerprint of the write read last
         self._twice: set[str] = set()  # ids read twice in one run: never settled by it
         self._queue: list[tuple[str, Any, Any]] = []
@@ -163,7 +167,17 @@ class Journal:
             inflight[member] = fp
 
     def on_event(self, event: ProgressEvent) -> None:
-        """Queue what a progress event tells the store; a flusher task writes it."""
+        """Queue what a progress event tells the store; a flusher task writes it. Before a
+        chunk is sent, check that the lease is still certainly this run's: a run that was
+        paused past it (a stopped process, a stalled host) sends nothing more."""
+        if isinstance(event, ChunkSent):
+            margin = (self.store.lease_ttl / 4) if math.isfinite(self.store.lease_ttl) else 0.0
+            if monotonic() > self.valid_until - margin:
+                raise FencingError(
+                    self.lease.key,
+                    "it was not renewed in time (the run stalled); nothing more is sent",
+                )
+            return
         if isinstance(event, ChunkAccepted):
             self._queue.append(("accept", event.handle, event.ids))
         elif isinstance(event, ChunkDone) and not event.pending:
@@ -225,48 +239,61 @@ class Journal:
 
 
 @contextlib.asynccontextmanager
-async def guarded(
-    store: StateStore, scope: str, audience: str, *, ttl: float = LEASE_TTL
-) -> AsyncIterator[Journal]:
-    """Hold the audience's lease and keep a journal while the block runs.
+async def guarded(store: StateStore, scope: str, audience: str) -> AsyncIterator[Journal]:
+    """Hold the audience's lease (for the store's ``lease_ttl``, renewed every third of it)
+    and keep a journal while the block runs.
 
     Raises :class:`~audiencekit.AudienceBusyError` at once when another run holds the lease,
-    and from the block when the lease is lost (the run stalled past ``ttl``).
+    and :class:`~audiencekit.errors.FencingError` from the block when the lease is lost (the
+    run stalled past the lease's time): the store refuses the journal's writes, and no chunk
+    is sent once the lease may have run out.
     """
+    ttl = store.lease_ttl
     key = f"{scope}:{audience}"
     owner = lease_owner(uuid.uuid4().hex)
+    asked = monotonic()
     lease = await _off_loop(store.acquire_lease, key, owner, ttl)
     if not lease.held_by(owner):
         raise AudienceBusyError(key, lease.owner, lease.expires_in)
-    journal = Journal(store, scope, audience, lease)
-    lost = False
+    journal = Journal(store, scope, audience, lease, asked + ttl)
+    fenced: FencingError | None = None
 
     async def keep() -> None:  # renew every third of the lease's time; stop the run if lost
-        nonlocal lost
+        nonlocal fenced
         while True:
             await anyio.sleep(ttl / 3 if math.isfinite(ttl) else 3600)
+            asked = monotonic()
             if not await _off_loop(store.renew_lease, lease, ttl):
-                lost = True
+                fenced = FencingError(key, "it ran out or changed hands before it was renewed")
                 tg.cancel_scope.cancel()
                 return
+            journal.valid_until = asked + ttl
+
+    async def flush(final: bool = False) -> None:  # a refused write stops the run
+        nonlocal fenced
+        try:
+            await (journal.flush() if final else journal._flusher())
+        except FencingError as exc:
+            fenced = fenced or exc
+            tg.cancel_scope.cancel()
 
     stopped: Exception | None = None
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(keep)
-            tg.start_soon(journal._flusher)
+            tg.start_soon(flush)
             try:
                 yield journal
             except Exception as exc:  # kept, and raised as it is once the tasks are done (not
                 stopped = exc  # wrapped in an ExceptionGroup by the task group)
             finally:
                 with anyio.CancelScope(shield=True):
-                    await journal.flush()  # what was confirmed is kept, even on a cancel
+                    await flush(final=True)  # what was confirmed is kept, even on a cancel
                 tg.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
             await _off_loop(store.release_lease, lease)
     if stopped is not None:
         raise stopped
-    if lost:
-        raise AudienceBusyError(key, None, 0.0, lost=True)
+    if fenced is not None:
+        raise fenced

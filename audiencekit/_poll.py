@@ -6,9 +6,9 @@ import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import anyio
 import attrs
 
+from ._clock import DEFAULT_SLEEP, Clock, Sleep, monotonic
 from ._http import CallStats
 from .errors import PollTimeoutError
 
@@ -72,8 +72,8 @@ async def wait_until(
     *,
     policy: PollPolicy,
     pending: Callable[[], Sequence[PendingChunk | str]],
-    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
-    clock: Callable[[], float] = anyio.current_time,
+    sleep: Sleep = DEFAULT_SLEEP,
+    clock: Clock = monotonic,
     stats: CallStats | None = None,
     first_delay: float = 0.0,
     since: float | None = None,
@@ -131,12 +131,12 @@ class Poller:
         self,
         policy: PollPolicy,
         *,
-        sleep: Callable[[float], Awaitable[None]] | None = None,
-        clock: Callable[[], float] | None = None,
+        sleep: Sleep | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.policy = policy
-        self._sleep = sleep or anyio.sleep
-        self._clock = clock or anyio.current_time
+        self._sleep = sleep or DEFAULT_SLEEP
+        self._clock = clock or monotonic
         self._learner = DelayLearner()
         self._issued: dict[str, float] = {}
 

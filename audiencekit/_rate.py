@@ -6,21 +6,47 @@ The pace starts at the ceiling (the provider's published or reported limit, or t
 ``rate_limit``), falls when the provider answers 429 and climbs back while it accepts requests
 (additive increase, multiplicative decrease). A ``Retry-After`` pauses every request of the budget
 for that long (without one, the pause is one interval at the lowered pace).
+
+The processes of one host share each budget too, through a :class:`SharedBudget`: by default a
+small SQLite file in the user's data folder (:class:`SqliteBudget`), which holds, per credential
+and base URL (a keyed hash of them), when the next request may go. Each process still spaces its
+own requests by its own learned pace; ``AUDIENCEKIT_SHARED_BUDGET=off`` (or another file's path)
+and ``ClientOptions(shared_budget=...)`` choose otherwise. A file that cannot be used leaves each
+process pacing alone, with one warning.
 """
 
 from __future__ import annotations
 
 import collections
 import hashlib
+import hmac
+import logging
 import math
+import os
+import sqlite3
 import threading
-import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Protocol
 
-__all__ = ["HEADROOM", "RateGovernor", "forget_governors", "governor_for"]
+from ._clock import Clock, monotonic
+from ._paths import user_data_dir
 
-Clock = Callable[[], float]
+__all__ = [
+    "BUDGET_ENV",
+    "HEADROOM",
+    "BudgetUnavailableError",
+    "RateGovernor",
+    "SharedBudget",
+    "SqliteBudget",
+    "budget_for",
+    "forget_governors",
+    "governor_for",
+]
+
+logger = logging.getLogger("audiencekit")
 
 #: The pace is this fraction of the rate: a provider's token bucket with no burst refuses a
 #: request that arrives a millisecond early, and arrival times jitter by more than that.
@@ -38,12 +64,205 @@ _TIMER_SLACK = 0.001
 #: How many recent sends an unpaced governor remembers to know how fast it was going.
 _WINDOW = 32
 
+#: ``off`` (or 0, false, no): each process paces alone; a path: the budget file to share.
+BUDGET_ENV = "AUDIENCEKIT_SHARED_BUDGET"
+_OFF = frozenset({"off", "0", "false", "no"})
+#: How long a grant waits for another process's transaction before the file counts as unusable.
+LOCK_TIMEOUT = 0.5
+#: A due time written this much later than the clock reads now was written before a restart
+#: (less: by a process that read the clock a moment after this one, then took the lock first).
+_REBOOTED = 60.0
+
+
+def take_slot(due: float, now: float, interval: float, slack: float) -> float | None:
+    """When the slot after the one ``due`` is, once that one is taken at ``now``; None while it
+    is not due yet. A slot taken up to ``slack`` late keeps the pace (the next one is still an
+    interval after it), so that sleeps waking late do not slow it; a later one starts anew."""
+    if due - now > _EPSILON:  # (a float clock may stop just short of a slot)
+        return None
+    return (due if now - due <= slack else now) + interval
+
+
+class BudgetUnavailableError(Exception):
+    """A shared budget cannot be used (its file is corrupt, unreadable, locked...)."""
+
+
+class SharedBudget(Protocol):
+    """A request budget that several governors (processes, or hosts) draw from: per ``scope``
+    (a credential at a base URL, named by a hash, never the credential), when the next request
+    may go. Times are seconds on the clock every party reads alike (for one host: the host's
+    monotonic clock). Raises :class:`BudgetUnavailableError` when it cannot be used: the
+    governor then paces its process alone."""
+
+    def grant(self, scope: str, now: float, interval: float, slack: float) -> float:
+        """Take the slot of ``scope`` when it is due at ``now`` and return 0.0 (the next one is
+        ``interval`` on: see :func:`take_slot`); else return the seconds until it is due."""
+        ...
+
+    def hold(self, scope: str, now: float, pause: float) -> None:
+        """Give no slot of ``scope`` before ``now + pause`` (the provider refused a request)."""
+        ...
+
+
+class SqliteBudget:
+    """A :class:`SharedBudget` in one SQLite file (WAL mode), for the processes of one host: one
+    short ``BEGIN IMMEDIATE`` transaction per grant. Each scope is stored under an HMAC of it,
+    keyed by a random secret kept in the file. Opened on first use; after a failure, every call
+    raises :class:`BudgetUnavailableError` (and the first logs a warning)."""
+
+    #: ``PRAGMA application_id`` of a budget file ("akbu"): no other database is written to.
+    APPLICATION_ID = 0x616B6275
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = LOCK_TIMEOUT) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self._pid = 0
+        self._secret = b""
+        self._failure: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<SqliteBudget {self.path}>"
+
+    def grant(self, scope: str, now: float, interval: float, slack: float) -> float:
+        with self._transaction(scope, now) as (db, key, due):
+            after = take_slot(due, now, interval, slack)
+            if after is None:
+                return due - now
+            db.execute(_STORE, (key, after, now))
+            return 0.0
+
+    def hold(self, scope: str, now: float, pause: float) -> None:
+        with self._transaction(scope, now) as (db, key, due):
+            if now + pause > due:
+                db.execute(_STORE, (key, now + pause, now))
+
+    @contextmanager
+    def _transaction(
+        self, scope: str, now: float
+    ) -> Iterator[tuple[sqlite3.Connection, str, float]]:
+        """The connection, in a write transaction, with the stored key and due time of
+        ``scope``. A due time written well after ``now`` is from before the host restarted (the
+        monotonic clock starts again at boot): it is ignored."""
+        with self._lock:
+            if self._failure is not None:
+                raise BudgetUnavailableError(self._failure)
+            try:
+                db = self._connection()
+                key = hmac.new(self._secret, scope.encode(), hashlib.sha256).hexdigest()
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    row = db.execute(
+                        "SELECT due, written FROM pace WHERE key = ?", (key,)
+                    ).fetchone()
+                    due = -math.inf if row is None or row[1] > now + _REBOOTED else float(row[0])
+                    yield db, key, due
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            except (sqlite3.Error, OSError, BudgetUnavailableError) as exc:
+                raise self._unusable(exc) from None
+
+    def _connection(self) -> sqlite3.Connection:
+        """The open file (opened again in a forked child: a connection is not shared)."""
+        if self._db is not None and self._pid == os.getpid():
+            return self._db
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))  # private, from the start
+        db = sqlite3.connect(
+            self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            self._secret = self._prepare(db)
+        except BaseException:
+            db.close()
+            raise
+        self._db, self._pid = db, os.getpid()
+        return db
+
+    def _prepare(self, db: sqlite3.Connection) -> bytes:
+        """Make ``db`` a budget file, unless it is another database, and return its secret
+        (in one transaction: processes started together may open a new file at once)."""
+        self._check_ours(db)  # before switching another database's journal mode
+        if db.execute("PRAGMA journal_mode = WAL").fetchone()[0] != "wal":
+            raise BudgetUnavailableError("WAL mode refused")
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute("BEGIN IMMEDIATE")  # (closing the connection on an error rolls it back)
+        if not self._check_ours(db):
+            db.execute(f"PRAGMA application_id = {self.APPLICATION_ID}")
+            for statement in _SCHEMA:
+                db.execute(statement)
+        secret = bytes(db.execute("SELECT secret FROM secret").fetchone()[0])
+        db.execute("COMMIT")
+        return secret
+
+    def _check_ours(self, db: sqlite3.Connection) -> bool:
+        """Whether ``db`` is a budget file already (False: an empty one); else raise."""
+        if db.execute("PRAGMA application_id").fetchone()[0] == self.APPLICATION_ID:
+            return True
+        if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            raise BudgetUnavailableError("not an audiencekit budget file")
+        return False
+
+    def _unusable(self, exc: Exception) -> BudgetUnavailableError:
+        """Note that the file cannot be used (warning once), and the error saying why."""
+        self._failure = f"{self.path}: {exc}"
+        logger.warning(
+            "the shared rate budget %s cannot be used (%s): each process paces alone",
+            self.path,
+            exc,
+        )
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        return BudgetUnavailableError(self._failure)
+
+
+_SCHEMA = (
+    "CREATE TABLE secret (id INTEGER PRIMARY KEY CHECK (id = 1), secret BLOB NOT NULL)",
+    "INSERT INTO secret VALUES (1, randomblob(32))",
+    "CREATE TABLE pace (key TEXT PRIMARY KEY, due REAL NOT NULL, written REAL NOT NULL)",
+)
+_STORE = (
+    "INSERT INTO pace VALUES (?, ?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET due = excluded.due, written = excluded.written"
+)
+
+_budgets: dict[Path, SqliteBudget] = {}
+
+
+def budget_for(choice: SharedBudget | bool, clock: Clock) -> SharedBudget | None:
+    """The budget a governor on ``clock`` shares: ``choice`` when it is one; with True, the
+    host's file (``budget.sqlite3`` in the user's data folder, or the path in
+    ``AUDIENCEKIT_SHARED_BUDGET``; none when that is ``off``), for the host's clock only (a
+    test's clock is a world of its own); with False, none."""
+    if not isinstance(choice, bool):
+        return choice
+    setting = os.environ.get(BUDGET_ENV, "").strip()
+    if not choice or clock is not monotonic or setting.lower() in _OFF:
+        return None
+    path = Path(setting).expanduser() if setting else user_data_dir() / "budget.sqlite3"
+    with _registry_lock:
+        return _budgets.setdefault(path, SqliteBudget(path))
+
 
 class RateGovernor:
     """The pace of one credential: :meth:`claim` a slot before each request, then report how it
-    went with :meth:`accepted` or :meth:`refused`. Safe to share across tasks and threads."""
+    went with :meth:`accepted` or :meth:`refused`. Safe to share across tasks and threads.
 
-    def __init__(self, ceiling: float, *, clock: Clock = time.monotonic) -> None:
+    With a ``budget``, the slots of ``scope`` are shared with every governor drawing from it
+    (other processes): each takes them at its own learned pace."""
+
+    def __init__(
+        self,
+        ceiling: float,
+        *,
+        clock: Clock = monotonic,
+        budget: SharedBudget | None = None,
+        scope: str = "",
+    ) -> None:
         if not ceiling > 0:
             raise ValueError("ceiling must be a positive number of requests per second")
         self.ceiling = ceiling
@@ -55,6 +274,9 @@ class RateGovernor:
         self._lowered_at = -math.inf  # when the rate was last lowered
         self._sent: collections.deque[float] = collections.deque(maxlen=_WINDOW)
         self.refusals = 0
+        #: The budget shared with other processes (None: this process paces alone).
+        self.budget = budget
+        self._scope = scope
 
     def __repr__(self) -> str:
         rate = "unpaced" if self._rate is None else f"{self._rate:.3g}/s"
@@ -70,7 +292,7 @@ class RateGovernor:
         (claim again then: the pace may have changed meanwhile)."""
         with self._lock:
             now = self._clock()
-            if self._next - now > _EPSILON:  # (a float clock may stop just short of a slot)
+            if self._next - now > _EPSILON:
                 return self._next - now
             if self._rate is not None:
                 # The next slot is one paced interval on. A request sent late (sleeps wake up
@@ -78,8 +300,15 @@ class RateGovernor:
                 # pace does not drift, and requests never bunch up by more than that.
                 paced = 1.0 / (self._rate * HEADROOM)
                 catch_up = max(paced - 1.0 / self._rate, _TIMER_SLACK)
-                late = now - self._next
-                self._next = (self._next if late <= catch_up else now) + paced
+                wait = self._shared(lambda budget: budget.grant(self._scope, now, paced, catch_up))
+                if wait > 0:
+                    # Another process took the slot: this one's tasks wait for the next
+                    # without asking the budget again meanwhile.
+                    self._next = now + wait
+                    return wait
+                after = take_slot(self._next, now, paced, catch_up)
+                assert after is not None
+                self._next = after
             self._sent.append(now)
             return 0.0
 
@@ -106,6 +335,7 @@ class RateGovernor:
             assert self._rate is not None
             pause = retry_after if retry_after is not None else 1.0 / (self._rate * HEADROOM)
             self._next = max(self._next, now + pause)
+            self._shared(lambda budget: budget.hold(self._scope, now, pause))
 
     def set_ceiling(self, ceiling: float) -> None:
         """Make ``ceiling`` the highest rate, starting from it when it is finite."""
@@ -113,6 +343,16 @@ class RateGovernor:
             if ceiling != self.ceiling:
                 self.ceiling = ceiling
                 self._rate = ceiling if math.isfinite(ceiling) else None
+
+    def _shared(self, call: Callable[[SharedBudget], float | None]) -> float:
+        """``call`` on the shared budget (0.0 without one); a budget that cannot be used is
+        dropped, and this process paces alone from then on."""
+        if self.budget is not None:
+            try:
+                return call(self.budget) or 0.0
+            except BudgetUnavailableError:
+                self.budget = None
+        return 0.0
 
     def _recent_rate(self) -> float:
         """How fast an unpaced governor was sending, from its last sends."""
@@ -122,27 +362,35 @@ class RateGovernor:
         return (len(sent) - 1) / (sent[-1] - sent[0])
 
 
-_governors: weakref.WeakValueDictionary[tuple[str, str, object], RateGovernor] = (
+_governors: weakref.WeakValueDictionary[tuple[str, str, object, object], RateGovernor] = (
     weakref.WeakValueDictionary()
 )
 _registry_lock = threading.Lock()
 
 
 def governor_for(
-    base_url: str, credential: str, ceiling: float, clock: Clock | None = None
+    base_url: str,
+    credential: str,
+    ceiling: float,
+    clock: Clock = monotonic,
+    budget: SharedBudget | None = None,
 ) -> RateGovernor:
-    """The governor of ``credential`` at ``base_url`` in this process (made on first use).
+    """The governor of ``credential`` at ``base_url`` in this process (made on first use),
+    drawing from ``budget`` with the other processes when one is given.
 
     Only a hash of the credential is kept. Transports with their own ``clock`` (tests) get a
-    governor of their own, since a pace is a position on one clock. A budget has one ceiling:
-    the last transport made with a different one sets it.
+    governor of their own, since a pace is a position on one clock; so do transports with
+    another budget. A budget has one ceiling: the last transport made with a different one
+    sets it.
     """
     digest = hashlib.sha256(credential.encode()).hexdigest()
-    key = (base_url, digest, clock if clock is not None else time.monotonic)
+    key = (base_url, digest, clock, budget)
     with _registry_lock:
         governor = _governors.get(key)
         if governor is None:
-            governor = RateGovernor(ceiling, clock=clock or time.monotonic)
+            governor = RateGovernor(
+                ceiling, clock=clock, budget=budget, scope=f"{base_url}\n{digest}"
+            )
             _governors[key] = governor
         else:
             governor.set_ceiling(ceiling)

@@ -22,13 +22,13 @@
      │    ├── PaginationError          the provider's paging went wrong (a repeated page token)
      │    └── WriteReplacedError       the provider dropped a write: a replace overtook it
      ├── AudienceBusyError             another run is writing the audience (its lease is held)
+     │    └── FencingError             this run's lease was taken over: nothing more is written
      ├── StateStoreError               the state store cannot be used (names where, and why)
      │    ├── StateStoreCorruptError   not a state store, or a damaged one
      │    ├── StateStoreVersionError   written by a newer audiencekit
      │    ├── StateStoreAccessError    cannot be opened or written (permissions, read-only)
      │    ├── StateStoreLockedError    another process holds it locked past the timeout
-     │    ├── StateStoreConnectionError a store server cannot be reached, refused us, or went away
-     │    └── FencingError             this run's lease was taken over: the write was refused
+     │    └── StateStoreConnectionError a store server cannot be reached, refused us, or went away
      ├── PartialFailureError           a bulk call finished, but some ids did not make it
      ├── WriterStoppedError            an AudienceWriter stopped; carries what it never sent
      └── PollTimeoutError(TimeoutError) accepted writes not confirmed; carries them, to resume
@@ -287,7 +287,12 @@ class UnexpectedResponseError(APIError):
 
 
 class PaginationError(APIError):
-    """The provider's paging misbehaved (a page token came back twice); iterating stopped."""
+    """The provider's paging misbehaved (a page token came back twice, pages that bring nothing
+    new); iterating stopped. ``cursor`` is the last page token the provider handed back."""
+
+    def __init__(self, message: str, *, provider: str, cursor: str | None = None) -> None:
+        super().__init__(message, provider=provider)
+        self.cursor = cursor
 
 
 class WriteReplacedError(APIError):
@@ -388,9 +393,15 @@ class StateStoreConnectionError(StateStoreError):
     """A store server could not be reached, refused the credentials, or went away mid-run."""
 
 
-class FencingError(StateStoreError):
-    """A journal write was refused because this run no longer holds the audience's lease (it
-    was paused past the lease's time and another run took over): nothing was written."""
+class FencingError(AudienceBusyError):
+    """This run no longer holds the audience's lease: it stalled (paused, partitioned) past
+    the lease's time, and another run may have taken over. The store refused the write it
+    tried (nothing was written), and nothing more is sent; run it again."""
+
+    def __init__(self, audience: str, reason: str) -> None:
+        super().__init__(audience, None, 0.0, lost=True)
+        self.reason = reason
+        self.args = (f"this run lost its lease on {audience}: {reason}; run it again",)
 
 
 def by_cause(outcomes: Mapping[str, BaseException | str]) -> list[tuple[str, list[str]]]:

@@ -20,6 +20,7 @@ import attrs
 
 from ._base import aiterate, prepared_members
 from ._bulk import ProgressCallback
+from ._clock import monotonic
 from ._journal import Journal, guarded, store_scope
 from ._resolve import resolve_audience
 from .backend import AudienceBackend, Members
@@ -34,13 +35,17 @@ Mapper = Callable[[Member], Member]
 
 @attrs.frozen(kw_only=True)
 class SyncReport:
-    """What ``sync`` did: how many members it added, changed, removed and left alone."""
+    """What ``sync`` did: how many members it set out to add, change and remove (and left
+    alone), and of each how many the provider applied (``applied["added"]``, ...); ``result``
+    names every id that did not make it, and why."""
 
     added: int
     changed: int
     removed: int
     unchanged: int
     result: BulkResult
+    #: Of the added, changed and removed members, how many were applied (by kind).
+    applied: Mapping[str, int] = attrs.field(factory=dict)
 
     @property
     def sent(self) -> int:
@@ -90,7 +95,8 @@ async def sync(
         if held.listed is None:  # compared by fingerprint: computed in a worker thread
             held.wanted = await anyio.to_thread.run_sync(_fingerprints, wanted)
         ops: list[Operation] = []
-        added = changed = unchanged = 0
+        changed: list[str] = []
+        added = unchanged = 0
         for count, (member_id, member) in enumerate(wanted.items(), 1):
             if count % 4096 == 0:
                 await anyio.lowlevel.checkpoint()  # 200,000 members do not hold the loop
@@ -100,17 +106,34 @@ async def sync(
                 unchanged += 1
                 continue
             else:
-                changed += 1
+                changed.append(member_id)
             ops.append(Add(member))
         removals = [Remove(member_id) for member_id in held.ids() if member_id not in wanted]
         ops += removals
         result = await _apply(backend, audience_id, ops, journal, on_progress, held.wanted)
+    missed = _not_applied(result)
+    missed_changes = sum(1 for member_id in changed if member_id in missed)
+    missed_removals = sum(1 for op in removals if op.id in missed)
     report = SyncReport(
-        added=added, changed=changed, removed=len(removals), unchanged=unchanged, result=result
+        added=added,
+        changed=len(changed),
+        removed=len(removals),
+        unchanged=unchanged,
+        result=result,
+        applied={
+            "added": added - (len(missed) - missed_changes - missed_removals),
+            "changed": len(changed) - missed_changes,
+            "removed": len(removals) - missed_removals,
+        },
     )
     if raise_on_failure:
         result.raise_for_failures()
     return report
+
+
+def _not_applied(result: BulkResult) -> set[str]:
+    """The ids of ``result`` that were not applied: failed, unknown, or still pending."""
+    return {*result.failed, *result.unknown, *(k for chunk in result.pending for k in chunk.ids)}
 
 
 @attrs.define
@@ -126,7 +149,12 @@ class _Held:
     wanted: dict[str, str] = attrs.field(factory=dict)
 
     def may_hold(self, member_id: str) -> bool:
-        return member_id in (self.listed if self.listed is not None else self.entries)
+        """Whether the member may be held already (its write is a change, not an add). An
+        entry only ``intended`` was never accepted: an earlier run stopped before sending it."""
+        if self.listed is not None:
+            return member_id in self.listed
+        entry = self.entries.get(member_id)
+        return entry is not None and entry.status != "intended"
 
     def holds(self, member_id: str, attributes: Mapping[str, Any]) -> bool:
         """Whether the member is certainly held with these attributes."""
@@ -277,7 +305,7 @@ async def migrate(
         source.provider, "list_members", "a migration reads the source audience's members"
     )
     mapping = mapping or default_mapping
-    start = anyio.current_time()
+    start = monotonic()
     source_found, _ = await resolve_audience(source, source_audience)
     source_id = source_found.id
     if dry_run:
@@ -347,7 +375,7 @@ async def migrate(
         expected_size=len(expected),
         target_ids=None if target_ids is None else ids_digest(target_ids),
         expected_ids=ids_digest(expected),
-        elapsed=anyio.current_time() - start,
+        elapsed=monotonic() - start,
     )
 
 

@@ -10,6 +10,10 @@ loopback emulator, each in a process of its own (CPU time and peak memory are pe
   past 10 requests/s, the client's ceiling set to that rate (Batch's reported 1/s, scaled).
   Targets: no id lost, 429s <= 5% of accepted requests, views <= 1.5 per update, wall <= 1.15x
   the least time the limit allows (one update and one view per 10,000 ids).
+- Processes sharing one Batch credential at its 1 request/s (the emulator's limit, no burst):
+  3 and 8 processes adding 20,000 ids each with default settings, and 3 with the shared budget
+  off. Targets (shared): wall <= 1.25x the least time the limit allows, 429s <= 10% of accepted
+  requests, no id lost.
 - Memory: peak RSS streaming 500,000 vs 5,000,000 operations. Target: growth <= 20 MB.
 - Dexatel: reading 100,000 contacts (vs a plain page loop), adding 5,000 under a rate limit
   (vs sequential creates at the same rate).
@@ -28,14 +32,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from ._emulator import emulator_process
+from .shared_budget import least_requests, run_processes
 
 
 def run_scenario(
@@ -140,6 +147,28 @@ def rate_limited_rows(n: int, rate: float) -> list[Row]:
     ]
 
 
+def shared_budget_rows(ids: int) -> list[Row]:
+    """Processes of one host on one Batch credential at 1 request/s: the least time is two
+    requests per 10,000 ids of every process."""
+    rows: list[Row] = []
+    with emulator_process("--batch-rate-limit", "1") as ends:
+        for processes, setting in ((3, None), (8, None), (3, "off")):
+            env = dict(os.environ, **({"AUDIENCEKIT_SHARED_BUDGET": setting} if setting else {}))
+            ours = run_processes(
+                ends.batch_url, ends.batch_key, ends.batch_project,
+                processes=processes, ids=ids, env=env,
+            )  # fmt: skip
+            label = f"{processes} procs x {ids:,} at 1/s" + (", budget off" if setting else "")
+            rows += [
+                (f"{label}: ids lost (target 0)", ours["lost"] + ours["failed"], 0, "-"),
+                (f"{label}: 429s / accepted (<= 0.10)", ours["refused_429"], ours["accepted"],
+                 "accepted"),
+                (f"{label}: wall s (<= 1.25x)", ours["wall"], least_requests(processes, ids),
+                 "limit"),
+            ]  # fmt: skip
+    return rows
+
+
 def memory_rows(small: int, large: int) -> list[Row]:
     with emulator_process() as ends:
         e = endpoints(ends)
@@ -217,7 +246,9 @@ def import_rows() -> list[Row]:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--scale", type=float, default=1.0)
-    parser.add_argument("--only", choices=["batch", "rate", "memory", "dexatel", "state", "import"])
+    parser.add_argument(
+        "--only", choices=["batch", "rate", "shared", "memory", "dexatel", "state", "import"]
+    )
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs of each Batch CPU scenario; the best is shown"
     )
@@ -227,6 +258,10 @@ def main() -> None:
     def size(n: int) -> int:
         return max(1, int(n * scale))
 
+    # The processes of this run share their rate budgets through a file of their own, not the
+    # user's (AUDIENCEKIT_SHARED_BUDGET, inherited by every scenario's process).
+    folder = tempfile.TemporaryDirectory()
+    os.environ.setdefault("AUDIENCEKIT_SHARED_BUDGET", f"{folder.name}/budget.sqlite3")
     rows: list[Row] = []
     if args.only in (None, "batch"):
         rows += batch_rows(size(1_000_000), args.repeat)
@@ -234,6 +269,8 @@ def main() -> None:
         # 10/s rather than 20: at 20, the one-process emulator spends most of each second
         # checking 10,000-id updates, and the arrival times its limit sees jitter by tens of ms.
         rows += rate_limited_rows(size(1_000_000), 10.0)
+    if args.only in (None, "shared"):
+        rows += shared_budget_rows(size(20_000))
     if args.only in (None, "memory"):
         rows += memory_rows(size(500_000), size(5_000_000))
     if args.only in (None, "dexatel"):
@@ -247,6 +284,7 @@ def main() -> None:
     for metric, ours, base, against in rows:
         ratio = ours / base if base else float("nan")
         print(f"{metric:<44} {ours:>12,.2f} {base:>12,.2f} {ratio:>8.2f}  {against}")
+    folder.cleanup()
 
 
 if __name__ == "__main__":

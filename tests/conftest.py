@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any, Protocol, overload
 
 import pytest
 
 from audiencekit import PollPolicy
+from audiencekit._rate import BUDGET_ENV
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.providers.dexatel import DexatelBackend
 from audiencekit.testing import EmulatorServer, InstantClock
@@ -23,6 +25,18 @@ SECRETS = (
     "secret-key-123",
     "k-from-env",
 )
+
+
+@pytest.fixture(autouse=True)
+def private_budget(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Keeps the shared rate budget out of the user's folder: each test has a budget file of
+    its own (not made until a paced request needs it), through ``AUDIENCEKIT_SHARED_BUDGET``,
+    so that child processes use it too."""
+    path = tmp_path_factory.mktemp("budget") / "budget.sqlite3"
+    monkeypatch.setenv(BUDGET_ENV, str(path))
+    return path
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable
+from typing import TypeVar
 from urllib.parse import parse_qs, urlparse
 
+import anyio
 import httpx
 import pytest
 import respx
@@ -11,6 +14,8 @@ import respx
 from audiencekit import AsyncPager, Page, PaginationError
 
 pytestmark = pytest.mark.anyio
+
+T = TypeVar("T")
 
 URL = "https://pages.test/items"
 
@@ -177,3 +182,55 @@ async def test_dexatel_listing_that_never_ends_raises_pagination_error() -> None
             async for _ in client.list_audiences(page_size=1):
                 pass
     assert served == 2 * 3 + 10 + 1
+
+
+async def yielded_until_stopped(listing: AsyncIterable[T]) -> tuple[list[T], PaginationError]:
+    """What a listing yielded before it raised PaginationError, and the error; a listing that
+    would go on forever fails the test instead of hanging it."""
+    seen: list[T] = []
+
+    async def drain() -> None:
+        with anyio.fail_after(30):
+            async for item in listing:
+                seen.append(item)
+                assert len(seen) < 10_000, "the listing keeps yielding"
+
+    with pytest.raises(PaginationError) as caught:
+        await drain()
+    return seen, caught.value
+
+
+def endless_ids(*, items: int) -> AsyncPager[str]:
+    """Fresh tokens forever, every page the same ``items`` ids."""
+    pages = 0
+
+    async def fetch(token: str | None) -> Page[str]:
+        nonlocal pages
+        pages += 1
+        return Page([f"id{i}" for i in range(items)], next_token=f"t{pages}")
+
+    return AsyncPager(fetch, provider="test", key=lambda item: item)
+
+
+async def test_pages_that_bring_no_new_id_stop_after_a_hundred_with_the_last_cursor() -> None:
+    seen, error = await yielded_until_stopped(endless_ids(items=3))
+    assert seen == ["id0", "id1", "id2"]  # each id once
+    assert "no new items" in str(error)
+    assert error.cursor == "t101"  # the first page, then 100 that brought nothing new
+
+
+async def test_a_mapped_pager_keeps_the_rule_of_its_ids() -> None:
+    seen, _ = await yielded_until_stopped(endless_ids(items=2).map(str.upper))
+    assert seen == ["ID0", "ID1"]
+
+
+async def test_ids_seen_before_are_left_out_of_a_page_that_also_brings_new_ones() -> None:
+    pages = [["a", "b"], ["b", "c"], ["c", "a", "d"]]
+
+    async def fetch(token: str | None) -> Page[str]:
+        at = int(token or 0)
+        return Page(pages[at], next_token=str(at + 1) if at + 1 < len(pages) else None)
+
+    listing = AsyncPager(fetch, provider="test", key=lambda item: item)
+    assert [page.items async for page in listing.pages()] == [["a", "b"], ["c"], ["d"]]
+    assert [item async for item in listing] == ["a", "b", "c", "d"]

@@ -6,12 +6,16 @@ stderr under ``--json``) and the exit code the help text documents; never a trac
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shlex
+import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 import anyio
@@ -20,6 +24,7 @@ import click
 from click.shell_completion import get_completion_class
 
 from .. import __version__
+from .._bulk import ChunkDone, ProgressCallback, ProgressEvent
 from .._resolve import resolve_audience
 from ..backend import AudienceBackend
 from ..errors import (
@@ -31,6 +36,7 @@ from ..errors import (
     ConfigurationError,
     PartialFailureError,
     PollTimeoutError,
+    StateStoreError,
     ValidationError,
     by_cause,
 )
@@ -41,7 +47,8 @@ from ._output import EXAMPLES, Output
 
 __all__ = ["EXIT_CODES", "build_app"]
 
-OK, FAILURE, USAGE, PARTIAL, TIMEOUT, BUSY, INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
+OK, FAILURE, USAGE, PARTIAL, TIMEOUT, BUSY, STATE = 0, 1, 2, 3, 4, 5, 6
+INTERRUPTED, TERMINATED = 130, 143
 
 #: What each exit code means; shown in ``--help``.
 EXIT_CODES = {
@@ -51,10 +58,21 @@ EXIT_CODES = {
     PARTIAL: "partial failure (the summary names the ids, and why)",
     TIMEOUT: "writes accepted but not confirmed in time (running again is safe)",
     BUSY: "another run is writing the audience",
+    STATE: "the state store cannot be used (the message says which, and why)",
     INTERRUPTED: "interrupted (Ctrl-C): the message says how to continue",
+    TERMINATED: "stopped by SIGTERM, as by Ctrl-C: the message says how to continue",
 }
 
+#: Contacts the demo adds through Dexatel's API (one request each, ~1.5 ms of client CPU): a
+#: first look in seconds; the demo seeds the rest into the emulator.
+DEMO_API_CONTACTS = 2_000
+
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: the command stops the way Ctrl-C stops it. A BaseException, like
+    KeyboardInterrupt, so that no ``except Exception`` on the way takes it for a failure."""
 
 
 @attrs.define
@@ -65,8 +83,10 @@ class Session:
     as_json: bool = False
     urls: dict[str, str] = attrs.Factory(dict)
     batch_version: str | None = None
-    #: How to continue after Ctrl-C, set by a command once it starts writing.
+    #: How to continue after Ctrl-C or SIGTERM, set by a command once it starts writing.
     resume: str | None = None
+    #: Ids the provider confirmed during this run (what an interrupt reports as done).
+    applied: int = 0
     _output: Output | None = None
 
     @property
@@ -74,6 +94,18 @@ class Session:
         if self._output is None or self._output.as_json != self.as_json:
             self._output = Output(self.as_json)
         return self._output
+
+    @contextlib.contextmanager
+    def progress(self, label: str, total: int | None) -> Iterator[ProgressCallback]:
+        """The output's progress callback, counting the ids applied as it goes."""
+        with self.out.progress(label, total) as show:
+
+            def count(event: ProgressEvent) -> None:
+                if isinstance(event, ChunkDone):
+                    self.applied += event.applied
+                show(event)
+
+            yield count
 
     def command(self, *extra: str, drop: Sequence[str] = ()) -> str:
         """This very command line, as a user would type it again (with ``extra``)."""
@@ -100,11 +132,17 @@ def _failure(exc: BaseException, session: Session) -> int:
     out = session.out
     details: dict[str, Any] = {}
     kind = type(exc).__name__
-    if isinstance(exc, (KeyboardInterrupt, click.Abort)):
-        code, kind = INTERRUPTED, "Interrupted"
-        message = "interrupted"
+    if isinstance(exc, (KeyboardInterrupt, click.Abort, Terminated)):
+        code, kind, message = (
+            (TERMINATED, "Terminated", "stopped by SIGTERM")
+            if isinstance(exc, Terminated)
+            else (INTERRUPTED, "Interrupted", "interrupted")
+        )
         if session.resume:
-            message += f"; to continue, run: {session.resume}"
+            message += (
+                f" after {session.applied:,} id(s) were applied; to continue, run: {session.resume}"
+            )
+            details["applied"] = session.applied
     elif isinstance(exc, click.UsageError):
         code = USAGE
         where = exc.ctx.command_path if exc.ctx is not None else "audiencekit"
@@ -147,6 +185,9 @@ def _failure(exc: BaseException, session: Session) -> int:
         )
     elif isinstance(exc, PartialFailureError):
         code, message = PARTIAL, str(exc)
+    elif isinstance(exc, StateStoreError):
+        code, message = STATE, str(exc)
+        details.update(location=exc.location, reason=exc.reason)
     elif isinstance(exc, AuthenticationError):
         code = FAILURE
         message = f"{exc} (check the API key in the environment)"
@@ -178,15 +219,16 @@ class _App(click.Group):
         words = argv[: argv.index("--")] if "--" in argv else argv
         session = Session(argv, as_json="--json" in words)
         try:
-            code = super().main(
-                argv, prog_name or "audiencekit", complete_var, standalone_mode=False,
-                obj=session, **extra,
-            )  # fmt: skip
+            with _sigterm_raises():
+                code = super().main(
+                    argv, prog_name or "audiencekit", complete_var, standalone_mode=False,
+                    obj=session, **extra,
+                )  # fmt: skip
         except BrokenPipeError:  # `audiencekit ... | head`: the reader left; say nothing more
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             code = FAILURE
-        except (Exception, KeyboardInterrupt) as exc:  # every kind is sorted out there
+        except (Exception, KeyboardInterrupt, Terminated) as exc:  # sorted out there
             code = _failure(exc, session)
         code = code if isinstance(code, int) else OK
         if standalone_mode:
@@ -245,13 +287,73 @@ def _common(registered: Sequence[Provider]) -> Callable[[F], F]:
     return decorate
 
 
+# -- SIGTERM stops a command as Ctrl-C does ---------------------------------------------------
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Outside the event loop (parsing, checking a file, printing), SIGTERM raises
+    :class:`Terminated` where the program is, as SIGINT raises KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_stoppable(body: Callable[[], Awaitable[int]]) -> int:
+    """Run an async command body under anyio. SIGTERM cancels it, as Ctrl-C does: what is in
+    flight is finished or journalled and the store is closed on the way out; then
+    :class:`Terminated` is raised."""
+
+    async def stoppable() -> int:
+        terminated = False
+        done: list[int] = []
+        failed: list[Exception] = []
+        with anyio.open_signal_receiver(signal.SIGTERM) as received:
+            async with anyio.create_task_group() as group:
+
+                async def watch() -> None:
+                    nonlocal terminated
+                    async for _ in received:
+                        terminated = True
+                        group.cancel_scope.cancel()
+
+                group.start_soon(watch)
+                try:
+                    done.append(await body())
+                except Exception as exc:  # raised below, not wrapped in the group's
+                    failed.append(exc)
+                group.cancel_scope.cancel()
+        if terminated:
+            raise Terminated
+        if failed:
+            raise failed[0]
+        return done[0]
+
+    if threading.current_thread() is not threading.main_thread():
+        return anyio.run(body)  # signals reach the main thread only: no handler here
+    try:
+        return anyio.run(stoppable)
+    finally:  # the loop put SIGTERM back to its default on the way out
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
 def _run(function: Callable[..., Awaitable[int]]) -> Callable[..., int]:
-    """A command body that is async: run under anyio, with the session first."""
+    """A command body that is async: run under anyio, with the session first; SIGTERM stops
+    it as Ctrl-C does."""
 
     @functools.wraps(function)
     @click.pass_obj
     def command(session: Session, /, **kwargs: Any) -> int:
-        return anyio.run(functools.partial(function, session, **kwargs))
+        return _run_stoppable(functools.partial(function, session, **kwargs))
 
     return command
 
@@ -272,15 +374,33 @@ def _registered() -> list[Provider]:
     return [p for p in providers() if not p.hidden]
 
 
+class _StatePath(click.Path):
+    """A ``--state`` value: a file path, or a URL of a store this version can open
+    (``postgresql://``); any other URL is refused before anything is opened or made, shown
+    without its password."""
+
+    name = "state"
+
+    def __init__(self) -> None:
+        super().__init__(dir_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from ..state._open import POSTGRES_SCHEMES, is_url, redacted
+
+        if isinstance(value, str) and is_url(value):
+            if value.partition("://")[0].lower() in POSTGRES_SCHEMES:
+                return value
+            self.fail(f"{redacted(value)} is not a state store this version can open: give "
+                      "a file path, or a postgresql:// URL", param, ctx)  # fmt: skip
+        return super().convert(value, param, ctx)
+
+
 def _default_state() -> Path:
-    """The state store's file when ``--state`` is not given: in the user's data directory
-    (platformdirs; else the XDG rule), never a shared temporary one."""
-    try:
-        import platformdirs
-    except ImportError:
-        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-        return base / "audiencekit" / "state.sqlite3"
-    return platformdirs.user_data_path("audiencekit") / "state.sqlite3"
+    """The state store's file when ``--state`` is not given: in the user's data folder, never
+    a shared temporary one."""
+    from .._paths import user_data_dir
+
+    return user_data_dir() / "state.sqlite3"
 
 
 # -- the commands ------------------------------------------------------------------------------
@@ -302,7 +422,7 @@ def build_app() -> click.Group:
         "--audience", "-a", required=True, metavar="AUDIENCE", help="An audience id or name."
     )
     state_option = click.option(
-        "--state", type=click.Path(dir_okay=False, path_type=Path), default=default_state,
+        "--state", type=_StatePath(), default=default_state,
         show_default=True, help="The state store: what earlier runs wrote, and checkpoints.",
     )  # fmt: skip
     channel_option = click.option(
@@ -329,36 +449,66 @@ def build_app() -> click.Group:
     @app.command()
     @click.option("--contacts", type=click.IntRange(1), default=20_000, show_default=True,
                   help="How many contacts the demo migrates.")  # fmt: skip
+    @click.option("--api-contacts", type=click.IntRange(0), default=DEMO_API_CONTACTS,
+                  show_default=True, help="How many of them are added through Dexatel's API "
+                  "(one request each); the rest are seeded into its emulator.")  # fmt: skip
     @common
     @_run
-    async def demo(session: Session, contacts: int) -> int:
+    async def demo(session: Session, contacts: int, api_contacts: int) -> int:
         """Run the demo on local emulators (no credentials).
 
         It fills a Dexatel emulator, migrates the audience to Batch's with faults switched on,
         and verifies that Batch holds exactly what Dexatel held."""
         from ..demo import run_demo
 
-        summary = await run_demo(contacts=contacts, out=session.out)
+        summary = await run_demo(contacts=contacts, api_contacts=api_contacts, out=session.out)
         session.out.data(summary, lambda: _demo_text(summary))
         return OK if summary["verified"] else FAILURE
 
-    @app.command(
-        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-        add_help_option=False,
+    @app.command()
+    @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+                  help="The first emulator's port, the others on the next ones, in the order "
+                  "printed (0: free ports).")  # fmt: skip
+    @click.option("--host", default="127.0.0.1", show_default=True, help="The address to bind.")
+    @click.option("--index-delay", type=click.FloatRange(0), default=0.0, show_default=True,
+                  metavar="SECONDS", help="Seconds before Batch applies a write.")  # fmt: skip
+    @click.option("--index-polls", type=click.IntRange(0), default=0, show_default=True,
+                  help="Views of its token before Batch applies a write.")  # fmt: skip
+    @click.option("--batch-rate-limit", type=click.FloatRange(0, min_open=True),
+                  metavar="PER_SECOND", help="Batch answers 429 past this many requests a "
+                  "second per project (default: no limit).")  # fmt: skip
+    @click.option(
+        "--batch-retry-after",
+        is_flag=True,
+        help="Add a Retry-After header to Batch's 429 answers (Batch documents none).",
     )
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    @click.option("--faults", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+                  help="A JSON fault plan for every emulator.")  # fmt: skip
+    @click.option(
+        "--no-request-bodies",
+        is_flag=True,
+        help="Log requests without their bodies (less memory for long runs).",
+    )
+    @_common([])  # --json only: the emulators connect to nothing
     @click.pass_obj
-    def emulator(session: Session, args: tuple[str, ...]) -> int:
-        """Serve every provider's emulator locally."""
-        from ..testing.emulator import main as emulator_main
+    def emulator(session: Session, /, **options: Any) -> int:
+        """Serve every provider's emulator locally, until Ctrl-C.
 
-        argv = [a for a in args if a != "--"]
-        if session.as_json and "--json" not in argv:
-            argv.append("--json")
-        try:
-            return emulator_main(argv, prog="audiencekit emulator")
-        except SystemExit as exit_:  # argparse's --help and usage errors
-            return exit_.code if isinstance(exit_.code, int) else USAGE
+        It prints, for each, the 'export NAME=value' lines of the variables the command line
+        and open_backend read: paste them into another shell to use the emulators there.
+        GET <url>/_emulator/requests or /_emulator/state shows what an emulator received and
+        holds."""
+        from ..testing.emulator import main as serve
+
+        argv = [] if not session.as_json else ["--json"]  # the module's own options, same names
+        for name, value in options.items():
+            if value is True:
+                argv.append(f"--{name.replace('_', '-')}")
+            elif value not in (None, False):
+                argv += [f"--{name.replace('_', '-')}", str(value)]
+        with contextlib.suppress(Terminated):  # SIGTERM stops it as Ctrl-C does: quietly
+            return serve(argv, prog="audiencekit emulator")
+        return OK
 
     @app.command(name="providers")
     @common
@@ -483,7 +633,12 @@ def build_app() -> click.Group:
     @common
     @click.pass_obj
     def sync_members(
-        session: Session, file: str, provider: str, audience: str, fmt: str | None, state: Path
+        session: Session,
+        file: str,
+        provider: str,
+        audience: str,
+        fmt: str | None,
+        state: Path | str,
     ) -> int:
         """Make the audience hold exactly the members of FILE, sending only the difference."""
         return _write(session, "sync", file, fmt, provider, audience, state)
@@ -513,7 +668,7 @@ def build_app() -> click.Group:
         dry_run: bool,
         resume: bool,
         restart: bool,
-        state: Path,
+        state: Path | str,
     ) -> int:
         """Copy an audience to another provider, then verify.
 
@@ -534,7 +689,7 @@ def build_app() -> click.Group:
                     session.resume = session.command("--resume", drop=["--restart"])
 
                 async def run(resume: bool) -> Any:
-                    with session.out.progress(f"migrate {source[1]}", found.size) as progress:
+                    with session.progress(f"migrate {source[1]}", found.size) as progress:
                         return await run_migration(
                             source_backend, found.id, target_backend, target[1], create=create,
                             channel=channel, dry_run=dry_run, state=store, resume=resume,
@@ -571,7 +726,7 @@ def _write(
     fmt: str | None,
     provider: str,
     audience: str,
-    state_path: Path | None = None,
+    state_path: Path | str | None = None,
 ) -> int:
     """``members add|remove|sync``: check the whole file, then stream it to the provider. The
     check runs before the event loop starts, so that Ctrl-C stops it at once."""
@@ -587,7 +742,7 @@ def _write(
             anyio.run(backend.aclose)
             raise
         send = functools.partial(_send, session, backend, action, file, operation, audience)
-        return anyio.run(send, rows, state_path)
+        return _run_stoppable(functools.partial(send, rows, state_path))
     finally:
         file.close()
 
@@ -600,7 +755,7 @@ async def _send(
     operation: Callable[[Member], Add | Remove],
     audience: str,
     rows: int,
-    state_path: Path | None,
+    state_path: Path | str | None,
 ) -> int:
     from ..sync import sync
 
@@ -609,11 +764,11 @@ async def _send(
         found, _ = await resolve_audience(backend, audience)
         session.resume = session.command()
         label = f"{action} {found.name}"
-        counts: dict[str, int] = {}
+        unchanged: int | None = None
         if action == "sync":
             store = _state_store(state_path) if state_path else None
             try:
-                with out.progress(label, None) as progress:
+                with session.progress(label, None) as progress:
                     report = await sync(
                         backend, found.id, file.members(), state=store,
                         on_progress=progress, raise_on_failure=False,
@@ -622,15 +777,25 @@ async def _send(
                 if store is not None:
                     store.close()
             result = report.result
-            counts = {k: getattr(report, k) for k in ("added", "changed", "removed", "unchanged")}
+            kinds = {kind: (report.applied[kind], getattr(report, kind))
+                     for kind in ("added", "changed", "removed")}  # fmt: skip
+            unchanged = report.unchanged
         else:
-            with out.progress(label, rows) as progress:
+            with session.progress(label, rows) as progress:
                 ops = (operation(member) for member in file.members())
                 result = await backend.apply(
                     found.id, ops, on_progress=progress, raise_on_failure=False
                 )
-    data = {"audience": found.id, "rows": rows, **counts, **_result_dict(result)}
-    out.data(data, lambda: _result_text(out, result, rows, counts))
+            kinds = {"added" if action == "add" else "removed": (result.applied, result.operations)}
+    data = {
+        "audience": found.id,
+        "rows": rows,
+        **{kind: total for kind, (_, total) in kinds.items()},
+        **({} if unchanged is None else {"unchanged": unchanged}),
+        **_result_dict(result),
+        "applied_by_kind": {kind: applied for kind, (applied, _) in kinds.items()},
+    }
+    out.data(data, lambda: _result_text(out, result, rows, kinds, unchanged))
     return OK if result.ok else PARTIAL
 
 
@@ -644,12 +809,14 @@ def _endpoint(ctx: click.Context, param: click.Parameter, text: str) -> tuple[st
     return provider, audience
 
 
-def _state_store(path: Path) -> Any:
-    """The state store at ``path``, its directory made when missing."""
+def _state_store(location: Path | str) -> Any:
+    """The state store at ``location``: a URL's server, or a file whose folder is made when
+    missing."""
     from ..state import StateStore
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return StateStore(path)
+    if isinstance(location, Path):
+        location.parent.mkdir(parents=True, exist_ok=True)
+    return StateStore.open(location)
 
 
 def _audience_dict(audience: Audience) -> dict[str, Any]:
@@ -682,13 +849,24 @@ def _result_dict(result: BulkResult) -> dict[str, Any]:
     }
 
 
-def _result_text(out: Output, result: BulkResult, rows: int, counts: dict[str, int]) -> str:
+def _result_text(
+    out: Output,
+    result: BulkResult,
+    rows: int,
+    kinds: dict[str, tuple[int, int]],
+    unchanged: int | None,
+) -> str:
+    """What a members command did: each kind of write, applied of its own total."""
+    parts = [f"{kind} {applied:,} of {total:,}" for kind, (applied, total) in kinds.items()]
+    if unchanged is not None:
+        parts.append(f"unchanged {unchanged:,}")
+    repeated = rows - result.operations if unchanged is None else 0
+    if repeated > 0:
+        parts.append(f"{repeated:,} repeated row(s) counted once")
     lines = [
-        f"applied {result.applied:,} of {rows:,} row(s) in {result.chunks:,} request(s), "
-        f"{result.elapsed:.1f}s"
+        f"{', '.join(parts)} ({rows:,} row(s) read; {result.chunks:,} request(s), "
+        f"{result.elapsed:.1f}s)"
     ]
-    if counts:
-        lines.append(", ".join(f"{k} {v:,}" for k, v in counts.items()))
     lines += out.causes(result.failed, "failed")
     lines += out.causes(result.unknown, "unknown (may or may not have been applied)")
     return "\n".join(lines)
@@ -715,8 +893,10 @@ def _demo_text(summary: dict[str, Any]) -> str:
         [
             "",
             "audiencekit demo — Dexatel audience migrated to Batch, on local emulators",
-            f"  Dexatel contacts added     {summary['dexatel_contacts']:>9,}"
-            f"   in {summary['fill_seconds']:.1f}s",
+            f"  Dexatel contacts added (API) {summary['dexatel_added']:>7,}"
+            f"   in {summary['fill_seconds']:.1f}s, {summary['dexatel_contact_calls']:,} calls",
+            f"  Dexatel contacts seeded    {summary['dexatel_seeded']:>9,}"
+            "   straight into the emulator",
             f"  Batch members migrated     {summary['batch_members']:>9,}"
             f"   in {summary['migrate_seconds']:.1f}s",
             f"  Batch update calls         {summary['batch_update_calls']:>9,}",

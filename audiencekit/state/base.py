@@ -64,6 +64,10 @@ STATUSES = ("intended", "accepted", "unknown", "failed", "settled")
 #: How many entries :meth:`StateStore.iter_entries` reads in one page by default.
 PAGE_SIZE = 5_000
 
+#: Seconds a run's lease lasts unless renewed, by default (it is renewed every third of that):
+#: how long a worker that died on another host keeps others from its audience.
+LEASE_TTL = 30.0
+
 
 def _plain(value: object) -> object:
     # A Url is a str, but not the same attribute as the str: tag the typed values.
@@ -127,6 +131,9 @@ class StateStore:
     :meth:`close`.
     """
 
+    #: Seconds a run's lease lasts unless renewed (set by the store's constructor).
+    lease_ttl: float = LEASE_TTL
+
     def __new__(cls, *args: Any, **kwargs: Any) -> StateStore:
         if cls is StateStore:
             from .sqlite import SqliteStateStore
@@ -143,6 +150,11 @@ class StateStore:
         from ._open import open_store
 
         return open_store(location)
+
+    @property
+    def location(self) -> str:
+        """Where the store is (a path, or a URL without its password): safe to print."""
+        return repr(self)
 
     def __enter__(self) -> StateStore:
         return self

@@ -21,7 +21,7 @@ from ..errors import (
     StateStoreLockedError,
     StateStoreVersionError,
 )
-from .base import PAGE_SIZE, Entry, Lease, StateStore, alive
+from .base import LEASE_TTL, PAGE_SIZE, Entry, Lease, StateStore, alive
 
 __all__ = ["SqliteStateStore"]
 
@@ -112,7 +112,8 @@ class SqliteStateStore(StateStore):
     Several processes may open one file; leases keep them from writing one audience at once.
     Safe to share between tasks and threads (one connection, one lock). ``timeout`` is how
     long a call waits for another process's transaction before it raises
-    :class:`~audiencekit.errors.StateStoreLockedError`.
+    :class:`~audiencekit.errors.StateStoreLockedError`; ``lease_ttl`` how long a run's lease
+    lasts unless renewed (a run renews it every third of that).
 
     A file that is not a state store (random bytes, a truncated file, another program's
     database) or one of a newer audiencekit is refused with a
@@ -120,9 +121,16 @@ class SqliteStateStore(StateStore):
     store, as SQLite has it. One of an older audiencekit is upgraded when opened.
     """
 
-    def __init__(self, path: str | os.PathLike[str] = ":memory:", *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = ":memory:",
+        *,
+        timeout: float = 30.0,
+        lease_ttl: float = LEASE_TTL,
+    ) -> None:
         self.path = os.fspath(path)
         self.timeout = timeout
+        self.lease_ttl = lease_ttl
         self._lock = threading.Lock()
         if self.path != ":memory:":
             self._inspect()
@@ -148,6 +156,10 @@ class SqliteStateStore(StateStore):
 
     def __repr__(self) -> str:
         return f"<SqliteStateStore {self.path}>"
+
+    @property
+    def location(self) -> str:
+        return self.path
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -180,20 +192,21 @@ class SqliteStateStore(StateStore):
             raise StateStoreCorruptError(
                 path, f"it is cut short ({size:,} bytes of {page_size * pages:,})"
             )
-        try:
-            uri = "file:" + os.path.abspath(path).replace("?", "%3f").replace("#", "%23")
-            reader = sqlite3.connect(uri + "?mode=ro", uri=True, timeout=self.timeout)
-            try:
-                (version,) = reader.execute("PRAGMA user_version").fetchone()
-                tables = {row[0] for row in reader.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table'")}  # fmt: skip
-            finally:
-                reader.close()
-        except sqlite3.Error as exc:
-            raise self._error(exc) from exc
+        (version,) = struct.unpack(">I", header[60:64])  # PRAGMA user_version, as stored
         self._check_version(version)
-        if tables and not tables & _TABLES:
-            raise StateStoreCorruptError(path, "it is another program's database")
+        if version == 0:  # audiencekit 0.1 set no version: is it ours, or another program's?
+            try:
+                uri = "file:" + os.path.abspath(path).replace("?", "%3f").replace("#", "%23")
+                reader = sqlite3.connect(uri + "?mode=ro", uri=True, timeout=self.timeout)
+                try:
+                    tables = {row[0] for row in reader.execute(
+                        "SELECT name FROM sqlite_master WHERE type = 'table'")}  # fmt: skip
+                finally:
+                    reader.close()
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+            if tables and not tables & _TABLES:
+                raise StateStoreCorruptError(path, "it is another program's database")
 
     def _check_version(self, version: int) -> None:
         if version > SCHEMA_VERSION:
@@ -281,9 +294,7 @@ class SqliteStateStore(StateStore):
         ).fetchone()
         if row is None:
             raise FencingError(
-                self.path,
-                f"this run no longer holds the lease on {fence.key} (epoch {fence.epoch}): "
-                "another run took over; nothing was written",
+                fence.key, f"the lease ran out or changed hands (this run held epoch {fence.epoch})"
             )
 
     def _write(self, sql: str, rows: Iterable[tuple[Any, ...]], fence: Lease | None) -> None:

@@ -50,6 +50,11 @@ class BatchConfig:
     index_delay: float = 0.0
     #: Emit the update page's "IN_PROCESS" instead of "IN_PROGRESS" (never by default).
     emit_in_process: bool = False
+    #: A field report, not documented Batch behaviour: the first this-many views of each
+    #: indexing token answer 200 with ``stateless_value`` as the state (None: no
+    #: ``indexing_state`` at all), then the real state. The views count as polls all the same.
+    stateless_views: int = 0
+    stateless_value: str | None = None
     #: Inferred: the status for creating a name that exists (T1's fixture says 409).
     duplicate_create_status: int = 409
     #: Inferred: the status for a write to an audience that does not exist (400 or 404).
@@ -66,6 +71,9 @@ class BatchConfig:
     max_attributes: int = 15
     default_list_limit: int = 10
     max_list_limit: int = 100
+    #: A field report, not documented Batch behaviour: every list page answers the first
+    #: page's audiences again and again, each time with a fresh ``next_from`` and no count.
+    endless_pages: bool = False
     #: Inferred: a removed audience is gone at once. With this, a removal is indexed like
     #: other writes (``index_polls`` views of its token, ``index_delay``), and the audience
     #: stays visible, its removal token IN_PROGRESS, until then.
@@ -489,13 +497,15 @@ class BatchEmulator(EmulatorApp):
             raise ProviderError(400, f"limit must be between 1 and {self.config.max_list_limit}")
         cursor = params.get("from")
         offset = _decode_cursor(cursor) if cursor else 0
+        endless = self.config.endless_pages
         with self.lock:
             # Assumed: newest first, as the 1.0 list was.
             audiences = sorted(project.audiences.values(), key=lambda a: a.created, reverse=True)
-            page = [self._audience_json(a) for a in audiences[offset : offset + limit]]
-        has_more = offset + limit < len(audiences)
+            first = 0 if endless else offset
+            page = [self._audience_json(a) for a in audiences[first : first + limit]]
+        has_more = endless or offset + limit < len(audiences)
         data: dict[str, Any] = {"audiences": page, "has_more": has_more}
-        if cursor is None:
+        if cursor is None and not endless:
             data["count"] = len(audiences)
         if has_more:
             data["next_from"] = _encode_cursor(offset + limit)
@@ -507,6 +517,8 @@ class BatchEmulator(EmulatorApp):
         if not name:
             raise ProviderError(400, "Missing parameter: name")
         token = request.query_params.get("indexing_token")
+        state = None  # without a token: the state of the last write, as documented
+        stateless = False
         with self.lock:
             audience = self._audience(project, name, status=404)
             if token:
@@ -517,9 +529,13 @@ class BatchEmulator(EmulatorApp):
                 write.polls += 1
                 self._apply_due(force_held=True)
                 state = write.state
-            else:
-                state = None  # the state of the last write, as documented
-            return json_response(self._audience_json(audience, state))
+                stateless = write.polls <= self.config.stateless_views
+            data = self._audience_json(audience, state)
+            if stateless:
+                data.pop("indexing_state")
+                if self.config.stateless_value is not None:
+                    data["indexing_state"] = self.config.stateless_value
+            return json_response(data)
 
     def _audience_json(self, audience: _Audience, state: str | None = None) -> dict[str, Any]:
         if state is None:

@@ -51,6 +51,9 @@ class DexatelConfig:
     #: Unknown upstream: page size when the request gives none, and the most it honours.
     default_page_size: int = 20
     max_page_size: int = 100
+    #: A field report, not documented Dexatel behaviour: every listing answers the first page's
+    #: items again and again, each time with a fresh next token and no total.
+    endless_pages: bool = False
     #: Unconfirmed upstream: whether POST .../contacts takes an array (≤ 1000). Off, as advised.
     bulk_contacts: bool = False
     #: Unknown upstream: which names the contact's custom fields come back under.
@@ -282,16 +285,21 @@ class DexatelEmulator(EmulatorApp):
                 account = self.accounts[name] = _Account(str(uuid.uuid4()))
         return account
 
-    async def _data(self, request: Request, missing_code: int = 1007) -> Any:
+    async def _data(
+        self, request: Request, missing_code: int = 1007, *, required: bool = True
+    ) -> Any:
+        """The body's ``data``; a missing (or null) one is refused with ``missing_code`` unless
+        the route's page lists it as optional (``required=False``): then it reads as ``{}``."""
         raw = await request.body()
         try:
             body = request_json(raw)
         except ValueError:
             raise ProviderError(400, "Invalid JSON body", 1005) from None
-        if not isinstance(body, dict) or "data" not in body or body["data"] is None:
+        data = body.get("data") if isinstance(body, dict) else None
+        if data is None and (required or not isinstance(body, dict)):
             raise ProviderError(400, "Request data is missing: the 'data' field is required",
                                 missing_code)  # fmt: skip
-        return body["data"]
+        return {} if data is None else data
 
     def _page(
         self, request: Request, items: Collection[Any], render: Callable[[Any], Any]
@@ -305,31 +313,31 @@ class DexatelEmulator(EmulatorApp):
         size = max(1, min(size, self.config.max_page_size))
         token = params.get("page_token")
         offset = _decode_token(token) if token else 0
+        endless = self.config.endless_pages
         # islice, not a copy of the whole list: a long listing stays linear, page after page
-        page = list(itertools.islice(items, offset, offset + size))
+        start = 0 if endless else offset
+        page = list(itertools.islice(items, start, start + size))
 
         def link(at: int | None) -> str | None:
             if at is None:
                 return None
             return f"?page_token={_encode_token(at)}&page_size={size}"
 
-        has_next = offset + size < len(items)
-        return json_response(
-            {
-                "data": [render(item) for item in page],
-                "pagination": {
-                    "number": offset // size + 1,
-                    "size": len(page),
-                    "total": len(items),
-                    "links": {
-                        "first": link(0),
-                        "current": link(offset),
-                        "previous": link(max(0, offset - size)) if offset > 0 else None,
-                        "next": link(offset + size) if has_next else None,
-                    },
-                },
-            }
-        )
+        has_next = endless or offset + size < len(items)
+        pagination: dict[str, Any] = {
+            "number": offset // size + 1,
+            "size": len(page),
+            "total": len(items),
+            "links": {
+                "first": link(0),
+                "current": link(offset),
+                "previous": link(max(0, offset - size)) if offset > 0 else None,
+                "next": link(offset + size) if has_next else None,
+            },
+        }
+        if endless:
+            del pagination["total"]
+        return json_response({"data": [render(item) for item in page], "pagination": pagination})
 
     def _find(self, table: Mapping[str, Any], key: str, bad: int, missing: int, what: str) -> Any:
         if not UUID_RE.match(key):
@@ -583,7 +591,8 @@ class DexatelEmulator(EmulatorApp):
 
     async def update_contact(self, request: Request) -> Response:
         account = self._account(request)
-        data = await self._data(request)
+        # The Contacts: Update page lists data as optional: without it, nothing changes.
+        data = await self._data(request, required=False)
         with self.lock:
             contact = self._contact(self._audience(account, request), request)
             fields = self._check_contact(data, new=False)

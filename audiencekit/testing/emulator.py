@@ -1,6 +1,8 @@
 """Run every registered provider's emulator: ``python -m audiencekit.testing.emulator --port 0``.
 
-Prints each emulator's base URL and keys, then serves until interrupted.
+Prints, for each emulator, the ``export NAME=value`` lines of the environment variables its
+provider reads (its base URL and keys: pasted into a shell, they make the command line and
+``open_backend`` talk to it), then serves until interrupted.
 """
 
 from __future__ import annotations
@@ -8,12 +10,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shlex
 import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
 
-from ..providers import providers
+from ..providers import get_provider, providers
 from ._batch import BatchConfig, BatchEmulator
 from ._faults import FaultPlan
 from ._server import EmulatorServer, Endpoint
@@ -99,19 +102,30 @@ def main(
             print(json.dumps({name: _described(end) for name, end in ends.items()}), flush=True)
         else:
             for name, end in ends.items():
-                keys = "  ".join(f"{k}={v}" for k, v in end.options.items() if k != "base_url")
-                print(f"{name:<8} {end.url}  {keys}")
-            print("inspect  GET <url>/_emulator/requests | /_emulator/state; Ctrl-C to stop")
+                print(f"# {name} emulator, {end.url}")
+                print(*(f"export {k}={shlex.quote(v)}" for k, v in _variables(end).items()),
+                      sep="\n")  # fmt: skip
+            print("# paste the lines above into a shell to use the emulators there;\n"
+                  "# GET <url>/_emulator/requests or /_emulator/state shows what one received "
+                  "and holds; Ctrl-C stops them")  # fmt: skip
             sys.stdout.flush()
         with contextlib.suppress(KeyboardInterrupt):
             (stop or threading.Event()).wait()
     return 0
 
 
+def _variables(end: Endpoint) -> dict[str, str]:
+    """The environment variables the endpoint's provider reads (its registry entry's ``env``),
+    set to connect to the endpoint."""
+    env = get_provider(end.provider).env
+    return {env[k]: str(v) for k, v in end.options.items() if k in env}
+
+
 def _described(end: Endpoint) -> dict[str, Any]:
-    """An endpoint as JSON: its URL, its options, and (for the built-in providers' scripts)
-    ``key`` and ``project``."""
-    described: dict[str, Any] = {"url": end.url, "options": dict(end.options)}
+    """An endpoint as JSON: its URL, its options, the variables to set (``env``), and (for
+    the built-in providers' scripts) ``key`` and ``project``."""
+    described: dict[str, Any] = {"url": end.url, "options": dict(end.options),
+                                 "env": _variables(end)}  # fmt: skip
     for short, option in (("key", "api_key"), ("project", "project_key")):
         if option in end.options:
             described[short] = end.options[option]

@@ -9,6 +9,7 @@ from audiencekit import Member, NotFoundError
 from audiencekit.sync import sync
 from audiencekit.testing import EmulatorServer, Fault, FaultPlan, Timing
 
+from ..test_pages import yielded_until_stopped
 from .conftest import MakeBackend
 from .test_dexatel_backend import contacts, writes
 
@@ -166,3 +167,45 @@ async def test_deleting_what_never_existed_is_still_not_found(
     emulators.dexatel.set_faults(FaultPlan([Fault.http_status(429, "DELETE *", calls=[1])]))
     with pytest.raises(NotFoundError):  # a 429 is a refusal: nothing happened before the 404
         await backend.client.delete_contact(audience.id, "0d6f3c52-8d7e-4a8b-9a51-3c2a1b0e9f77")
+
+
+def listed(emulators: EmulatorServer, path_end: str) -> list[str]:
+    """The queries of the listing requests of a path."""
+    return [
+        r.query
+        for r in emulators.dexatel.requests
+        if r.method == "GET" and r.path.endswith(path_end)
+    ]
+
+
+async def test_contacts_on_endless_pages_are_yielded_once_then_the_listing_stops(
+    make_backend: MakeBackend, emulators: EmulatorServer
+) -> None:
+    """Fresh page tokens with the same contacts forever: each number once, then
+    PaginationError naming the last page token."""
+    backend = make_backend()
+    audience = await backend.create_audience("endless", channel="SMS")
+    emulators.dexatel.seed_contacts(audience.id, THEIRS)
+    emulators.dexatel.config.endless_pages = True
+
+    seen, error = await yielded_until_stopped(backend.iter_members(audience.id))
+
+    assert sorted(m.id for m in seen) == E164
+    pages = listed(emulators, "/contacts")
+    assert len(pages) <= 102
+    assert error.cursor is not None
+    assert all(f"page_token={error.cursor}&" not in query for query in pages)  # a fresh one
+
+
+async def test_audiences_on_endless_pages_are_yielded_once_then_the_listing_stops(
+    make_backend: MakeBackend, emulators: EmulatorServer
+) -> None:
+    backend = make_backend()
+    made = {(await backend.create_audience(f"loop{i}", channel="SMS")).id for i in range(3)}
+    emulators.dexatel.config.endless_pages = True
+
+    seen, error = await yielded_until_stopped(backend.list_audiences())
+
+    assert sorted(a.id for a in seen) == sorted(made)
+    assert len(listed(emulators, "/audiences")) <= 102
+    assert error.cursor is not None

@@ -201,6 +201,27 @@ async def test_contact_crud_and_the_audience_count(api: httpx.AsyncClient) -> No
     assert count == 0
 
 
+@pytest.mark.parametrize("body", [{}, {"data": None}, {"data": {}}])
+async def test_a_contact_update_without_data_is_accepted_and_changes_nothing(
+    api: httpx.AsyncClient, audiencekit_emulators: EmulatorServer, body: dict[str, Any]
+) -> None:
+    """The Contacts: Update page lists ``data`` as optional."""
+    audience = await new_audience(api)
+    base = f"/audiences/{audience['id']}/contacts"
+    data = {"number": "+37477000001", "first_name": "Ada", "timestamp": "t1"}
+    contact = (await api.post(base, json={"data": data})).json()["data"]
+
+    updated = await api.put(f"{base}/{contact['id']}", json=body)
+
+    assert updated.status_code == 200, updated.text
+    answered = updated.json()["data"]
+    stored = (await api.get(f"{base}/{contact['id']}")).json()["data"]
+    fields = ("id", "number", "first_name", "last_name", "timestamp", "date")
+    assert {k: answered[k] for k in fields} == {k: contact[k] for k in fields}
+    assert {k: stored[k] for k in fields} == {k: contact[k] for k in fields}
+    assert audiencekit_emulators.dexatel.requests[-2].body == body  # the PUT, as sent
+
+
 async def test_search_matches_numbers_and_names(api: httpx.AsyncClient) -> None:
     audience = await new_audience(api)
     base = f"/audiences/{audience['id']}/contacts"

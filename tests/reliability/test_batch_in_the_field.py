@@ -26,6 +26,7 @@ from audiencekit.providers.batch import BatchBackend
 from audiencekit.testing import EmulatorServer, Fault, FaultPlan, Timing
 
 from ..conftest import Connect
+from ..test_pages import yielded_until_stopped
 
 pytestmark = pytest.mark.anyio
 
@@ -299,3 +300,97 @@ async def test_datetimes_are_sent_with_four_digit_years_or_refused_before_sendin
     with pytest.raises(ValidationError, match="out of range"):
         await backend.add_members("dates", [Member("edge", attributes={"at": edge})])
     assert requests_since(emulators, start_seq) == []
+
+
+@pytest.mark.parametrize(
+    "lost",
+    [
+        Fault.http_status(503, "POST */audiences/remove", timing=Timing.AFTER, limit=1),
+        Fault.drop("POST */audiences/remove", timing=Timing.AFTER, limit=1),
+    ],
+    ids=["5xx", "dropped"],
+)
+@pytest.mark.parametrize("indexed", [False, True])
+async def test_a_delete_whose_answer_was_lost_is_done_when_the_replay_finds_it_gone(
+    connect: Connect, emulators: EmulatorServer, lost: Fault, indexed: bool
+) -> None:
+    """The first remove took effect and its answer was lost: the replay's 404 means done."""
+    emulators.batch.config.index_removals = indexed
+    backend = connect(BatchBackend)
+    await backend.create_audience("lost_answer")
+    emulators.batch.set_faults(FaultPlan([lost]))
+
+    await backend.delete_audience("lost_answer")
+
+    assert emulators.batch.faults.fired() == [1]
+    project = emulators.endpoints.batch_project
+    assert "lost_answer" not in emulators.batch.snapshot().get(project, {})
+    removes = [r for r in emulators.batch.requests if r.path.endswith("/remove")]
+    assert [r.fault for r in removes] == [f"{lost.kind.value}:after", None]
+    assert removes[1].status == (202 if indexed else 404)  # still being removed, or gone
+
+
+async def test_deleting_an_audience_that_never_existed_is_not_found(
+    connect: Connect, emulators: EmulatorServer
+) -> None:
+    backend = connect(BatchBackend)
+    with pytest.raises(NotFoundError):
+        await backend.delete_audience("never_there")
+    assert [s for path, s in requests_since(emulators, 0) if path == "remove"] == [404]
+
+
+@pytest.mark.parametrize("value", [None, "QUEUED"], ids=["no_state", "unknown_state"])
+async def test_views_without_a_known_state_keep_the_write_pending_until_it_arrives(
+    connect: Connect, emulators: EmulatorServer, value: str | None
+) -> None:
+    emulators.batch.config.stateless_views = 3
+    emulators.batch.config.stateless_value = value
+    backend = connect(BatchBackend, chunk_size=1_000)
+    await backend.create_audience("stateless")
+
+    result = await backend.add_members("stateless", members(2_500))
+
+    assert result.ok
+    assert result.applied == 2_500
+    assert len(emulators.batch.members("stateless")) == 2_500
+    views = [r for r in emulators.batch.requests if r.path.endswith("/view")]
+    assert len(views) >= 3 * 3  # each of the three tokens was viewed past its stateless views
+
+
+@pytest.mark.parametrize("value", [None, "QUEUED"], ids=["no_state", "unknown_state"])
+async def test_views_that_never_give_a_known_state_end_pending_never_failed(
+    connect: Connect, emulators: EmulatorServer, value: str | None
+) -> None:
+    backend = connect(BatchBackend, chunk_size=1_000)
+    await backend.create_audience("never_known")
+    emulators.batch.config.stateless_views = 1_000_000
+    emulators.batch.config.stateless_value = value
+
+    with pytest.raises(PollTimeoutError) as caught:
+        await backend.add_members("never_known", members(2_500))
+
+    result = caught.value.result
+    assert result is not None
+    assert result.failed == {}
+    assert result.unknown == {}
+    assert result.pending_count == 2_500
+    assert len(emulators.batch.members("never_known")) == 2_500  # Batch applied every one
+
+
+async def test_audiences_on_endless_pages_are_yielded_once_then_the_listing_stops(
+    connect: Connect, emulators: EmulatorServer
+) -> None:
+    """Fresh ``next_from`` cursors with the same audiences forever: each audience once, then
+    PaginationError naming the last cursor."""
+    backend = connect(BatchBackend)
+    for i in range(3):
+        await backend.create_audience(f"loop{i}")
+    emulators.batch.config.endless_pages = True
+
+    seen, error = await yielded_until_stopped(backend.list_audiences())
+
+    assert sorted(a.id for a in seen) == ["loop0", "loop1", "loop2"]
+    pages = [r.query for r in emulators.batch.requests if r.path.endswith("/list")]
+    assert len(pages) <= 102
+    assert error.cursor is not None
+    assert all(f"from={error.cursor}" not in query for query in pages)  # a fresh one

@@ -229,15 +229,16 @@ def test_a_lease_of_a_dead_process_is_taken_over_and_a_live_one_is_not(tmp_path:
 
 async def test_a_run_that_loses_its_lease_is_stopped(tmp_path: Path) -> None:
     async def stalled_run(store: SqliteStateStore) -> None:
-        async with guarded(store, "batch", "stolen", ttl=0.3):
+        async with guarded(store, "batch", "stolen"):
             with store._lock:  # another run takes the lease over (ours looked stale)
-                store._db.execute("UPDATE leases SET owner = 'elsewhere:1:z'")
+                store._db.execute("UPDATE leases SET owner = 'elsewhere:1:z', epoch = epoch + 1")
             await anyio.sleep(5)  # cancelled at the next renewal, after 0.1 s
 
-    with SqliteStateStore(tmp_path / "s.sqlite3") as store:
-        with pytest.raises(AudienceBusyError) as caught:
+    with SqliteStateStore(tmp_path / "s.sqlite3", lease_ttl=0.3) as store:
+        with pytest.raises(FencingError) as caught:
             await stalled_run(store)
         assert caught.value.lost
+        assert isinstance(caught.value, AudienceBusyError)
         assert store.acquire_lease("batch:stolen", "elsewhere:1:z", 30).held_by("elsewhere:1:z")
 
 

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
-from audiencekit import ConfigurationError, Member, ValidationError
+from audiencekit import (
+    BadRequestError,
+    ChunkDone,
+    ConfigurationError,
+    Member,
+    ProgressEvent,
+    ValidationError,
+)
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.providers.dexatel import DexatelBackend
 from audiencekit.state import StateStore, scope_of
 from audiencekit.sync import sync
-from audiencekit.testing import EmulatorServer
+from audiencekit.testing import EmulatorServer, FakeBackend
 
 pytestmark = pytest.mark.anyio
 
@@ -92,3 +100,44 @@ async def test_bad_members_are_refused_before_anything_is_sent(
                    state=state)  # fmt: skip
     assert caught.value.ids == ("bad",)
     assert emulators.batch.requests == []
+
+
+async def test_after_an_interrupted_sync_the_rerun_counts_never_sent_ids_as_added(
+    batch: BatchBackend, state: StateStore, emulators: EmulatorServer
+) -> None:
+    await batch.create_audience("cut")
+    batch.concurrency = 1  # one chunk in flight: the cancel leaves most ids never sent
+    with anyio.CancelScope() as scope:
+
+        def cut_after_first_chunk(event: ProgressEvent) -> None:
+            if isinstance(event, ChunkDone) and not event.pending:
+                scope.cancel()
+
+        await sync(batch, "cut", people(30_000), state=state, on_progress=cut_after_first_chunk)
+    assert scope.cancel_called
+    emulators.batch.apply_pending()
+    before = len(emulators.batch.members("cut"))
+    assert 0 < before < 30_000
+
+    emulators.batch.requests.clear()
+    report = await sync(batch, "cut", people(30_000), state=state)
+    sent = [op["id"] for ids in updates(emulators) for op in ids]
+    assert report.changed == 0  # nothing was held with other attributes
+    assert report.added == len(sent) == 30_000 - report.unchanged
+    assert report.applied == {"added": report.added, "changed": 0, "removed": 0}
+    assert len(emulators.batch.members("cut")) == 30_000
+
+
+async def test_what_was_applied_is_counted_by_kind_when_some_ids_fail() -> None:
+    fake = FakeBackend()
+    made = await fake.create_audience("kinds")
+    await sync(fake, made.id, people(100))
+    desired = [*people(90), Member("bad-one"), Member("good-one")]
+    desired[0] = Member("user-0", attributes={"plan": "silver", "rank": 0})
+    for member_id in ("bad-one", "user-0", "user-95"):
+        fake.fail_id(member_id, BadRequestError("refused", provider="fake", status=400))
+    report = await sync(fake, made.id, desired, raise_on_failure=False)
+    assert (report.added, report.changed, report.removed) == (2, 1, 10)
+    assert set(report.result.failed) == {"bad-one", "user-0", "user-95"}
+    assert report.applied == {"added": 1, "changed": 0, "removed": 9}
+    assert set(fake.members(made.id)) == {f"user-{i}" for i in range(90)} | {"good-one", "user-95"}

@@ -17,7 +17,7 @@ from ..._http import PROVIDER_DEFAULT, CallStats, ClientOptions, Clock, RetryPol
 from ..._pages import AsyncPager
 from ..._poll import Poller, PollPolicy
 from ...backend import Capabilities, Members
-from ...errors import APIError, NotFoundError, Problem, ValidationError, WriteReplacedError
+from ...errors import NotFoundError, Problem, ValidationError, WriteReplacedError
 from ...models import (
     Add,
     Audience,
@@ -228,8 +228,8 @@ class BatchBackend(BaseBackend):
 
 
 class _Indexed:
-    """One view of a write's indexing token: its state once Batch no longer shows it in
-    progress, None while it does."""
+    """One view of a write's indexing token: its state once Batch shows it finished, None
+    while it is in progress or its state is missing or unknown (polled on to the deadline)."""
 
     def __init__(self, client: BatchClient, name: str, token: str, stats: CallStats) -> None:
         self._client, self._name, self._token, self._stats = client, name, token, stats
@@ -237,7 +237,7 @@ class _Indexed:
     async def __call__(self) -> IndexingState | None:
         found = await self._client.view(self._name, indexing_token=self._token, stats=self._stats)
         state = found.indexing_state
-        return None if state is IndexingState.IN_PROGRESS else state
+        return state if state.finished else None
 
 
 class _UpdateWriter(ChunkWriter[str]):
@@ -266,17 +266,12 @@ class _UpdateWriter(ChunkWriter[str]):
         if state is IndexingState.APPLIED:
             return ChunkOutcome(handle=handle)
         # Batch itself says the write ended without being applied.
-        if state is IndexingState.REPLACED:
-            error: APIError = WriteReplacedError(
-                f"batch reports write {handle} as REPLACED: a replace of {self.audience_id!r} "
-                "overtook it",
-                provider=PROVIDER,
-                handle=handle,
-            )
-        else:
-            error = APIError(
-                f"batch reports write {handle} in state {state}, not APPLIED", provider=PROVIDER
-            )
+        error = WriteReplacedError(
+            f"batch reports write {handle} as REPLACED: a replace of {self.audience_id!r} "
+            "overtook it",
+            provider=PROVIDER,
+            handle=handle,
+        )
         return ChunkOutcome(handle=handle, failed=dict.fromkeys(ids, error))
 
 

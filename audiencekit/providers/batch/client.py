@@ -110,10 +110,14 @@ class BatchClient(ProviderClient):
         return await self._write("/audiences/replace", body, replay_safe=True, stats=stats)
 
     async def remove(self, name: str) -> str | None:
-        """Delete the audience; returns the indexing token when Batch gives one."""
+        """Delete the audience; returns the indexing token when Batch gives one (None also when
+        the first try removed it and its answer was lost: the replay then finds it gone)."""
+        # Removing twice is harmless, and a replay that finds the audience gone after a lost
+        # answer is done (``deletes``): Batch deletes with a POST.
         response = await self.transport.request(
-            "POST", "/audiences/remove", content=dumps({"name": name}), replay_safe=True
-        )
+            "POST", "/audiences/remove", content=dumps({"name": name}), replay_safe=True,
+            deletes=True,
+        )  # fmt: skip
         body = self.transport.read_json(response) if response.content else {}
         token = body.get("indexing_token") if isinstance(body, dict) else None
         return str(token) if token else None
@@ -173,7 +177,7 @@ class BatchClient(ProviderClient):
             more = data.get("has_more", True) and data.get("next_from")
             return Page(items, str(data["next_from"]) if more else None, data.get("count"))
 
-        return AsyncPager(fetch, provider=PROVIDER, what="audiences")
+        return AsyncPager(fetch, provider=PROVIDER, what="audiences", key=lambda a: a.name)
 
 
 def _check_name(name: object) -> None:

@@ -54,6 +54,12 @@ class IndexingState(OpenEnum):
     def _aliases(cls) -> Mapping[str, str]:
         return {"IN_PROCESS": "IN_PROGRESS"}
 
+    @property
+    def finished(self) -> bool:
+        """Whether the write has ended: no state, or one this version does not know, says
+        nothing about it (Batch may have applied it), so it is not an end."""
+        return self in (IndexingState.APPLIED, IndexingState.REPLACED)
+
 
 #: Assumed from the SDK docs (not stated for the Audience API): attribute names are letters,
 #: digits and "_", up to 30 characters. The emulator applies the same rule.

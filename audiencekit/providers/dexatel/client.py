@@ -13,14 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-import anyio
-
 from ..._http import (
     CallStats,
     ClientOptions,
-    Clock,
     ProviderClient,
-    Sleep,
     Transport,
     credential,
 )
@@ -89,8 +85,6 @@ class DexatelClient(ProviderClient):
             options=options,
             rate_scope=api_key,
         )
-        self._sleep: Sleep = options.sleep or anyio.sleep
-        self._clock: Clock = options.clock or anyio.current_time
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -128,7 +122,8 @@ class DexatelClient(ProviderClient):
         page_size: int,
         what: str,
     ) -> AsyncPager[M]:
-        """A pager over a Dexatel list; each item read into ``cls`` (a model, or a function)."""
+        """A pager over a Dexatel list; each item read into ``cls`` (a model, or a function),
+        and yielded once by its ``id`` (a member's is its number)."""
         if not 1 <= page_size <= 1_000:
             raise ValidationError([Problem("page_size must be between 1 and 1000")])
         base = {k: v for k, v in filters.items() if v is not None}
@@ -154,7 +149,7 @@ class DexatelClient(ProviderClient):
                 pagination.get("total") if isinstance(pagination, Mapping) else None,
             )
 
-        return AsyncPager(fetch, provider=PROVIDER, what=what)
+        return AsyncPager(fetch, provider=PROVIDER, what=what, key=_item_id)
 
     # -- audiences ------------------------------------------------------------------------------
 
@@ -417,10 +412,15 @@ class DexatelClient(ProviderClient):
             probe,
             policy=policy,
             pending=lambda: [campaign_id],
-            sleep=self._sleep,
-            clock=self._clock,
+            sleep=self.transport.sleep,
+            clock=self.transport.clock,
         )
         return polled.value
+
+
+def _item_id(item: Any) -> str:
+    """The id of a listed item: every Dexatel model has one, as a member has its number."""
+    return str(item.id)
 
 
 def attrs_with_id(problem: Problem, member_id: str) -> Problem:
