@@ -5,19 +5,21 @@ Subclass :class:`StoreContract` in a test module and provide one fixture:
 - ``store_location``: the location of a new, empty store, for each test (a file under
   ``tmp_path`` for SQLite, the URL of an empty database for PostgreSQL).
 
-The suite opens clients of the location with :meth:`StoreContract.open_store`
-(``StateStore.open``, unless overridden): two clients of one location stand for two processes.
-Its crash tests SIGKILL a child process that opens the location with
-:attr:`StoreContract.opener`; a store that lives in one process sets it to None, and they are
-skipped. A store with a previous schema implements :meth:`StoreContract.create_previous_store`
-so that the suite checks an upgrade keeps its rows. The tests are synchronous, as the store's
-methods are blocking.
+The suite opens clients of the location with :attr:`StoreContract.opener` (``StateStore.open``
+unless set: ``"mypackage.store:MyStore"``), in the test's process (two clients of one location
+stand for two processes) and in the child processes its crash tests SIGKILL. A store that
+lives in one process overrides :meth:`StoreContract.open_store` and sets ``opener`` to None:
+the crash tests are skipped (:class:`DictStore`, the reference store in dicts, is run so). A
+store with a previous schema implements :meth:`StoreContract.create_previous_store`, so that
+the suite checks an upgrade keeps its rows. The tests are synchronous, as a store's methods
+are blocking.
 """
 
 from __future__ import annotations
 
 import collections
 import importlib
+import json
 import os
 import signal
 import socket
@@ -25,15 +27,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
 import pytest
 
 from ..errors import FencingError
-from ..state.base import ABSENT, Entry, Lease, StateStore, lease_owner
+from ..state.base import ABSENT, PAGE_SIZE, Entry, Lease, StateStore, alive, lease_owner
 
-__all__ = ["StoreContract"]
+__all__ = ["DictStore", "StoreContract"]
 
 PROVIDER = "batch"
 SCOPE = f"{PROVIDER}/3f2a9c0d"
@@ -112,19 +114,22 @@ def load(name: str) -> Any:
 
 
 def child(opener: str, location: str, mode: str) -> None:
-    """The process the crash tests kill: it takes a lease and prints ``leased EPOCH``; then
-    ``journal`` makes the calls of :data:`CRASH_STEPS`, printing ``done`` after each, and
-    ``lease`` (whose lease is short) waits to be killed."""
-    with load(opener)(location) as store:
-        lease = store.acquire_lease(AUDIENCE, lease_owner("child"), TTL if mode == "journal"
-                                    else SHORT_TTL)  # fmt: skip
-        print(f"leased {lease.epoch}", flush=True)
-        if mode == "lease":
-            time.sleep(TTL)  # killed before it wakes
-            return
+    """The process the crash tests kill: it takes a lease (a short one in mode ``lease``) and
+    prints ``leased EPOCH``; in modes ``journal`` and ``close`` it makes the calls of
+    :data:`CRASH_STEPS`, printing ``done`` after each; then it closes the store (``close``)
+    or waits to be killed."""
+    store = load(opener)(location)
+    lease = store.acquire_lease(AUDIENCE, lease_owner("child"), SHORT_TTL if mode == "lease"
+                                else TTL)  # fmt: skip
+    print(f"leased {lease.epoch}", flush=True)
+    if mode != "lease":
         for call, _ in CRASH_STEPS:
             call(store, lease)
             print("done", flush=True)
+    if mode == "close":
+        store.close()
+    else:
+        time.sleep(TTL)  # killed before it wakes
 
 
 def summary(entries: Mapping[str, Entry]) -> collections.Counter[tuple[str, str]]:
@@ -132,17 +137,138 @@ def summary(entries: Mapping[str, Entry]) -> collections.Counter[tuple[str, str]
     return collections.Counter((e.fingerprint, e.status) for e in entries.values())
 
 
+class DictStore(StateStore):
+    """The whole contract in a few dicts, in one process: what a store of your own provides.
+    ``DictStore(of=store)`` is another client of ``store`` (another "process")."""
+
+    def __init__(self, of: DictStore | None = None) -> None:
+        self._lock: threading.Lock = threading.Lock() if of is None else of._lock
+        self.rows: dict[tuple[str, str], dict[str, Entry]] = {} if of is None else of.rows
+        #: key → (owner, expiry on time.monotonic(), epoch); a released lease has expired.
+        self.leases: dict[str, tuple[str, float, int]] = {} if of is None else of.leases
+        self.runs: dict[str, str] = {} if of is None else of.runs
+
+    def iter_entries(
+        self, scope: str, audience: str, *, after: str | None = None, page_size: int = PAGE_SIZE
+    ) -> Iterator[tuple[str, Entry]]:
+        last = "" if after is None else after
+        while True:
+            with self._lock:
+                rows = self.rows.get((scope, audience), {})
+                page = sorted((k, e) for k, e in rows.items() if k > last)[:page_size]
+            yield from page
+            if len(page) < page_size:
+                return
+            last = page[-1][0]
+
+    def _write(self, scope: str, audience: str, fence: Lease | None) -> dict[str, Entry]:
+        """The entries of an audience to change (call with the lock held), once ``fence`` is
+        checked."""
+        if fence is not None:
+            owner, expires, epoch = self.leases.get(fence.key, ("", 0.0, 0))
+            if (owner, epoch) != (fence.owner, fence.epoch) or expires <= time.monotonic():
+                raise FencingError("dicts", f"the lease on {fence.key} was lost")
+        return self.rows.setdefault((scope, audience), {})
+
+    def intend(self, scope: str, audience: str, writes: Iterable[tuple[str, str]], *,
+               fence: Lease | None = None) -> None:  # fmt: skip
+        entries = [(k, Entry(fp, "intended")) for k, fp in writes]
+        with self._lock:
+            self._write(scope, audience, fence).update(entries)
+
+    def accept(self, scope: str, audience: str, handle: str, ids: Iterable[str], *,
+               fence: Lease | None = None) -> None:  # fmt: skip
+        ids = list(ids)
+        with self._lock:
+            rows = self._write(scope, audience, fence)
+            for k in ids:
+                if k in rows and not rows[k].settled:
+                    rows[k] = Entry(rows[k].fingerprint, "accepted", handle)
+
+    def mark(self, scope: str, audience: str, status: str, ids: Iterable[str], *,
+             fence: Lease | None = None) -> None:  # fmt: skip
+        if status not in ("unknown", "failed"):
+            raise ValueError(f"mark() takes 'unknown' or 'failed', not {status!r}")
+        ids = list(ids)
+        with self._lock:
+            rows = self._write(scope, audience, fence)
+            for k in ids:
+                if k in rows and not rows[k].settled:
+                    rows[k] = rows[k]._replace(status=status)
+
+    def record(self, scope: str, audience: str, *,
+               present: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+               absent: Iterable[str] = (), fence: Lease | None = None) -> None:  # fmt: skip
+        items = list(present.items() if isinstance(present, Mapping) else present)
+        gone = list(absent)
+        with self._lock:
+            rows = self._write(scope, audience, fence)
+            rows.update((k, Entry(fp, "settled")) for k, fp in items)
+            for k in gone:
+                rows.pop(k, None)
+
+    def forget_audience(self, scope: str, audience: str, *, fence: Lease | None = None) -> None:
+        with self._lock:
+            self._write(scope, audience, fence).clear()
+
+    def claim_legacy(self, provider: str, scope: str) -> int:
+        return 0  # a store of dicts never held audiencekit 0.1's rows
+
+    def acquire_lease(self, key: str, owner: str, ttl: float) -> Lease:
+        now = time.monotonic()
+        with self._lock:
+            holder, expires, epoch = self.leases.get(key, (owner, 0.0, 0))
+            if holder != owner and expires > now and alive(holder):
+                return Lease(key, holder, epoch, expires - now)
+            if holder != owner or not epoch:  # it changes hands, or is taken for the first time
+                epoch += 1
+            self.leases[key] = (owner, now + ttl, epoch)
+        return Lease(key, owner, epoch, ttl)
+
+    def renew_lease(self, lease: Lease, ttl: float) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            owner, expires, epoch = self.leases.get(lease.key, ("", 0.0, 0))
+            if (owner, epoch) != (lease.owner, lease.epoch) or expires <= now:
+                return False
+            self.leases[lease.key] = (owner, now + ttl, epoch)
+        return True
+
+    def release_lease(self, lease: Lease) -> None:
+        with self._lock:
+            owner, _, epoch = self.leases.get(lease.key, ("", 0.0, 0))
+            if (owner, epoch) == (lease.owner, lease.epoch):
+                self.leases[lease.key] = (owner, 0.0, epoch)  # expired: the epoch is kept
+
+    def checkpoint(self, run: str) -> dict[str, Any] | None:
+        with self._lock:
+            text = self.runs.get(run)
+        return None if text is None else dict(json.loads(text))
+
+    def save_checkpoint(self, run: str, data: Mapping[str, Any]) -> None:
+        text = json.dumps(data)
+        with self._lock:
+            self.runs[run] = text
+
+    def clear_checkpoint(self, run: str) -> None:
+        with self._lock:
+            self.runs.pop(run, None)
+
+
 class StoreContract:
     """Tests every state store passes; subclass it and provide ``store_location``."""
 
-    #: ``"module:name"`` of what opens a location in the crash tests' child process (a
-    #: function or a class taking it; the child has this process's ``sys.path``), or None
-    #: for a store that lives in one process (the crash tests are skipped).
+    #: ``"module:name"`` of what opens a location (a function or a class taking it), here and
+    #: in the crash tests' child process (which has this process's ``sys.path``); None for a
+    #: store that lives in one process (the crash tests are skipped).
     opener: ClassVar[str | None] = "audiencekit.state:StateStore.open"
 
     def open_store(self, location: str) -> StateStore:
-        """A new client of the store at ``location``."""
-        return StateStore.open(location)
+        """A new client of the store at ``location``, by :attr:`opener`."""
+        if self.opener is None:
+            raise NotImplementedError(f"{type(self).__name__} has no opener: override open_store")
+        store: StateStore = load(self.opener)(location)
+        return store
 
     def create_previous_store(
         self, location: str, scope: str, audience: str, settled: Mapping[str, str]
@@ -560,6 +686,15 @@ class StoreContract:
         assert taken.epoch > epoch
         store.record(SCOPE, AUDIENCE, present={"after": "f"}, fence=taken)
         assert store.pushed(SCOPE, AUDIENCE)["after"] == "f"
+
+    @pytest.mark.parametrize("delay", [0.0, 0.001, 0.002, 0.004])
+    def test_a_process_killed_while_it_closes_the_store_leaves_every_call_made(
+        self, connect: Callable[[], StateStore], store_location: str, delay: float
+    ) -> None:
+        self.run_child(store_location, "close", len(CRASH_STEPS), delay)
+        store = connect()  # opens without error
+        found: Snapshot = (store.entries(SCOPE, AUDIENCE), store.checkpoint(_RUN))
+        assert found == CRASH_STEPS[-1][1]
 
     def test_a_lease_of_a_killed_process_is_taken_over_after_its_ttl(
         self, connect: Callable[[], StateStore], store_location: str
