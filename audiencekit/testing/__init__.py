@@ -1,4 +1,6 @@
-"""Test without credentials: local emulators of the providers, a fake backend, a contract suite.
+"""Test without credentials: local emulators of the providers, a fake backend, contract suites
+(:mod:`~audiencekit.testing.contract` for a backend, :mod:`~audiencekit.testing.store_contract`
+for a state store).
 
 The emulators need the ``emulator`` extra (``pip install "audiencekit[emulator]"``).
 """

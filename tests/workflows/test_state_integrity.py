@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +27,13 @@ from audiencekit import (
     ProgressEvent,
 )
 from audiencekit._journal import guarded
-from audiencekit.errors import FencingError, StateStoreVersionError
+from audiencekit.errors import StateStoreVersionError
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.providers.dexatel import DexatelBackend
-from audiencekit.state import Entry, Lease, SqliteStateStore, StateStore, fingerprint, scope_of
+from audiencekit.state import Entry, SqliteStateStore, StateStore, fingerprint, scope_of
 from audiencekit.sync import MigrationReport, migrate, sync
 from audiencekit.testing import EmulatorServer, FakeBackend, Fault, FaultPlan, Timing
+from audiencekit.testing.store_contract import DictStore
 
 from ..conftest import Connect
 from ..support import batch_scope
@@ -334,88 +335,6 @@ def test_an_audiencekit_0_1_store_is_migrated_and_a_newer_one_refused(tmp_path: 
         SqliteStateStore(old)
 
 
-class DictStore(StateStore):
-    """The whole interface in a few dicts: what a server-backed store has to provide."""
-
-    def __init__(self) -> None:
-        self.rows: dict[tuple[str, str], dict[str, Entry]] = {}
-        self.leases: dict[str, Lease] = {}
-        self.runs: dict[str, dict[str, Any]] = {}
-
-    def iter_entries(
-        self, scope: str, audience: str, *, after: str | None = None, page_size: int = 100
-    ) -> Iterator[tuple[str, Entry]]:
-        rows = self.rows.get((scope, audience), {})
-        yield from sorted((k, e) for k, e in rows.items() if after is None or k > after)
-
-    def _check(self, fence: Lease | None) -> None:
-        if fence is not None and self.leases.get(fence.key) != fence:
-            raise FencingError("dicts", "lease lost")
-
-    def intend(self, scope: str, audience: str, writes: Iterable[tuple[str, str]], *,
-               fence: Lease | None = None) -> None:  # fmt: skip
-        self._check(fence)
-        self.rows.setdefault((scope, audience), {}).update(
-            (k, Entry(fp, "intended")) for k, fp in writes
-        )
-
-    def accept(self, scope: str, audience: str, handle: str, ids: Iterable[str], *,
-               fence: Lease | None = None) -> None:  # fmt: skip
-        self._check(fence)
-        rows = self.rows.setdefault((scope, audience), {})
-        for k in ids:
-            if k in rows and not rows[k].settled:
-                rows[k] = Entry(rows[k].fingerprint, "accepted", handle)
-
-    def mark(self, scope: str, audience: str, status: str, ids: Iterable[str], *,
-             fence: Lease | None = None) -> None:  # fmt: skip
-        self._check(fence)
-        rows = self.rows.setdefault((scope, audience), {})
-        for k in ids:
-            if k in rows and not rows[k].settled:
-                rows[k] = Entry(rows[k].fingerprint, status, rows[k].handle)
-
-    def record(self, scope: str, audience: str, *, present: Any = (), absent: Any = (),
-               fence: Lease | None = None) -> None:  # fmt: skip
-        self._check(fence)
-        rows = self.rows.setdefault((scope, audience), {})
-        items = present.items() if isinstance(present, dict) else present
-        rows.update((k, Entry(fp, "settled")) for k, fp in items)
-        for k in absent:
-            rows.pop(k, None)
-
-    def forget_audience(self, scope: str, audience: str, *, fence: Lease | None = None) -> None:
-        self._check(fence)
-        self.rows.pop((scope, audience), None)
-
-    def claim_legacy(self, provider: str, scope: str) -> int:
-        return 0
-
-    def acquire_lease(self, key: str, owner: str, ttl: float) -> Lease:
-        held = self.leases.get(key)
-        if held is not None and held.owner != owner:
-            return held
-        epoch = 1 if held is None else held.epoch
-        self.leases[key] = Lease(key, owner, epoch, ttl)
-        return self.leases[key]
-
-    def renew_lease(self, lease: Lease, ttl: float) -> bool:
-        return self.leases.get(lease.key) == lease
-
-    def release_lease(self, lease: Lease) -> None:
-        if self.leases.get(lease.key) == lease:
-            del self.leases[lease.key]
-
-    def checkpoint(self, run: str) -> dict[str, Any] | None:
-        return self.runs.get(run)
-
-    def save_checkpoint(self, run: str, data: Any) -> None:
-        self.runs[run] = dict(data)
-
-    def clear_checkpoint(self, run: str) -> None:
-        self.runs.pop(run, None)
-
-
 async def test_a_store_of_your_own_implements_the_interface(
     batch: BatchBackend, emulators: EmulatorServer
 ) -> None:
@@ -427,7 +346,8 @@ async def test_a_store_of_your_own_implements_the_interface(
     report = await sync(batch, "own", desired, state=store)
     assert (report.added, report.changed, report.removed) == (1_000, 5_000, 10_000)
     exact(emulators, "own", store, desired)
-    assert store.leases == {}  # released
+    released = store.acquire_lease(f"{batch_scope(emulators)}:own", "elsewhere:1:x", 30)
+    assert released.held_by("elsewhere:1:x")
 
 
 async def test_handles_that_never_confirm_do_not_stop_the_next_sync() -> None:

@@ -1,0 +1,109 @@
+"""The store conformance suite, run on the stores audiencekit ships."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pytest
+
+from audiencekit.state import Entry, SqliteStateStore, StateStore
+from audiencekit.testing.store_contract import DictStore, StoreContract
+
+#: The schema audiencekit 0.1 wrote (no user_version, entries keyed by the provider's name).
+SQLITE_0_1 = """
+CREATE TABLE pushed (scope TEXT NOT NULL, audience TEXT NOT NULL, member TEXT NOT NULL,
+    fingerprint TEXT NOT NULL, PRIMARY KEY (scope, audience, member)) WITHOUT ROWID;
+CREATE TABLE checkpoints (run TEXT PRIMARY KEY, data TEXT NOT NULL,
+    updated TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP);
+"""
+
+
+#: The stores of the reference store's tests, by location (one per test).
+DICT_STORES: dict[str, DictStore] = {}
+
+
+def postgres_is_built() -> bool:
+    """Whether this build has a PostgreSQL store (and its driver) to run the suite on."""
+    try:
+        from audiencekit.state.postgres import PostgresStateStore
+    except ImportError:  # the postgres extra is not installed
+        return False
+    return "iter_entries" in vars(PostgresStateStore)
+
+
+class TestSqliteStore(StoreContract):
+    @pytest.fixture
+    def store_location(self, tmp_path: Path) -> str:
+        return str(tmp_path / "state.sqlite3")
+
+    def create_previous_store(
+        self, location: str, scope: str, audience: str, settled: Mapping[str, str]
+    ) -> None:
+        provider = scope.partition("/")[0]
+        db = sqlite3.connect(location)
+        with db:
+            db.executescript(SQLITE_0_1)
+            db.executemany(
+                "INSERT INTO pushed VALUES (?, ?, ?, ?)",
+                [(provider, audience, k, fp) for k, fp in settled.items()],
+            )
+        db.close()
+
+    @pytest.mark.xfail(strict=True, reason="release_lease deletes the row, and its epoch")
+    def test_the_epoch_grows_when_a_released_lease_is_taken_by_another_owner(
+        self, connect: Callable[[], StateStore]
+    ) -> None:
+        super().test_the_epoch_grows_when_a_released_lease_is_taken_by_another_owner(connect)
+
+    @pytest.mark.xfail(reason="a checkpoint cut short is refused as a truncated file (flaky)")
+    @pytest.mark.parametrize("delay", [0.0, 0.001, 0.002, 0.004])
+    def test_a_process_killed_while_it_closes_the_store_leaves_every_call_made(
+        self, connect: Callable[[], StateStore], store_location: str, delay: float
+    ) -> None:
+        super().test_a_process_killed_while_it_closes_the_store_leaves_every_call_made(
+            connect, store_location, delay
+        )
+
+    @pytest.mark.xfail(strict=True, reason="a checkpoint cut short is refused as a truncated file")
+    def test_a_store_killed_in_a_checkpoint_opens_from_its_wal(self, tmp_path: Path) -> None:
+        """A checkpoint (closing the last client runs one) writes the file's first page, which
+        counts the pages, first: killed then, the file is shorter than it says, and whole
+        with its WAL."""
+        path = tmp_path / "state.sqlite3"
+        killed, twin = tmp_path / "killed.sqlite3", tmp_path / "twin.sqlite3"
+        with SqliteStateStore(path) as store:
+            written = max(path.stat().st_size, 4_096)  # and the first page, written first
+            store.record("batch/a", "spring", present={f"u{i}": "f" for i in range(2_000)})
+            with sqlite3.connect(path) as db:
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            db.close()
+            assert path.stat().st_size > written
+            for copy in (killed, twin):
+                shutil.copy(f"{path}-wal", f"{copy}-wal")
+                copy.write_bytes(path.read_bytes()[:written])
+        with sqlite3.connect(twin) as db:  # SQLite reads it whole (and repairs it on closing)
+            assert db.execute("SELECT count(*) FROM pushed").fetchone() == (2_000,)
+        db.close()
+        with SqliteStateStore(killed) as store:
+            assert store.entries("batch/a", "spring")["u7"] == Entry("f", "settled")
+
+
+class TestDictStore(StoreContract):
+    opener = None  # it lives in this process
+
+    @pytest.fixture
+    def store_location(self, tmp_path: Path) -> str:
+        return str(tmp_path)  # a new name for each test
+
+    def open_store(self, location: str) -> StateStore:
+        return DictStore(of=DICT_STORES.setdefault(location, DictStore()))
+
+
+@pytest.mark.skipif(not postgres_is_built(), reason="no PostgreSQL store in this build")
+class TestPostgresStore(StoreContract):
+    @pytest.fixture
+    def store_location(self, postgres_url: str) -> str:
+        return postgres_url
