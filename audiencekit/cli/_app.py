@@ -760,22 +760,21 @@ async def _send(
     from ..sync import sync
 
     out = session.out
-    async with backend:
+    # The store is opened first: one that cannot be used stops the run before any request.
+    store = _state_store(state_path) if action == "sync" and state_path else None
+    async with backend, contextlib.AsyncExitStack() as stack:
+        if store is not None:
+            stack.callback(store.close)
         found, _ = await resolve_audience(backend, audience)
         session.resume = session.command()
         label = f"{action} {found.name}"
         unchanged: int | None = None
         if action == "sync":
-            store = _state_store(state_path) if state_path else None
-            try:
-                with session.progress(label, None) as progress:
-                    report = await sync(
-                        backend, found.id, file.members(), state=store,
-                        on_progress=progress, raise_on_failure=False,
-                    )  # fmt: skip
-            finally:
-                if store is not None:
-                    store.close()
+            with session.progress(label, None) as progress:
+                report = await sync(
+                    backend, found.id, file.members(), state=store,
+                    on_progress=progress, raise_on_failure=False,
+                )  # fmt: skip
             result = report.result
             kinds = {kind: (report.applied[kind], getattr(report, kind))
                      for kind in ("added", "changed", "removed")}  # fmt: skip

@@ -24,7 +24,7 @@ from ..errors import (
     StateStoreVersionError,
 )
 from ._open import POSTGRES_SCHEMES, is_url, passwords, redacted
-from .base import PAGE_SIZE, STATUSES, Entry, Lease, StateStore, alive
+from .base import LEASE_TTL, PAGE_SIZE, STATUSES, Entry, Lease, StateStore, alive
 
 __all__ = ["PostgresStateStore"]
 
@@ -142,7 +142,10 @@ class PostgresStateStore(StateStore):
     statements: the store works behind PgBouncer in transaction mode.
     """
 
-    def __init__(self, url: str, *, pool_size: int = 4, timeout: float = 10.0) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = 4, timeout: float = 10.0, lease_ttl: float = LEASE_TTL
+    ) -> None:
+        self.lease_ttl = lease_ttl
         if not is_url(url) or url.partition("://")[0].lower() not in POSTGRES_SCHEMES:
             raise ConfigurationError("a PostgreSQL state store takes a postgresql:// URL")
         self.url = redacted(url)
@@ -169,6 +172,10 @@ class PostgresStateStore(StateStore):
 
     def __repr__(self) -> str:
         return f"<PostgresStateStore {self.url}>"
+
+    @property
+    def location(self) -> str:
+        return self.url
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -451,7 +458,9 @@ class PostgresStateStore(StateStore):
     def release_lease(self, lease: Lease) -> None:
         with self._transaction() as cursor:
             cursor.execute(
-                "DELETE FROM audiencekit_leases WHERE key = %s AND owner = %s AND epoch = %s",
+                # Kept, expired, so that the next owner's epoch is higher still.
+                "UPDATE audiencekit_leases SET expires = 'epoch' "
+                "WHERE key = %s AND owner = %s AND epoch = %s",
                 (lease.key, lease.owner, lease.epoch),
             )
 

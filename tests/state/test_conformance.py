@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -52,22 +52,6 @@ class TestSqliteStore(StoreContract):
             )
         db.close()
 
-    @pytest.mark.xfail(strict=True, reason="release_lease deletes the row, and its epoch")
-    def test_the_epoch_grows_when_a_released_lease_is_taken_by_another_owner(
-        self, connect: Callable[[], StateStore]
-    ) -> None:
-        super().test_the_epoch_grows_when_a_released_lease_is_taken_by_another_owner(connect)
-
-    @pytest.mark.xfail(reason="a checkpoint cut short is refused as a truncated file (flaky)")
-    @pytest.mark.parametrize("delay", [0.0, 0.001, 0.002, 0.004])
-    def test_a_process_killed_while_it_closes_the_store_leaves_every_call_made(
-        self, connect: Callable[[], StateStore], store_location: str, delay: float
-    ) -> None:
-        super().test_a_process_killed_while_it_closes_the_store_leaves_every_call_made(
-            connect, store_location, delay
-        )
-
-    @pytest.mark.xfail(strict=True, reason="a checkpoint cut short is refused as a truncated file")
     def test_a_store_killed_in_a_checkpoint_opens_from_its_wal(self, tmp_path: Path) -> None:
         """A checkpoint (closing the last client runs one) writes the file's first page, which
         counts the pages, first: killed then, the file is shorter than it says, and whole

@@ -573,3 +573,19 @@ def test_the_command_line_runs_from_a_thread_that_is_not_the_main_one(env: Emula
     worker.start()
     worker.join(60)
     assert codes == [0]
+
+
+def test_a_postgresql_state_that_cannot_be_reached_is_one_line_without_its_password(
+    env: EmulatorServer, tmp_path: Path
+) -> None:
+    members = tmp_path / "m.csv"
+    members.write_text("id\nu1\n")
+    url = "postgresql://worker:S3cretPassw0rd@127.0.0.1:1/audiences"  # nothing listens there
+    for extra in ((), ("--json",)):
+        run = cli("members", "sync", str(members), "-p", "batch", "-a", "x", "--state", url,
+                  *extra)  # fmt: skip
+        assert run.code == 6, run.stderr
+        assert "S3cretPassw0rd" not in run.stdout + run.stderr
+        assert "postgresql://worker:***@127.0.0.1:1/audiences" in run.stderr
+        assert "Traceback" not in run.stderr
+    assert [r for r in env.batch.requests if r.method != "GET"] == []

@@ -27,7 +27,7 @@ from audiencekit import (
     ProgressEvent,
 )
 from audiencekit._journal import guarded
-from audiencekit.errors import StateStoreVersionError
+from audiencekit.errors import FencingError, StateStoreVersionError
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.providers.dexatel import DexatelBackend
 from audiencekit.state import Entry, SqliteStateStore, StateStore, fingerprint, scope_of
