@@ -141,7 +141,7 @@ async def test_an_audience_writer_on_acme_with_a_state_store(
                     await writer.remove(f"t{task}-0")
 
                 tg.start_soon(work)
-        entries = state.entries(scope_of(acme), made.id)
+        entries = state.entries(scope_of(backend), made.id)
     expected = {f"t{task}-{i}" for task in range(5) for i in range(1, 200)}
     # The journal holds what the list holds, by canonical (lowercased) id, all confirmed.
     assert set(entries) == set(held(acme)["svc"]) == expected
