@@ -50,6 +50,7 @@ __all__ = [
     "Lease",
     "StateStore",
     "alive",
+    "check_mark",
     "fingerprint",
     "lease_owner",
     "scope_of",
@@ -286,6 +287,14 @@ class StateStore:
     def clear_checkpoint(self, run: str) -> None:
         """Forget run ``run``."""
         raise NotImplementedError
+
+
+def check_mark(status: str) -> str:
+    """``status`` when :meth:`StateStore.mark` may set it (``unknown`` or ``failed``); else
+    ValueError, before anything is written."""
+    if status not in ("unknown", "failed"):
+        raise ValueError(f"mark() takes 'unknown' or 'failed', not {status!r}")
+    return status
 
 
 def scope_of(backend: AudienceBackend) -> str:

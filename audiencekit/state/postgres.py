@@ -24,7 +24,7 @@ from ..errors import (
     StateStoreVersionError,
 )
 from ._open import POSTGRES_SCHEMES, is_url, passwords, redacted
-from .base import LEASE_TTL, PAGE_SIZE, STATUSES, Entry, Lease, StateStore, alive
+from .base import LEASE_TTL, PAGE_SIZE, STATUSES, Entry, Lease, StateStore, alive, check_mark
 
 __all__ = ["PostgresStateStore"]
 
@@ -368,8 +368,7 @@ class PostgresStateStore(StateStore):
         *,
         fence: Lease | None = None,
     ) -> None:
-        if status not in ("unknown", "failed"):
-            raise ValueError(f"mark() takes 'unknown' or 'failed', not {status!r}")
+        check_mark(status)
         self._update(
             "UPDATE audiencekit_entries SET status = %s WHERE scope = %s AND audience = %s "
             "AND member = ANY(%s::text[]) AND status != 'settled'",

@@ -21,7 +21,7 @@ from ..errors import (
     StateStoreLockedError,
     StateStoreVersionError,
 )
-from .base import LEASE_TTL, PAGE_SIZE, Entry, Lease, StateStore, alive
+from .base import LEASE_TTL, PAGE_SIZE, Entry, Lease, StateStore, alive, check_mark
 
 __all__ = ["SqliteStateStore"]
 
@@ -387,8 +387,7 @@ class SqliteStateStore(StateStore):
         *,
         fence: Lease | None = None,
     ) -> None:
-        if status not in ("unknown", "failed"):
-            raise ValueError(f"mark() takes 'unknown' or 'failed', not {status!r}")
+        check_mark(status)
         self._write(
             "UPDATE pushed SET status = ? WHERE scope = ? AND audience = ? AND member = ? "
             "AND status != 'settled'",

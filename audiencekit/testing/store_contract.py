@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import pytest
 
 from ..errors import FencingError
-from ..state.base import ABSENT, PAGE_SIZE, Entry, Lease, StateStore, alive, lease_owner
+from ..state.base import ABSENT, PAGE_SIZE, Entry, Lease, StateStore, alive, check_mark, lease_owner
 
 __all__ = ["DictStore", "StoreContract"]
 
@@ -187,8 +187,7 @@ class DictStore(StateStore):
 
     def mark(self, scope: str, audience: str, status: str, ids: Iterable[str], *,
              fence: Lease | None = None) -> None:  # fmt: skip
-        if status not in ("unknown", "failed"):
-            raise ValueError(f"mark() takes 'unknown' or 'failed', not {status!r}")
+        check_mark(status)
         ids = list(ids)
         with self._lock:
             rows = self._write(scope, audience, fence)
