@@ -189,7 +189,6 @@ def wait_for_the_lease_to_run_out(url: str, server: EmulatorServer) -> None:
 # -- worker processes ---------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_workers_started_at_once_write_one_at_a_time_and_end_exact(
     postgres_url: str, start: Start, server: EmulatorServer, shared: str
 ) -> None:
@@ -224,7 +223,6 @@ def test_workers_started_at_once_write_one_at_a_time_and_end_exact(
 
 
 @pytest.mark.crash
-@pytest.mark.slow
 def test_a_killed_holders_lease_on_another_host_is_taken_over_after_its_time(
     postgres_url: str, start: Start, server: EmulatorServer, shared: str
 ) -> None:
@@ -248,7 +246,6 @@ def test_a_killed_holders_lease_on_another_host_is_taken_over_after_its_time(
     assert_exact(server, postgres_url, wanted(2))  # what the dead one left is reconciled
 
 
-@pytest.mark.slow
 def test_a_worker_paused_past_its_lease_is_fenced_and_sends_nothing_more(
     postgres_url: str, start: Start, server: EmulatorServer, shared: str
 ) -> None:
@@ -271,6 +268,36 @@ def test_a_worker_paused_past_its_lease_is_fenced_and_sends_nothing_more(
     assert len(updates_logged(server)) == sent  # nothing more reached the provider
     assert all(sent_at < resumed for sent_at, _ in paused.updates)  # nor went out
     assert_exact(server, postgres_url, wanted(2))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a journal write holds its fence's row lock (SELECT ... FOR SHARE on the lease) "
+    "until it commits: a worker stalled inside one (paused, its host frozen or cut off) keeps "
+    "acquire_lease (SELECT ... FOR UPDATE) waiting past the lease's time, for as long as the "
+    "stall lasts; nothing bounds a transaction left idle",
+)
+def test_a_worker_paused_inside_a_journal_write_does_not_hold_the_takeover_up(
+    postgres_url: str, start: Start, server: EmulatorServer, shared: str
+) -> None:
+    paused = start(1, "--host", "host-b", "--lease-ttl", "2", "--pause-in-write", "3")
+    paused.go()
+    assert paused.read_until("paused") == "paused"
+    _, status = os.waitpid(paused.process.pid, os.WUNTRACED)
+    assert os.WIFSTOPPED(status)
+    try:
+        wait_for_the_lease_to_run_out(postgres_url, server)
+        # A waiting acquire_lease gives up after 10 s here (StateStoreLockedError), not never.
+        bounded = f"{postgres_url}?options=-c%20lock_timeout%3D10000"
+        with PostgresStateStore(bounded) as taker:
+            lease = taker.acquire_lease(f"{batch_scope(server)}:{AUDIENCE}", "host-c:1:t", 30)
+        assert lease.held_by("host-c:1:t")
+    finally:
+        resumed = time.time()
+        paused.process.send_signal(signal.SIGCONT)
+    paused.read_until("\0")  # it ends (fenced, or its connection ended by the server)
+    assert paused.process.wait(60) != 0
+    assert all(sent_at < resumed for sent_at, _ in paused.updates)  # having sent nothing more
 
 
 # -- two hosts as two store clients in one process ----------------------------------------------

@@ -1,11 +1,13 @@
 """A worker in a process of its own: one sync of the audience ``shared`` (Batch) against a
 PostgreSQL state store, for test_many_workers_pg to start several of at once, kill or pause.
 
-``python worker_child.py URL ROUND [--host NAME] [--lease-ttl SECONDS] [--pause-after N]``
-with the emulators' endpoints in the environment. ``--host`` makes it a worker of another
-host (its lease owner names that host); ``--lease-ttl`` opens ``PostgresStateStore(url,
-lease_ttl=...)`` instead of ``StateStore.open(url)``; ``--pause-after`` stops the process
-(SIGSTOP, from itself) after its n-th chunk, between two store calls, until SIGCONT.
+``python worker_child.py URL ROUND [--host NAME] [--lease-ttl SECONDS] [--pause-after N]
+[--pause-in-write N]`` with the emulators' endpoints in the environment. ``--host`` makes it a
+worker of another host (its lease owner names that host); ``--lease-ttl`` opens
+``PostgresStateStore(url, lease_ttl=...)`` instead of ``StateStore.open(url)``;
+``--pause-after`` stops the process (SIGSTOP, from itself) after its n-th chunk, between two
+store calls, until SIGCONT; ``--pause-in-write`` stops it inside its n-th journal write that
+writes entries (in the transaction, once the fence was checked).
 
 It prints, one per line:
 
@@ -30,6 +32,7 @@ ARGS.add_argument("round", type=int)
 ARGS.add_argument("--host")
 ARGS.add_argument("--lease-ttl", type=float)
 ARGS.add_argument("--pause-after", type=int)
+ARGS.add_argument("--pause-in-write", type=int)
 
 if __name__ == "__main__":
     _host = ARGS.parse_args().host
@@ -78,16 +81,29 @@ def _one_call_at_a_time(method: F) -> F:
     return call  # type: ignore[return-value]
 
 
+def stop() -> None:
+    print("paused", flush=True)
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+
 class PausableStore(PostgresStateStore):
     """A PostgreSQL store whose :meth:`pause` stops the process between two calls that write
-    (none is left with a transaction open, so no row of the store stays locked)."""
+    (none is left with a transaction open, so no row of the store stays locked), and that
+    stops it inside its ``pause_in_write``-th write of entries."""
 
     calls = threading.Lock()
+    pause_in_write: int | None = None
+    writes = 0
 
     def pause(self) -> None:
         with self.calls:
-            print("paused", flush=True)
-            os.kill(os.getpid(), signal.SIGSTOP)
+            stop()
+
+    def _upsert(self, *args: Any) -> None:
+        self.writes += 1
+        if self.writes == self.pause_in_write:
+            stop()
+        super()._upsert(*args)
 
 
 for _name in ("intend", "accept", "mark", "record", "acquire_lease", "renew_lease",
@@ -118,6 +134,8 @@ async def main(args: argparse.Namespace) -> int:
         if args.lease_ttl is None
         else PausableStore(args.url, lease_ttl=args.lease_ttl)
     )
+    if isinstance(state, PausableStore):
+        state.pause_in_write = args.pause_in_write
     chunks = 0
 
     def progress(event: ProgressEvent) -> None:
