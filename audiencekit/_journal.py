@@ -10,6 +10,7 @@ store is only ever touched from a worker thread, in batches.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import uuid
 from collections.abc import (
@@ -28,13 +29,15 @@ import anyio.abc
 from ._bulk import ChunkAccepted, ChunkDone, ChunkSent, ProgressCallback, ProgressEvent
 from ._clock import monotonic
 from .backend import AudienceBackend
-from .errors import AudienceBusyError, FencingError, PollTimeoutError
+from .errors import AudienceBusyError, FencingError, PollTimeoutError, StateStoreError
 from .models import Add, Operation, PendingChunk
 from .state.base import ABSENT, Entry, Lease, StateStore, fingerprint, lease_owner, scope_of
 
 __all__ = ["Journal", "guarded", "store_scope"]
 
 T = TypeVar("T")
+
+logger = logging.getLogger("audiencekit.state")
 
 #: Operations marked intended in one transaction before any of them is handed on.
 INTENT_BLOCK = 2_000
@@ -256,25 +259,32 @@ async def guarded(store: StateStore, scope: str, audience: str) -> AsyncIterator
     if not lease.held_by(owner):
         raise AudienceBusyError(key, lease.owner, lease.expires_in)
     journal = Journal(store, scope, audience, lease, asked + ttl)
-    fenced: FencingError | None = None
+    failed: Exception | None = None  # what stopped the run from a task: lost lease, store
 
     async def keep() -> None:  # renew every third of the lease's time; stop the run if lost
-        nonlocal fenced
+        nonlocal failed
         while True:
             await anyio.sleep(ttl / 3 if math.isfinite(ttl) else 3600)
             asked = monotonic()
-            if not await _off_loop(store.renew_lease, lease, ttl):
-                fenced = FencingError(key, "it ran out or changed hands before it was renewed")
+            try:
+                renewed = await _off_loop(store.renew_lease, lease, ttl)
+            except StateStoreError as exc:  # tried again next time; until then the lease
+                logger.warning("could not renew the lease on %s: %s", key, exc)  # lapses
+                continue  # on its own: no chunk is sent once it may have
+            if not renewed:
+                failed = failed or FencingError(
+                    key, "it ran out or changed hands before it was renewed"
+                )
                 tg.cancel_scope.cancel()
                 return
             journal.valid_until = asked + ttl
 
-    async def flush(final: bool = False) -> None:  # a refused write stops the run
-        nonlocal fenced
+    async def flush(final: bool = False) -> None:  # a refused or failed write stops the run
+        nonlocal failed
         try:
             await (journal.flush() if final else journal._flusher())
-        except FencingError as exc:
-            fenced = fenced or exc
+        except Exception as exc:  # raised once the tasks are done (not in an ExceptionGroup)
+            failed = failed or exc
             tg.cancel_scope.cancel()
 
     stopped: Exception | None = None
@@ -295,5 +305,5 @@ async def guarded(store: StateStore, scope: str, audience: str) -> AsyncIterator
             await _off_loop(store.release_lease, lease)
     if stopped is not None:
         raise stopped
-    if fenced is not None:
-        raise fenced
+    if failed is not None:
+        raise failed

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -252,15 +253,34 @@ class PostgresStateStore(StateStore):
         """One transaction: committed, or rolled back on error. With ``fence``, it raises
         FencingError first (so nothing is written) unless that lease is still held by its
         owner at its epoch, and keeps the lease from changing hands until it commits."""
-        with self._pool.connection() as db, db.transaction(), db.cursor() as cursor:
-            if fence is not None:
-                cursor.execute(_FENCE, (fence.key, fence.owner, fence.epoch))
-                if cursor.fetchone() is None:
-                    raise FencingError(
-                        fence.key,
-                        f"the lease ran out or changed hands (this run held epoch {fence.epoch})",
-                    )
-            yield cursor
+        try:
+            with self._pool.connection() as db, db.transaction(), db.cursor() as cursor:
+                if fence is not None:
+                    self._fence(cursor, fence)
+                yield cursor
+        except psycopg.errors.IdleInTransactionSessionTimeout:
+            if fence is None:
+                raise
+            # The server ended the transaction, rolled back: the run stalled inside it.
+            raise FencingError(
+                fence.key, "the run stalled inside a write past the lease's time; nothing written"
+            ) from None
+
+    def _fence(self, cursor: psycopg.Cursor[Any], fence: Lease) -> None:
+        """Check ``fence`` and lock its row until the transaction ends. A run that stalls
+        inside the transaction (a stopped process, a frozen host) would keep the row locked,
+        and so every takeover waiting: the server ends such a transaction once it has been idle
+        for the lease's time (set for this transaction only, as PgBouncer needs)."""
+        if math.isfinite(self.lease_ttl):
+            cursor.execute(
+                "SELECT set_config('idle_in_transaction_session_timeout', %s, true)",
+                (str(max(1, math.ceil(self.lease_ttl * 1000))),),
+            )
+        cursor.execute(_FENCE, (fence.key, fence.owner, fence.epoch))
+        if cursor.fetchone() is None:
+            raise FencingError(
+                fence.key, f"the lease ran out or changed hands (this run held epoch {fence.epoch})"
+            )
 
     def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         with self._pool.connection() as db:

@@ -270,13 +270,6 @@ def test_a_worker_paused_past_its_lease_is_fenced_and_sends_nothing_more(
     assert_exact(server, postgres_url, wanted(2))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a journal write holds its fence's row lock (SELECT ... FOR SHARE on the lease) "
-    "until it commits: a worker stalled inside one (paused, its host frozen or cut off) keeps "
-    "acquire_lease (SELECT ... FOR UPDATE) waiting past the lease's time, for as long as the "
-    "stall lasts; nothing bounds a transaction left idle",
-)
 def test_a_worker_paused_inside_a_journal_write_does_not_hold_the_takeover_up(
     postgres_url: str, start: Start, server: EmulatorServer, shared: str
 ) -> None:
