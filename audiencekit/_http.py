@@ -436,7 +436,7 @@ class Transport:
                 if response.status_code == 429:
                     refused_since = sent_at if refused_since is None else refused_since
                     if governor is not None:
-                        governor.refused(sent_at, error.retry_after)
+                        await governor.report_refusal(sent_at, error.retry_after)
                     delay = self._refused_delay(refusals, error.retry_after, refused_since)
                     if delay is None:
                         logger.debug("%s -> 429, not retried", shown)
@@ -515,8 +515,7 @@ class Transport:
                 if content is not None:
                     request.stream = _Body(content)
                 if self.governor is not None:
-                    while (wait := self.governor.claim()) > 0:
-                        await self.sleep(wait)
+                    await self.governor.acquire(self.sleep)
                 sent_at = self.clock()
                 with anyio.CancelScope(shield=shield):
                     response = await self._client.send(request, auth=self._auth)

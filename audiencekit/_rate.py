@@ -31,7 +31,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
-from ._clock import Clock, monotonic
+import anyio.to_thread
+
+from ._clock import Clock, Sleep, monotonic
 from ._paths import user_data_dir
 
 __all__ = [
@@ -268,6 +270,7 @@ class RateGovernor:
         self.ceiling = ceiling
         self._clock = clock
         self._lock = threading.Lock()
+        self._asking = threading.Lock()  # one claim at a time asks the shared budget
         #: Requests per second now; None while unpaced (no ceiling and no refusal yet).
         self._rate: float | None = ceiling if math.isfinite(ceiling) else None
         self._next = -math.inf  # the earliest time the next request may go
@@ -289,28 +292,51 @@ class RateGovernor:
 
     def claim(self) -> float:
         """Take the next slot when it is due and return 0.0; else return the seconds until it is
-        (claim again then: the pace may have changed meanwhile)."""
-        with self._lock:
-            now = self._clock()
-            if self._next - now > _EPSILON:
-                return self._next - now
-            if self._rate is not None:
+        (claim again then: the pace may have changed meanwhile). A shared budget is asked in
+        the calling thread (see :meth:`acquire`), one claim at a time."""
+        with self._asking:
+            with self._lock:
+                now = self._clock()
+                if self._next - now > _EPSILON:
+                    return self._next - now
+                if self._rate is None:
+                    self._sent.append(now)
+                    return 0.0
                 # The next slot is one paced interval on. A request sent late (sleeps wake up
                 # to a millisecond late) may take back the headroom, or that millisecond: the
                 # pace does not drift, and requests never bunch up by more than that.
                 paced = 1.0 / (self._rate * HEADROOM)
                 catch_up = max(paced - 1.0 / self._rate, _TIMER_SLACK)
-                wait = self._shared(lambda budget: budget.grant(self._scope, now, paced, catch_up))
+            # Without the lock: accepted() and refused() do not wait for the budget's answer.
+            wait = self._shared(lambda budget: budget.grant(self._scope, now, paced, catch_up))
+            with self._lock:
                 if wait > 0:
                     # Another process took the slot: this one's tasks wait for the next
                     # without asking the budget again meanwhile.
-                    self._next = now + wait
-                    return wait
+                    self._next = max(self._next, now + wait)
+                    return self._next - now
                 after = take_slot(self._next, now, paced, catch_up)
-                assert after is not None
+                if after is None:  # refused() pushed the next slot back meanwhile
+                    return self._next - now
                 self._next = after
-            self._sent.append(now)
-            return 0.0
+                self._sent.append(now)
+                return 0.0
+
+    async def acquire(self, sleep: Sleep) -> None:
+        """Wait for a slot (with ``sleep``) and take it. A claim that asks a shared budget runs
+        in a worker thread: that may take a round trip to a database server (or, when the
+        server is gone, its timeout), which must not hold the event loop."""
+        while True:
+            wait = await anyio.to_thread.run_sync(self.claim) if self._asks() else self.claim()
+            if wait <= 0:
+                return
+            await sleep(wait)
+
+    def _asks(self) -> bool:
+        """Whether a claim now would ask the shared budget (a paced slot is due here)."""
+        with self._lock:
+            due = self._next - self._clock() <= _EPSILON
+            return due and self._rate is not None and self.budget is not None
 
     def accepted(self) -> None:
         """A request went through: raise the rate a step, up to the ceiling."""
@@ -324,7 +350,8 @@ class RateGovernor:
     def refused(self, sent_at: float, retry_after: float | None) -> None:
         """A request sent at ``sent_at`` was refused (429): lower the rate (once for all the
         requests already on their way when it was last lowered), and send nothing before
-        ``retry_after`` seconds, or one interval at the new rate, have passed."""
+        ``retry_after`` seconds, or one interval at the new rate, have passed; the shared
+        budget is told so in the calling thread (see :meth:`report_refusal`)."""
         with self._lock:
             now = self._clock()
             self.refusals += 1
@@ -335,7 +362,15 @@ class RateGovernor:
             assert self._rate is not None
             pause = retry_after if retry_after is not None else 1.0 / (self._rate * HEADROOM)
             self._next = max(self._next, now + pause)
-            self._shared(lambda budget: budget.hold(self._scope, now, pause))
+        self._shared(lambda budget: budget.hold(self._scope, now, pause))
+
+    async def report_refusal(self, sent_at: float, retry_after: float | None) -> None:
+        """:meth:`refused`, in a worker thread while the budget is shared (as in
+        :meth:`acquire`)."""
+        if self.budget is None:
+            self.refused(sent_at, retry_after)
+        else:
+            await anyio.to_thread.run_sync(self.refused, sent_at, retry_after)
 
     def set_ceiling(self, ceiling: float) -> None:
         """Make ``ceiling`` the highest rate, starting from it when it is finite."""
