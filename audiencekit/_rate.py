@@ -10,9 +10,11 @@ for that long (without one, the pause is one interval at the lowered pace).
 The processes of one host share each budget too, through a :class:`SharedBudget`: by default a
 small SQLite file in the user's data folder (:class:`SqliteBudget`), which holds, per credential
 and base URL (a keyed hash of them), when the next request may go. Each process still spaces its
-own requests by its own learned pace; ``AUDIENCEKIT_SHARED_BUDGET=off`` (or another file's path)
-and ``ClientOptions(shared_budget=...)`` choose otherwise. A file that cannot be used leaves each
-process pacing alone, with one warning.
+own requests by its own learned pace; ``AUDIENCEKIT_SHARED_BUDGET=off``, another file's path, or
+a ``postgresql://`` URL (processes on several hosts:
+:class:`~audiencekit.state.postgres.PostgresBudget`), and ``ClientOptions(shared_budget=...)``
+choose otherwise. A budget that cannot be used leaves each process pacing alone, with one
+warning. The governor asks its budget in a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import anyio.to_thread
 
 from ._clock import Clock, Sleep, monotonic
 from ._paths import user_data_dir
+from .errors import ConfigurationError
 
 __all__ = [
     "BUDGET_ENV",
@@ -44,8 +47,10 @@ __all__ = [
     "SharedBudget",
     "SqliteBudget",
     "budget_for",
+    "budget_unusable",
     "forget_governors",
     "governor_for",
+    "named_budget",
 ]
 
 logger = logging.getLogger("audiencekit")
@@ -66,7 +71,8 @@ _TIMER_SLACK = 0.001
 #: How many recent sends an unpaced governor remembers to know how fast it was going.
 _WINDOW = 32
 
-#: ``off`` (or 0, false, no): each process paces alone; a path: the budget file to share.
+#: ``off`` (or 0, false, no): each process paces alone; a path: the budget file to share; a
+#: ``postgresql://`` URL: the database to share it in.
 BUDGET_ENV = "AUDIENCEKIT_SHARED_BUDGET"
 _OFF = frozenset({"off", "0", "false", "no"})
 #: How long a grant waits for another process's transaction before the file counts as unusable.
@@ -86,7 +92,17 @@ def take_slot(due: float, now: float, interval: float, slack: float) -> float | 
 
 
 class BudgetUnavailableError(Exception):
-    """A shared budget cannot be used (its file is corrupt, unreadable, locked...)."""
+    """A shared budget cannot be used (its file is corrupt, unreadable, locked; its server
+    unreachable...)."""
+
+
+def budget_unusable(where: str, reason: object) -> BudgetUnavailableError:
+    """Warn that the budget ``where`` cannot be used (its caller does it once), and the error
+    saying why."""
+    logger.warning(
+        "the shared rate budget %s cannot be used (%s): each process paces alone", where, reason
+    )
+    return BudgetUnavailableError(f"{where}: {reason}")
 
 
 class SharedBudget(Protocol):
@@ -210,16 +226,12 @@ class SqliteBudget:
 
     def _unusable(self, exc: Exception) -> BudgetUnavailableError:
         """Note that the file cannot be used (warning once), and the error saying why."""
-        self._failure = f"{self.path}: {exc}"
-        logger.warning(
-            "the shared rate budget %s cannot be used (%s): each process paces alone",
-            self.path,
-            exc,
-        )
+        error = budget_unusable(str(self.path), exc)
+        self._failure = str(error)
         if self._db is not None:
             self._db.close()
             self._db = None
-        return BudgetUnavailableError(self._failure)
+        return error
 
 
 _SCHEMA = (
@@ -232,22 +244,45 @@ _STORE = (
     "ON CONFLICT (key) DO UPDATE SET due = excluded.due, written = excluded.written"
 )
 
-_budgets: dict[Path, SqliteBudget] = {}
+_budgets: dict[str, SharedBudget | None] = {}
 
 
 def budget_for(choice: SharedBudget | bool, clock: Clock) -> SharedBudget | None:
-    """The budget a governor on ``clock`` shares: ``choice`` when it is one; with True, the
-    host's file (``budget.sqlite3`` in the user's data folder, or the path in
-    ``AUDIENCEKIT_SHARED_BUDGET``; none when that is ``off``), for the host's clock only (a
-    test's clock is a world of its own); with False, none."""
+    """The budget a governor on ``clock`` shares: ``choice`` when it is one; with True, the one
+    ``AUDIENCEKIT_SHARED_BUDGET`` names (see :func:`named_budget`; none when it is ``off``),
+    for the host's clock only (a test's clock is a world of its own); with False, none."""
     if not isinstance(choice, bool):
         return choice
     setting = os.environ.get(BUDGET_ENV, "").strip()
     if not choice or clock is not monotonic or setting.lower() in _OFF:
         return None
-    path = Path(setting).expanduser() if setting else user_data_dir() / "budget.sqlite3"
     with _registry_lock:
-        return _budgets.setdefault(path, SqliteBudget(path))
+        if setting not in _budgets:
+            _budgets[setting] = named_budget(setting)
+        return _budgets[setting]
+
+
+def named_budget(setting: str) -> SharedBudget | None:
+    """The budget ``setting`` names: with a ``postgresql://`` URL, that database's (for hosts
+    that share a credential: :class:`~audiencekit.state.postgres.PostgresBudget`); with a path,
+    that file; empty, ``budget.sqlite3`` in the user's data folder. None, with a warning, for a
+    URL this installation cannot use."""
+    from .state._open import is_url, redacted  # (the state package is not imported otherwise)
+
+    if not is_url(setting):
+        return SqliteBudget(
+            Path(setting).expanduser() if setting else user_data_dir() / "budget.sqlite3"
+        )
+    try:
+        from .state.postgres import PostgresBudget
+
+        return PostgresBudget(setting)
+    except ImportError:
+        reason = "it needs the postgres extra: pip install 'audiencekit[postgres]'"
+    except ConfigurationError as exc:
+        reason = str(exc)
+    budget_unusable(redacted(setting), reason)
+    return None
 
 
 class RateGovernor:
