@@ -127,8 +127,10 @@ class ClientOptions:
     ``httpx.AsyncClient`` (left open; give it its own timeout). ``sleep``, ``clock`` and
     ``rng`` replace the library's (see :mod:`audiencekit._clock`) and ``random``'s, for tests.
     ``shared_budget``: True (the default) shares each rate budget with the other processes of
-    the host that use the same credential (unless ``AUDIENCEKIT_SHARED_BUDGET=off``), False
-    keeps it to this process, a :class:`~audiencekit._rate.SharedBudget` shares that one.
+    the host that use the same credential (unless ``AUDIENCEKIT_SHARED_BUDGET=off``; with a
+    ``postgresql://`` URL there, with every host using that database), False keeps it to this
+    process, a :class:`~audiencekit._rate.SharedBudget` shares that one (such as
+    ``PostgresBudget(url)``, from :mod:`audiencekit.state.postgres`).
     """
 
     base_url: str | _Default = PROVIDER_DEFAULT
