@@ -127,8 +127,10 @@ class ClientOptions:
     ``httpx.AsyncClient`` (left open; give it its own timeout). ``sleep``, ``clock`` and
     ``rng`` replace the library's (see :mod:`audiencekit._clock`) and ``random``'s, for tests.
     ``shared_budget``: True (the default) shares each rate budget with the other processes of
-    the host that use the same credential (unless ``AUDIENCEKIT_SHARED_BUDGET=off``), False
-    keeps it to this process, a :class:`~audiencekit._rate.SharedBudget` shares that one.
+    the host that use the same credential (unless ``AUDIENCEKIT_SHARED_BUDGET=off``; with a
+    ``postgresql://`` URL there, with every host using that database), False keeps it to this
+    process, a :class:`~audiencekit._rate.SharedBudget` shares that one (such as
+    ``PostgresBudget(url)``, from :mod:`audiencekit.state.postgres`).
     """
 
     base_url: str | _Default = PROVIDER_DEFAULT
@@ -436,7 +438,7 @@ class Transport:
                 if response.status_code == 429:
                     refused_since = sent_at if refused_since is None else refused_since
                     if governor is not None:
-                        governor.refused(sent_at, error.retry_after)
+                        await governor.report_refusal(sent_at, error.retry_after)
                     delay = self._refused_delay(refusals, error.retry_after, refused_since)
                     if delay is None:
                         logger.debug("%s -> 429, not retried", shown)
@@ -515,8 +517,7 @@ class Transport:
                 if content is not None:
                     request.stream = _Body(content)
                 if self.governor is not None:
-                    while (wait := self.governor.claim()) > 0:
-                        await self.sleep(wait)
+                    await self.governor.acquire(self.sleep)
                 sent_at = self.clock()
                 with anyio.CancelScope(shield=shield):
                     response = await self._client.send(request, auth=self._auth)

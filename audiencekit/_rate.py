@@ -10,9 +10,11 @@ for that long (without one, the pause is one interval at the lowered pace).
 The processes of one host share each budget too, through a :class:`SharedBudget`: by default a
 small SQLite file in the user's data folder (:class:`SqliteBudget`), which holds, per credential
 and base URL (a keyed hash of them), when the next request may go. Each process still spaces its
-own requests by its own learned pace; ``AUDIENCEKIT_SHARED_BUDGET=off`` (or another file's path)
-and ``ClientOptions(shared_budget=...)`` choose otherwise. A file that cannot be used leaves each
-process pacing alone, with one warning.
+own requests by its own learned pace; ``AUDIENCEKIT_SHARED_BUDGET=off``, another file's path, or
+a ``postgresql://`` URL (processes on several hosts:
+:class:`~audiencekit.state.postgres.PostgresBudget`), and ``ClientOptions(shared_budget=...)``
+choose otherwise. A budget that cannot be used leaves each process pacing alone, with one
+warning. The governor asks its budget in a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -31,8 +33,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
-from ._clock import Clock, monotonic
+import anyio.to_thread
+
+from ._clock import Clock, Sleep, monotonic
 from ._paths import user_data_dir
+from .errors import ConfigurationError
 
 __all__ = [
     "BUDGET_ENV",
@@ -42,8 +47,10 @@ __all__ = [
     "SharedBudget",
     "SqliteBudget",
     "budget_for",
+    "budget_unusable",
     "forget_governors",
     "governor_for",
+    "named_budget",
 ]
 
 logger = logging.getLogger("audiencekit")
@@ -64,7 +71,8 @@ _TIMER_SLACK = 0.001
 #: How many recent sends an unpaced governor remembers to know how fast it was going.
 _WINDOW = 32
 
-#: ``off`` (or 0, false, no): each process paces alone; a path: the budget file to share.
+#: ``off`` (or 0, false, no): each process paces alone; a path: the budget file to share; a
+#: ``postgresql://`` URL: the database to share it in.
 BUDGET_ENV = "AUDIENCEKIT_SHARED_BUDGET"
 _OFF = frozenset({"off", "0", "false", "no"})
 #: How long a grant waits for another process's transaction before the file counts as unusable.
@@ -84,7 +92,17 @@ def take_slot(due: float, now: float, interval: float, slack: float) -> float | 
 
 
 class BudgetUnavailableError(Exception):
-    """A shared budget cannot be used (its file is corrupt, unreadable, locked...)."""
+    """A shared budget cannot be used (its file is corrupt, unreadable, locked; its server
+    unreachable...)."""
+
+
+def budget_unusable(where: str, reason: object) -> BudgetUnavailableError:
+    """Warn that the budget ``where`` cannot be used (its caller does it once), and the error
+    saying why."""
+    logger.warning(
+        "the shared rate budget %s cannot be used (%s): each process paces alone", where, reason
+    )
+    return BudgetUnavailableError(f"{where}: {reason}")
 
 
 class SharedBudget(Protocol):
@@ -208,16 +226,12 @@ class SqliteBudget:
 
     def _unusable(self, exc: Exception) -> BudgetUnavailableError:
         """Note that the file cannot be used (warning once), and the error saying why."""
-        self._failure = f"{self.path}: {exc}"
-        logger.warning(
-            "the shared rate budget %s cannot be used (%s): each process paces alone",
-            self.path,
-            exc,
-        )
+        error = budget_unusable(str(self.path), exc)
+        self._failure = str(error)
         if self._db is not None:
             self._db.close()
             self._db = None
-        return BudgetUnavailableError(self._failure)
+        return error
 
 
 _SCHEMA = (
@@ -230,22 +244,45 @@ _STORE = (
     "ON CONFLICT (key) DO UPDATE SET due = excluded.due, written = excluded.written"
 )
 
-_budgets: dict[Path, SqliteBudget] = {}
+_budgets: dict[str, SharedBudget | None] = {}
 
 
 def budget_for(choice: SharedBudget | bool, clock: Clock) -> SharedBudget | None:
-    """The budget a governor on ``clock`` shares: ``choice`` when it is one; with True, the
-    host's file (``budget.sqlite3`` in the user's data folder, or the path in
-    ``AUDIENCEKIT_SHARED_BUDGET``; none when that is ``off``), for the host's clock only (a
-    test's clock is a world of its own); with False, none."""
+    """The budget a governor on ``clock`` shares: ``choice`` when it is one; with True, the one
+    ``AUDIENCEKIT_SHARED_BUDGET`` names (see :func:`named_budget`; none when it is ``off``),
+    for the host's clock only (a test's clock is a world of its own); with False, none."""
     if not isinstance(choice, bool):
         return choice
     setting = os.environ.get(BUDGET_ENV, "").strip()
     if not choice or clock is not monotonic or setting.lower() in _OFF:
         return None
-    path = Path(setting).expanduser() if setting else user_data_dir() / "budget.sqlite3"
     with _registry_lock:
-        return _budgets.setdefault(path, SqliteBudget(path))
+        if setting not in _budgets:
+            _budgets[setting] = named_budget(setting)
+        return _budgets[setting]
+
+
+def named_budget(setting: str) -> SharedBudget | None:
+    """The budget ``setting`` names: with a ``postgresql://`` URL, that database's (for hosts
+    that share a credential: :class:`~audiencekit.state.postgres.PostgresBudget`); with a path,
+    that file; empty, ``budget.sqlite3`` in the user's data folder. None, with a warning, for a
+    URL this installation cannot use."""
+    from .state._open import is_url, redacted  # (the state package is not imported otherwise)
+
+    if not is_url(setting):
+        return SqliteBudget(
+            Path(setting).expanduser() if setting else user_data_dir() / "budget.sqlite3"
+        )
+    try:
+        from .state.postgres import PostgresBudget
+
+        return PostgresBudget(setting)
+    except ImportError:
+        reason = "it needs the postgres extra: pip install 'audiencekit[postgres]'"
+    except ConfigurationError as exc:
+        reason = str(exc)
+    budget_unusable(redacted(setting), reason)
+    return None
 
 
 class RateGovernor:
@@ -268,6 +305,7 @@ class RateGovernor:
         self.ceiling = ceiling
         self._clock = clock
         self._lock = threading.Lock()
+        self._asking = threading.Lock()  # one claim at a time asks the shared budget
         #: Requests per second now; None while unpaced (no ceiling and no refusal yet).
         self._rate: float | None = ceiling if math.isfinite(ceiling) else None
         self._next = -math.inf  # the earliest time the next request may go
@@ -289,28 +327,51 @@ class RateGovernor:
 
     def claim(self) -> float:
         """Take the next slot when it is due and return 0.0; else return the seconds until it is
-        (claim again then: the pace may have changed meanwhile)."""
-        with self._lock:
-            now = self._clock()
-            if self._next - now > _EPSILON:
-                return self._next - now
-            if self._rate is not None:
+        (claim again then: the pace may have changed meanwhile). A shared budget is asked in
+        the calling thread (see :meth:`acquire`), one claim at a time."""
+        with self._asking:
+            with self._lock:
+                now = self._clock()
+                if self._next - now > _EPSILON:
+                    return self._next - now
+                if self._rate is None:
+                    self._sent.append(now)
+                    return 0.0
                 # The next slot is one paced interval on. A request sent late (sleeps wake up
                 # to a millisecond late) may take back the headroom, or that millisecond: the
                 # pace does not drift, and requests never bunch up by more than that.
                 paced = 1.0 / (self._rate * HEADROOM)
                 catch_up = max(paced - 1.0 / self._rate, _TIMER_SLACK)
-                wait = self._shared(lambda budget: budget.grant(self._scope, now, paced, catch_up))
+            # Without the lock: accepted() and refused() do not wait for the budget's answer.
+            wait = self._shared(lambda budget: budget.grant(self._scope, now, paced, catch_up))
+            with self._lock:
                 if wait > 0:
                     # Another process took the slot: this one's tasks wait for the next
                     # without asking the budget again meanwhile.
-                    self._next = now + wait
-                    return wait
+                    self._next = max(self._next, now + wait)
+                    return self._next - now
                 after = take_slot(self._next, now, paced, catch_up)
-                assert after is not None
+                if after is None:  # refused() pushed the next slot back meanwhile
+                    return self._next - now
                 self._next = after
-            self._sent.append(now)
-            return 0.0
+                self._sent.append(now)
+                return 0.0
+
+    async def acquire(self, sleep: Sleep) -> None:
+        """Wait for a slot (with ``sleep``) and take it. A claim that asks a shared budget runs
+        in a worker thread: that may take a round trip to a database server (or, when the
+        server is gone, its timeout), which must not hold the event loop."""
+        while True:
+            wait = await anyio.to_thread.run_sync(self.claim) if self._asks() else self.claim()
+            if wait <= 0:
+                return
+            await sleep(wait)
+
+    def _asks(self) -> bool:
+        """Whether a claim now would ask the shared budget (a paced slot is due here)."""
+        with self._lock:
+            due = self._next - self._clock() <= _EPSILON
+            return due and self._rate is not None and self.budget is not None
 
     def accepted(self) -> None:
         """A request went through: raise the rate a step, up to the ceiling."""
@@ -324,7 +385,8 @@ class RateGovernor:
     def refused(self, sent_at: float, retry_after: float | None) -> None:
         """A request sent at ``sent_at`` was refused (429): lower the rate (once for all the
         requests already on their way when it was last lowered), and send nothing before
-        ``retry_after`` seconds, or one interval at the new rate, have passed."""
+        ``retry_after`` seconds, or one interval at the new rate, have passed; the shared
+        budget is told so in the calling thread (see :meth:`report_refusal`)."""
         with self._lock:
             now = self._clock()
             self.refusals += 1
@@ -335,7 +397,15 @@ class RateGovernor:
             assert self._rate is not None
             pause = retry_after if retry_after is not None else 1.0 / (self._rate * HEADROOM)
             self._next = max(self._next, now + pause)
-            self._shared(lambda budget: budget.hold(self._scope, now, pause))
+        self._shared(lambda budget: budget.hold(self._scope, now, pause))
+
+    async def report_refusal(self, sent_at: float, retry_after: float | None) -> None:
+        """:meth:`refused`, in a worker thread while the budget is shared (as in
+        :meth:`acquire`)."""
+        if self.budget is None:
+            self.refused(sent_at, retry_after)
+        else:
+            await anyio.to_thread.run_sync(self.refused, sent_at, retry_after)
 
     def set_ceiling(self, ceiling: float) -> None:
         """Make ``ceiling`` the highest rate, starting from it when it is finite."""

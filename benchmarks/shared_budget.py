@@ -4,21 +4,25 @@
 
 Each child imports everything, says it is ready, and starts when told: the wall time is that of
 the adds alone, from the moment every process may send, so that it compares with the least time
-the rate limit allows (two requests, an update and a view, per 10,000 ids).
+the rate limit allows (two requests, an update and a view, per 10,000 ids). ``postgres_server``
+starts a PostgreSQL server for children that share their budget there, as on several hosts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from audiencekit.testing._postgres import PostgresServer, ServerUnavailable
 
 #: The least requests ``n`` ids take: one update and one view per 10,000.
 IDS_PER_UPDATE = 10_000
@@ -26,6 +30,22 @@ IDS_PER_UPDATE = 10_000
 
 def least_requests(processes: int, ids: int) -> int:
     return processes * 2 * math.ceil(ids / IDS_PER_UPDATE)
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str | None]:
+    """The URL of a throwaway PostgreSQL server until the block ends; None, with the reason
+    printed, when none can be started."""
+    try:
+        server = PostgresServer()
+    except ServerUnavailable as exc:
+        print(f"skipped: the rows in PostgreSQL ({exc})", flush=True)
+        yield None
+        return
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
 
 def run_processes(

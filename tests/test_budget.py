@@ -8,8 +8,10 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
@@ -289,3 +291,42 @@ def test_three_processes_on_one_credential_lose_nothing_and_are_seldom_refused(
     assert measured["failed"] == measured["lost"] == 0
     assert measured["accepted"] >= 6  # an update and a view each
     assert measured["refused_429"] <= 0.10 * measured["accepted"]
+
+
+# -- off the event loop ---------------------------------------------------------------------
+
+
+class BlockingBudget:
+    """A budget whose every call waits until the event loop has run ``released`` (a round trip
+    to a database server, in effect): asked on the loop, it would wait in vain."""
+
+    def __init__(self) -> None:
+        self.released = threading.Event()
+        self.answered: list[bool] = []
+
+    def grant(self, scope: str, now: float, interval: float, slack: float) -> float:
+        self.answered.append(self.released.wait(timeout=5))
+        return 0.0
+
+    def hold(self, scope: str, now: float, pause: float) -> None:
+        self.answered.append(self.released.wait(timeout=5))
+
+
+@pytest.mark.anyio
+async def test_the_governor_asks_a_shared_budget_off_the_event_loop() -> None:
+    """While a grant, then a hold, waits for its budget, the loop runs on: another task reports
+    an accepted request (the governor's lock is not held meanwhile) and releases the budget."""
+    budget = BlockingBudget()
+    governor = RateGovernor(1.0, budget=budget, scope=SCOPE)
+
+    async def release() -> None:
+        await anyio.sleep(0.01)
+        governor.accepted()
+        budget.released.set()
+
+    for call in (governor.acquire(anyio.sleep), governor.report_refusal(monotonic(), 0.5)):
+        budget.released.clear()
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(release)
+            await call
+    assert budget.answered == [True, True]

@@ -4,9 +4,14 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import json
 import math
+import os
 import re
+import secrets
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -15,6 +20,7 @@ import psycopg
 import psycopg.errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from .._rate import _EPSILON, BudgetUnavailableError, budget_unusable
 from ..errors import (
     ConfigurationError,
     FencingError,
@@ -27,7 +33,7 @@ from ..errors import (
 from ._open import POSTGRES_SCHEMES, is_url, passwords, redacted
 from .base import LEASE_TTL, PAGE_SIZE, STATUSES, Entry, Lease, StateStore, alive, check_mark
 
-__all__ = ["PostgresStateStore"]
+__all__ = ["PostgresBudget", "PostgresStateStore"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -124,6 +130,35 @@ def _translated(method: F) -> F:
     return call  # type: ignore[return-value]
 
 
+def _check_url(url: str, what: str) -> None:
+    if not is_url(url) or url.partition("://")[0].lower() not in POSTGRES_SCHEMES:
+        raise ConfigurationError(f"{what} takes a postgresql:// URL")
+
+
+def _passwords(url: str) -> list[str]:
+    """The passwords of ``url``, longest first (so that none is half replaced)."""
+    return sorted(passwords(url), key=len, reverse=True)
+
+
+def _discreet(exc: psycopg.Error, passwords: list[str]) -> str:
+    """The text of ``exc``, each of ``passwords`` replaced by ``***``."""
+    text = str(exc).strip()
+    for password in passwords:
+        text = text.replace(password, "***")
+    return text
+
+
+def _options(timeout: float) -> dict[str, Any]:
+    """How the store and the budget connect: autocommit, no prepared statements (PgBouncer in
+    transaction mode), and ``timeout`` to connect."""
+    return {
+        "autocommit": True,
+        "prepare_threshold": None,
+        "connect_timeout": max(2, round(timeout)),  # libpq counts whole seconds, from 2
+        "application_name": "audiencekit",
+    }
+
+
 def _batches(rows: list[str]) -> Iterator[list[str]]:
     for start in range(0, len(rows), _BATCH):
         yield rows[start : start + _BATCH]
@@ -147,17 +182,11 @@ class PostgresStateStore(StateStore):
         self, url: str, *, pool_size: int = 4, timeout: float = 10.0, lease_ttl: float = LEASE_TTL
     ) -> None:
         self.lease_ttl = lease_ttl
-        if not is_url(url) or url.partition("://")[0].lower() not in POSTGRES_SCHEMES:
-            raise ConfigurationError("a PostgreSQL state store takes a postgresql:// URL")
+        _check_url(url, "a PostgreSQL state store")
         self.url = redacted(url)
         self.timeout = timeout
-        self._passwords = sorted(passwords(url), key=len, reverse=True)
-        options = {
-            "autocommit": True,
-            "prepare_threshold": None,
-            "connect_timeout": max(2, round(timeout)),  # libpq counts whole seconds, from 2
-            "application_name": "audiencekit",
-        }
+        self._passwords = _passwords(url)
+        options = _options(timeout)
         self._migrate(url, options)
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             url,
@@ -221,9 +250,7 @@ class PostgresStateStore(StateStore):
     def _error(self, exc: psycopg.Error) -> StateStoreError:
         """The StateStoreError that says what ``exc`` means for this store (the password,
         should the driver's text repeat it, replaced)."""
-        text = str(exc).strip()
-        for password in self._passwords:
-            text = text.replace(password, "***")
+        text = _discreet(exc, self._passwords)
         if isinstance(exc, PoolTimeout):
             return StateStoreConnectionError(
                 self.url, f"no connection to the server within {self.timeout:g} s"
@@ -503,3 +530,171 @@ class PostgresStateStore(StateStore):
     def clear_checkpoint(self, run: str) -> None:
         with self._transaction() as cursor:
             cursor.execute("DELETE FROM audiencekit_checkpoints WHERE run = %s", (run,))
+
+
+# -- the shared rate budget ---------------------------------------------------------------------
+
+#: The budget's tables: the pace is UNLOGGED (no WAL: a grant's commit waits on no disk; a
+#: crash empties it, which only forgets when the next slots are due).
+_BUDGET_SCHEMA = (
+    """
+CREATE UNLOGGED TABLE IF NOT EXISTS audiencekit_pace (
+    key text PRIMARY KEY,
+    due timestamptz NOT NULL,
+    previous timestamptz NOT NULL,
+    written timestamptz NOT NULL
+)
+""",
+    """
+CREATE TABLE IF NOT EXISTS audiencekit_pace_secret (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    secret bytea NOT NULL
+)
+""",
+)
+
+#: A row written this long after the database's clock reads now was written before that clock
+#: was set back: its due time is ignored (as SqliteBudget ignores one from before a reboot).
+_SET_BACK = 60.0
+
+#: Write the row of ``key`` as of one reading of the database's clock (``c.now``; taken before
+#: the row's lock, so a grant that waited on another is as of a moment earlier, which errs on
+#: the side of waiting). The due time moves as :func:`~audiencekit._rate.take_slot` says;
+#: ``previous`` keeps the one it replaced, so that RETURNING can tell a grant from a refusal.
+_WRITE = """
+INSERT INTO audiencekit_pace AS p (key, due, previous, written)
+SELECT %(key)s, c.now + make_interval(secs => %(after)s), c.now, c.now
+FROM (SELECT clock_timestamp() AS now) AS c
+ON CONFLICT (key) DO UPDATE SET previous = p.due, written = excluded.written, due = CASE
+    WHEN p.written - excluded.written > make_interval(secs => %(set_back)s) THEN excluded.due
+"""
+
+_GRANT = (
+    _WRITE
+    + """
+    WHEN p.due - excluded.written > make_interval(secs => %(epsilon)s) THEN p.due
+    WHEN excluded.written - p.due <= make_interval(secs => %(slack)s)
+        THEN p.due + make_interval(secs => %(after)s)
+    ELSE excluded.due
+END
+RETURNING CASE WHEN p.due = p.previous
+    THEN extract(epoch FROM p.due - p.written)::float8 ELSE 0.0 END
+"""
+)
+
+_HOLD = _WRITE + "    ELSE greatest(p.due, excluded.due)\nEND"
+
+
+class PostgresBudget:
+    """A :class:`~audiencekit._rate.SharedBudget` in a PostgreSQL database, for processes on
+    several hosts: one row per scope, under an HMAC of it keyed by a random secret kept in the
+    database; one upsert per grant. Reads ``AUDIENCEKIT_SHARED_BUDGET=postgresql://...``.
+
+    Times are the database's (``clock_timestamp()``): the ``now`` a governor passes is its
+    host's monotonic clock, which means nothing on another host, so it is not read; the wait a
+    grant returns and a hold's pause are durations, alike on every host. Opened on first use;
+    once it fails (the server unreachable, the password refused, the server gone mid-run), every
+    call raises BudgetUnavailableError, and the first logs one warning (the URL's password
+    shown as ``***``). ``timeout``: how long a call may wait to connect.
+    """
+
+    def __init__(self, url: str, *, timeout: float = 2.0, pool_size: int = 2) -> None:
+        _check_url(url, "a PostgreSQL rate budget")
+        self.url = redacted(url)
+        self.timeout = timeout
+        self.pool_size = pool_size
+        self._dsn = url
+        self._passwords = _passwords(url)
+        self._lock = threading.Lock()
+        self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
+        self._pid = 0
+        self._secret = b""
+        self._failure: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<PostgresBudget {self.url}>"
+
+    def grant(self, scope: str, now: float, interval: float, slack: float) -> float:
+        after = {"after": interval, "slack": slack, "epsilon": _EPSILON}
+        ((wait,),) = self._run(_GRANT, scope, after)
+        return float(wait)
+
+    def hold(self, scope: str, now: float, pause: float) -> None:
+        self._run(_HOLD, scope, {"after": pause})
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None and self._pid == os.getpid():
+                self._pool.close()
+            self._pool = None
+
+    def _run(self, sql: str, scope: str, params: dict[str, float]) -> list[tuple[Any, ...]]:
+        """Run one statement of the budget for ``scope``; its RETURNING rows."""
+        try:
+            pool = self._opened()
+            key = hmac.new(self._secret, scope.encode(), hashlib.sha256).hexdigest()
+            with pool.connection() as db:
+                cursor = db.execute(sql, {"key": key, "set_back": _SET_BACK, **params})
+                return cursor.fetchall() if cursor.description else []
+        except psycopg.Error as exc:
+            raise self._unusable(_discreet(exc, self._passwords)) from None
+
+    def _opened(self) -> ConnectionPool[psycopg.Connection[Any]]:
+        """The pool (opened again in a forked child, which shares no connection), once the
+        tables exist and the secret is read; raises BudgetUnavailableError after a failure."""
+        with self._lock:
+            if self._failure is not None:
+                raise BudgetUnavailableError(self._failure)
+            if self._pool is not None and self._pid == os.getpid():
+                return self._pool
+            options = _options(self.timeout)
+            with psycopg.connect(self._dsn, **options) as db:  # tells why it cannot connect
+                self._secret = self._prepare(db)
+            self._pool = ConnectionPool(
+                self._dsn,
+                kwargs=options,
+                min_size=1,
+                max_size=self.pool_size,
+                timeout=self.timeout,
+                name="audiencekit-budget",
+                open=False,
+            )
+            self._pool.open()
+            self._pid = os.getpid()
+            return self._pool
+
+    @classmethod
+    def _prepare(cls, db: psycopg.Connection[Any]) -> bytes:
+        """Create the budget's tables when missing and return the secret; again when another
+        process created them meanwhile (see _CREATED_MEANWHILE): they exist then."""
+        try:
+            return cls._create(db)
+        except _CREATED_MEANWHILE:
+            return cls._create(db)
+
+    @staticmethod
+    def _create(db: psycopg.Connection[Any]) -> bytes:
+        with db.transaction():
+            for statement in _BUDGET_SCHEMA:
+                db.execute(statement)
+            db.execute(
+                "INSERT INTO audiencekit_pace_secret (secret) VALUES (%s) "
+                "ON CONFLICT (one) DO NOTHING",
+                (secrets.token_bytes(32),),
+            )
+            row = db.execute("SELECT secret FROM audiencekit_pace_secret").fetchone()
+        assert row is not None
+        return bytes(row[0])
+
+    def _unusable(self, reason: str) -> BudgetUnavailableError:
+        """Note that the budget cannot be used (warning once) and close its pool, whose
+        attempts to reconnect would log on and on."""
+        with self._lock:
+            if self._failure is not None:
+                return BudgetUnavailableError(self._failure)
+            error = budget_unusable(self.url, reason)
+            self._failure = str(error)
+            pool, self._pool = self._pool, None
+        if pool is not None and self._pid == os.getpid():
+            pool.close(timeout=0)
+        return error
