@@ -257,4 +257,7 @@ def test_three_hosts_on_one_credential_lose_nothing_and_are_seldom_refused(
     assert measured["applied"] == 30_000
     assert measured["failed"] == measured["lost"] == 0
     assert measured["accepted"] >= 6  # an update and a view each
-    assert measured["refused_429"] <= 0.10 * measured["accepted"]
+    # Without a shared budget most of these 6 requests are refused; shared, none should be.
+    # One is allowed: on a loaded 2-core machine an arrival can jitter past the 5% headroom.
+    # (The 10% target is the benchmark's, over many more requests.)
+    assert measured["refused_429"] <= 1
