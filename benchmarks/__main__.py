@@ -23,7 +23,8 @@ loopback emulator, each in a process of its own (CPU time and peak memory are pe
   Target: the journal never holds the loop longer than the bulk engine itself does.
 - ``import audiencekit`` vs ``import httpx``.
 
-``--scale`` shrinks every size (0.1 for a quick look); ``--only NAME`` runs one group;
+``--scale`` shrinks every size (0.1 for a quick look); ``--only NAME`` runs one group and
+``--skip NAME`` leaves one out;
 ``--repeat N`` runs audiencekit, the floor and the typed input N times each (default 3) and
 shows the best of each, since CPU time on a shared machine varies by 15% from run to run.
 """
@@ -251,9 +252,10 @@ def import_rows() -> list[Row]:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--scale", type=float, default=1.0)
-    parser.add_argument(
-        "--only", choices=["batch", "rate", "shared", "memory", "dexatel", "state", "import"]
-    )
+    groups = ["batch", "rate", "shared", "memory", "dexatel", "state", "import"]
+    parser.add_argument("--only", choices=groups)
+    parser.add_argument("--skip", choices=groups, action="append", default=[],
+                        help="leave a group out (may be repeated)")  # fmt: skip
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs of each Batch CPU scenario; the best is shown"
     )
@@ -263,26 +265,29 @@ def main() -> None:
     def size(n: int) -> int:
         return max(1, int(n * scale))
 
+    def wanted(group: str) -> bool:
+        return args.only in (None, group) and group not in args.skip
+
     # The processes of this run share their rate budgets through a file of their own, not the
     # user's (AUDIENCEKIT_SHARED_BUDGET, inherited by every scenario's process).
     folder = tempfile.TemporaryDirectory()
     os.environ.setdefault("AUDIENCEKIT_SHARED_BUDGET", f"{folder.name}/budget.sqlite3")
     rows: list[Row] = []
-    if args.only in (None, "batch"):
+    if wanted("batch"):
         rows += batch_rows(size(1_000_000), args.repeat)
-    if args.only in (None, "rate"):
+    if wanted("rate"):
         # 10/s rather than 20: at 20, the one-process emulator spends most of each second
         # checking 10,000-id updates, and the arrival times its limit sees jitter by tens of ms.
         rows += rate_limited_rows(size(1_000_000), 10.0)
-    if args.only in (None, "shared"):
+    if wanted("shared"):
         rows += shared_budget_rows(size(20_000))
-    if args.only in (None, "memory"):
+    if wanted("memory"):
         rows += memory_rows(size(500_000), size(5_000_000))
-    if args.only in (None, "dexatel"):
+    if wanted("dexatel"):
         rows += dexatel_rows(size(100_000), size(5_000))
-    if args.only in (None, "state"):
+    if wanted("state"):
         rows += state_rows(size(200_000))
-    if args.only in (None, "import"):
+    if wanted("import"):
         rows += import_rows()
 
     print(f"\n{'metric':<44} {'audiencekit':>12} {'baseline':>12} {'ratio':>8}  vs")
