@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from ._poll import PollPolicy
     from .mirror import Mirror, MirrorError
     from .providers.batch import BatchBackend, BatchClient
-    from .providers.batch.wire import IndexingState
     from .providers.dexatel import DexatelBackend, DexatelClient
     from .state import SqliteStateStore, StateStore
     from .writer import AudienceWriter
@@ -70,7 +69,6 @@ _LAZY = {
     "AsyncPager": "audiencekit._pages",
     "Page": "audiencekit._pages",
     "PollPolicy": "audiencekit._poll",
-    "IndexingState": "audiencekit.providers.batch.wire",
     "BatchBackend": "audiencekit.providers.batch",
     "BatchClient": "audiencekit.providers.batch",
     "DexatelBackend": "audiencekit.providers.dexatel",
@@ -120,7 +118,6 @@ __all__ = [
     "ConflictError",
     "DexatelBackend",
     "DexatelClient",
-    "IndexingState",
     "InternalServerError",
     "Member",
     "Mirror",

@@ -34,7 +34,7 @@ import attrs
 from ._checks import check_operation, plain_key, validate_all
 from ._chunkwriter import ChunkOutcome, ChunkWriter
 from ._clock import monotonic
-from ._http import CallStats
+from ._stats import CallStats
 from .errors import (
     AudienceKitError,
     BadRequestError,

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
     import httpx
 
-    from .._http import Clock, RetryPolicy, Sleep
+    from .._clock import Clock, Sleep
+    from .._http import RetryPolicy
     from .._poll import PollPolicy
     from ..testing._app import EmulatorApp
     from .batch import BatchBackend, BatchClient

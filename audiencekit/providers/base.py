@@ -16,9 +16,7 @@ from .._checks import check_operation
 from .._chunkwriter import ChunkOutcome, ChunkWriter
 from .._http import (
     PROVIDER_DEFAULT,
-    CallStats,
     ClientOptions,
-    ErrorDetail,
     ProviderClient,
     RetryPolicy,
     Transport,
@@ -27,8 +25,9 @@ from .._http import (
 from .._pages import AsyncPager, Page
 from .._poll import Poller, PollPolicy
 from .._single import create_once, fan_out
+from .._stats import CallStats
 from ..backend import Capabilities
-from ..errors import may_have_taken_effect
+from ..errors import ErrorDetail, may_have_taken_effect
 from ..models import OpenEnum
 from . import Provider, register_provider
 

@@ -13,9 +13,11 @@ import httpx
 
 from ..._base import BaseBackend, prepared_members
 from ..._chunkwriter import ChunkOutcome, ChunkWriter
-from ..._http import PROVIDER_DEFAULT, CallStats, ClientOptions, Clock, RetryPolicy, Sleep
+from ..._clock import Clock, Sleep
+from ..._http import PROVIDER_DEFAULT, ClientOptions, RetryPolicy
 from ..._pages import AsyncPager
 from ..._poll import Poller, PollPolicy
+from ..._stats import CallStats
 from ...backend import Capabilities, Members
 from ...errors import NotFoundError, Problem, ValidationError, WriteReplacedError
 from ...models import (

@@ -13,8 +13,9 @@ from typing import Any
 
 import attrs
 
-from ..._http import CallStats, ClientOptions, ProviderClient, Transport, credential
+from ..._http import ClientOptions, ProviderClient, Transport, credential
 from ..._pages import AsyncPager, Page
+from ..._stats import CallStats
 from ..._wire import dumps, structure
 from ...errors import (
     ConfigurationError,

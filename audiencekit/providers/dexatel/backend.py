@@ -18,9 +18,11 @@ import httpx
 
 from ..._base import BaseBackend
 from ..._chunkwriter import ChunkOutcome, ChunkWriter
-from ..._http import PROVIDER_DEFAULT, CallStats, ClientOptions, Clock, RetryPolicy, Sleep
+from ..._clock import Clock, Sleep
+from ..._http import PROVIDER_DEFAULT, ClientOptions, RetryPolicy
 from ..._pages import AsyncPager
 from ..._single import create_once, fan_out
+from ..._stats import CallStats
 from ...backend import Capabilities
 from ...errors import ConflictError, NotFoundError, Problem, ValidationError
 from ...models import Add, Audience, Channel, Member, Operation, Remove

@@ -13,15 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from ..._http import (
-    CallStats,
-    ClientOptions,
-    ProviderClient,
-    Transport,
-    credential,
-)
+from ..._http import ClientOptions, ProviderClient, Transport, credential
 from ..._pages import AsyncPager, Page
 from ..._poll import PollPolicy, wait_until
+from ..._stats import CallStats
 from ..._wire import dumps, structure
 from ...errors import Problem, ValidationError
 from ...models import Channel, Member
