@@ -23,6 +23,7 @@ def test_importing_the_package_loads_neither_httpx_nor_the_engine() -> None:
         "audiencekit.errors",
         "audiencekit.models",
         "audiencekit.providers",
+        "audiencekit.providers._registry",
     ]
 
 

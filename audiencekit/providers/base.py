@@ -29,7 +29,7 @@ from .._stats import CallStats
 from ..backend import Capabilities
 from ..errors import ErrorDetail, may_have_taken_effect
 from ..models import OpenEnum
-from . import Provider, register_provider
+from ._registry import Provider, register_provider
 
 __all__ = [
     "PROVIDER_DEFAULT",
