@@ -8,6 +8,8 @@ import ast
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parent.parent
 PACKAGE = ROOT / "audiencekit"
 
@@ -159,3 +161,34 @@ def test_the_checks_can_fail() -> None:
         "audiencekit.models (vocabulary) imports audiencekit._bulk (core)",
     ]
     assert any({"audiencekit._bulk", "audiencekit.models"} <= set(c) for c in cycles(edges))
+
+
+def private_imports(path: Path, package: str) -> list[str]:
+    """The imports of ``path`` that reach a private module or name of audiencekit outside
+    ``package``: what a provider written outside this repository could not rely on."""
+    found = []
+    for source, name, line in imports(path, set(MODULES)):
+        if source.split(".")[0] != "audiencekit" or f"{source}.".startswith(f"{package}."):
+            continue
+        if any(part.startswith("_") for part in source.split(".")) or name.startswith("_"):
+            found.append(f"{path.relative_to(ROOT)}:{line} {source} {name}".rstrip())
+    return found
+
+
+PROVIDER_PACKAGES = sorted(p.parent for p in (PACKAGE / "providers").glob("*/__init__.py"))
+
+
+@pytest.mark.parametrize("package", PROVIDER_PACKAGES, ids=lambda p: p.name)
+def test_built_in_providers_use_only_the_public_seam(package: Path) -> None:
+    """Dexatel and Batch are written as an outside provider is (``audiencekit.providers.base``,
+    ``audiencekit.providers.wire`` and the public vocabulary): no private name of the core."""
+    name = module_name(package / "__init__.py")
+    assert [
+        hit for path in sorted(package.rglob("*.py")) for hit in private_imports(path, name)
+    ] == []
+
+
+def test_the_third_party_provider_passes_the_same_check() -> None:
+    acme = ROOT / "tests" / "thirdparty" / "acme.py"
+    assert private_imports(acme, "tests.thirdparty") == []
+    assert private_imports(PACKAGE / "_bulk.py", "audiencekit.providers.acme") != []

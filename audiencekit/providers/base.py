@@ -6,7 +6,8 @@ audience) plus a :class:`ChunkWriter` (how one chunk of members is checked and e
 and, for a provider that applies writes later, probed), registered with a :class:`Provider`.
 The core owns every loop: chunking, last-wins, concurrency, ordering across chunks, splitting a
 refused chunk, waiting (:class:`Poller`), retries, rate limits and the cancellation shield (the
-:class:`Transport`), accounting for every id. See the README's "Adding a provider".
+:class:`Transport`), accounting for every id. Reading and writing JSON is
+:mod:`audiencekit.providers.wire`'s. See the README's "Adding a provider".
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from .._base import BaseBackend, aiterate, map_items, prepared_members
 from .._checks import check_operation
 from .._chunkwriter import ChunkOutcome, ChunkWriter
+from .._clock import Clock, Sleep
 from .._http import (
     PROVIDER_DEFAULT,
     ClientOptions,
@@ -23,7 +25,7 @@ from .._http import (
     credential,
 )
 from .._pages import AsyncPager, Page
-from .._poll import Poller, PollPolicy
+from .._poll import Poller, PollPolicy, wait_until
 from .._single import create_once, fan_out
 from .._stats import CallStats
 from ..backend import Capabilities
@@ -40,6 +42,7 @@ __all__ = [
     "ChunkOutcome",
     "ChunkWriter",
     "ClientOptions",
+    "Clock",
     "ErrorDetail",
     "OpenEnum",
     "Page",
@@ -48,6 +51,7 @@ __all__ = [
     "Provider",
     "ProviderClient",
     "RetryPolicy",
+    "Sleep",
     "Transport",
     "aiterate",
     "check_operation",
@@ -58,4 +62,5 @@ __all__ = [
     "may_have_taken_effect",
     "prepared_members",
     "register_provider",
+    "wait_until",
 ]

@@ -11,13 +11,6 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 
 import httpx
 
-from ..._base import BaseBackend, prepared_members
-from ..._chunkwriter import ChunkOutcome, ChunkWriter
-from ..._clock import Clock, Sleep
-from ..._http import PROVIDER_DEFAULT, ClientOptions, RetryPolicy
-from ..._pages import AsyncPager
-from ..._poll import Poller, PollPolicy
-from ..._stats import CallStats
 from ...backend import Capabilities, Members
 from ...errors import NotFoundError, Problem, ValidationError, WriteReplacedError
 from ...models import (
@@ -28,6 +21,21 @@ from ...models import (
     Member,
     Operation,
     PendingChunk,
+)
+from ..base import (
+    PROVIDER_DEFAULT,
+    AsyncPager,
+    BaseBackend,
+    CallStats,
+    ChunkOutcome,
+    ChunkWriter,
+    ClientOptions,
+    Clock,
+    Poller,
+    PollPolicy,
+    RetryPolicy,
+    Sleep,
+    prepared_members,
 )
 from .client import DEFAULT_RATE_LIMIT, DEFAULT_VERSION, BatchClient
 from .wire import (

@@ -13,7 +13,6 @@ from typing import Any
 import attrs
 import httpx
 
-from ..._wire import dumps_text, fast_dumps, is_finite_number, is_text, make_converter, utc
 from ...errors import (
     APIStatusError,
     ConflictError,
@@ -23,6 +22,7 @@ from ...errors import (
     ValidationError,
 )
 from ...models import Add, AttributeValue, Member, OpenEnum, Operation, Remove, Url
+from ..wire import dumps_text, fast_dumps, is_finite_number, is_text, make_converter, utc
 
 __all__ = [
     "IndexingState",
