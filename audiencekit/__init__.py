@@ -31,13 +31,12 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from ._bulk import ChunkAccepted, ChunkDone, ChunkSent, ProgressCallback, ProgressEvent
     from ._http import RetryPolicy
     from ._pages import AsyncPager, Page
     from ._poll import PollPolicy
+    from ._progress import ChunkAccepted, ChunkDone, ChunkSent, ProgressCallback, ProgressEvent
     from .mirror import Mirror, MirrorError
     from .providers.batch import BatchBackend, BatchClient
-    from .providers.batch.wire import IndexingState
     from .providers.dexatel import DexatelBackend, DexatelClient
     from .state import SqliteStateStore, StateStore
     from .writer import AudienceWriter
@@ -61,16 +60,15 @@ __version__ = "0.1.0"
 # The engine, the transport (httpx) and the provider modules load on first use, keeping
 # ``import audiencekit`` light: the vocabulary, the errors and the registry are all it loads.
 _LAZY = {
-    "ChunkAccepted": "audiencekit._bulk",
-    "ChunkDone": "audiencekit._bulk",
-    "ChunkSent": "audiencekit._bulk",
-    "ProgressCallback": "audiencekit._bulk",
-    "ProgressEvent": "audiencekit._bulk",
+    "ChunkAccepted": "audiencekit._progress",
+    "ChunkDone": "audiencekit._progress",
+    "ChunkSent": "audiencekit._progress",
+    "ProgressCallback": "audiencekit._progress",
+    "ProgressEvent": "audiencekit._progress",
     "RetryPolicy": "audiencekit._http",
     "AsyncPager": "audiencekit._pages",
     "Page": "audiencekit._pages",
     "PollPolicy": "audiencekit._poll",
-    "IndexingState": "audiencekit.providers.batch.wire",
     "BatchBackend": "audiencekit.providers.batch",
     "BatchClient": "audiencekit.providers.batch",
     "DexatelBackend": "audiencekit.providers.dexatel",
@@ -120,7 +118,6 @@ __all__ = [
     "ConflictError",
     "DexatelBackend",
     "DexatelClient",
-    "IndexingState",
     "InternalServerError",
     "Member",
     "Mirror",

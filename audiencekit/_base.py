@@ -21,10 +21,11 @@ from typing import Any, ClassVar, TypeVar
 
 import anyio.lowlevel
 
-from ._bulk import ProgressCallback, run_bulk, settle_pending
+from ._bulk import run_bulk, settle_pending
 from ._checks import check_operation
 from ._chunkwriter import ChunkWriter
 from ._pages import AsyncPager
+from ._progress import ProgressCallback
 from ._resolve import resolve_audience
 from .backend import AudienceBackend, Capabilities, Ids, Members, Operations
 from .errors import (

@@ -34,7 +34,8 @@ import attrs
 from ._checks import check_operation, plain_key, validate_all
 from ._chunkwriter import ChunkOutcome, ChunkWriter
 from ._clock import monotonic
-from ._http import CallStats
+from ._progress import ChunkAccepted, ChunkDone, ChunkSent, ProgressCallback, ProgressEvent
+from ._stats import CallStats
 from .errors import (
     AudienceKitError,
     BadRequestError,
@@ -46,11 +47,6 @@ from .errors import (
 from .models import Add, BulkResult, Operation, PendingChunk
 
 __all__ = [
-    "ChunkAccepted",
-    "ChunkDone",
-    "ChunkSent",
-    "ProgressCallback",
-    "ProgressEvent",
     "last_outcome_wins",
     "run_bulk",
     "settle_pending",
@@ -74,55 +70,6 @@ class Chunk:
     last: int = 0
 
 
-@attrs.frozen(kw_only=True)
-class ChunkSent:
-    """A chunk is being handed to the provider: the operations ``first`` to ``last`` of the
-    input (1-based), collapsed to one per id: ``ids``, ``size`` of them."""
-
-    chunk: int
-    size: int
-    first: int
-    last: int
-    ids: tuple[str, ...] = attrs.field(repr=False)
-
-
-@attrs.frozen(kw_only=True)
-class ChunkAccepted:
-    """The provider accepted a chunk's write under ``handle``; it is not applied yet."""
-
-    chunk: int
-    handle: str
-    first: int
-    last: int
-    ids: tuple[str, ...] = attrs.field(repr=False)
-
-
-@attrs.frozen(kw_only=True)
-class ChunkDone:
-    """A chunk finished (or was accepted, when ``pending``); ``*_total`` count the call so far.
-
-    ``failed_ids`` and ``unknown_ids`` name the ids that did not make it; every other id of
-    ``ids`` was applied, or is pending under ``handle``.
-    """
-
-    chunk: int
-    size: int
-    applied: int
-    failed: int
-    unknown: int
-    pending: int
-    applied_total: int
-    failed_total: int
-    unknown_total: int
-    operations_read: int
-    handle: str | None = None
-    ids: tuple[str, ...] = attrs.field(default=(), repr=False)
-    failed_ids: tuple[str, ...] = attrs.field(default=(), repr=False)
-    unknown_ids: tuple[str, ...] = attrs.field(default=(), repr=False)
-
-
-ProgressEvent: TypeAlias = ChunkSent | ChunkAccepted | ChunkDone
-ProgressCallback: TypeAlias = Callable[[ProgressEvent], None]
 Preparer: TypeAlias = Callable[[Operation], Operation]
 
 

@@ -15,8 +15,8 @@ from typing import Generic, TypeVar
 
 import attrs
 
-from ._http import CallStats
 from ._poll import Poller
+from ._stats import CallStats
 from .errors import AudienceKitError
 from .models import Operation, PendingChunk
 

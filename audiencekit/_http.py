@@ -26,12 +26,14 @@ import httpx
 from ._account import account_fingerprint
 from ._clock import DEFAULT_SLEEP, Clock, Sleep, monotonic
 from ._rate import SharedBudget, budget_for, governor_for
+from ._stats import CallStats
 from ._wire import read_json, redact_json, unexpected
 from .errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
     ConfigurationError,
+    ErrorDetail,
     NotFoundError,
     UnexpectedResponseError,
     may_have_taken_effect,
@@ -41,12 +43,8 @@ from .errors import (
 __all__ = [
     "DEFAULT_TIMEOUT",
     "PROVIDER_DEFAULT",
-    "CallStats",
     "ClientOptions",
-    "Clock",
-    "ErrorDetail",
     "RetryPolicy",
-    "Sleep",
     "Transport",
     "ProviderClient",
     "credential",
@@ -192,29 +190,7 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max(0.0, seconds)
 
 
-@attrs.frozen
-class ErrorDetail:
-    """What a provider's error body says: a message, the provider's code, and, when the code says
-    more than the status (Dexatel answers some conflicts with 400), the exception class to use."""
-
-    message: str
-    code: str | int | None = None
-    kind: type[APIStatusError] | None = None
-
-
 ErrorParser = Callable[[httpx.Response, Any], ErrorDetail]
-
-
-@attrs.define
-class CallStats:
-    """What one logical call cost: requests sent, retries among them, status probes while waiting.
-
-    Passed down to :meth:`Transport.request` and ``wait_until``, so the counts survive a failure.
-    """
-
-    requests: int = 0
-    retries: int = 0
-    polls: int = 0
 
 
 class _HeaderAuth(httpx.Auth):

@@ -26,8 +26,8 @@ from typing import Any, TypeVar
 import anyio
 import anyio.abc
 
-from ._bulk import ChunkAccepted, ChunkDone, ChunkSent, ProgressCallback, ProgressEvent
 from ._clock import monotonic
+from ._progress import ChunkAccepted, ChunkDone, ChunkSent, ProgressCallback, ProgressEvent
 from .backend import AudienceBackend
 from .errors import AudienceBusyError, FencingError, PollTimeoutError, StateStoreError
 from .models import Add, Operation, PendingChunk

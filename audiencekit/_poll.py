@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import attrs
 
 from ._clock import DEFAULT_SLEEP, Clock, Sleep, monotonic
-from ._http import CallStats
+from ._stats import CallStats
 from .errors import PollTimeoutError
 
 if TYPE_CHECKING:

@@ -37,6 +37,7 @@ import anyio.to_thread
 
 from ._clock import Clock, Sleep, monotonic
 from ._paths import user_data_dir
+from ._urls import is_url, redacted
 from .errors import ConfigurationError
 
 __all__ = [
@@ -267,8 +268,6 @@ def named_budget(setting: str) -> SharedBudget | None:
     that share a credential: :class:`~audiencekit.state.postgres.PostgresBudget`); with a path,
     that file; empty, ``budget.sqlite3`` in the user's data folder. None, with a warning, for a
     URL this installation cannot use."""
-    from .state._open import is_url, redacted  # (the state package is not imported otherwise)
-
     if not is_url(setting):
         return SqliteBudget(
             Path(setting).expanduser() if setting else user_data_dir() / "budget.sqlite3"

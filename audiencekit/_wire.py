@@ -29,7 +29,19 @@ except ImportError:  # pragma: no cover - the tests switch it off to cover this 
 else:
     _fast_dumps, _fast_loads = orjson.dumps, orjson.loads
 
-__all__ = ["dumps", "make_converter", "read_json", "redact_json", "structure", "unexpected"]
+__all__ = [
+    "dumps",
+    "dumps_text",
+    "fast_dumps",
+    "is_finite_number",
+    "is_text",
+    "make_converter",
+    "read_json",
+    "redact_json",
+    "structure",
+    "unexpected",
+    "utc",
+]
 
 T = TypeVar("T")
 
@@ -164,6 +176,7 @@ def is_text(value: str) -> bool:
 
 
 def is_finite_number(value: object) -> bool:
+    """Whether ``value`` is an int or a finite float (JSON has no NaN, no infinities)."""
     return isinstance(value, (int, float)) and not (
         isinstance(value, float) and not math.isfinite(value)
     )

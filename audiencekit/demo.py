@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from ._bulk import ProgressCallback
+from ._progress import ProgressCallback
 from .errors import ConfigurationError
 from .models import Member
 from .providers.batch import BatchBackend

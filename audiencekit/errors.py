@@ -58,6 +58,7 @@ __all__ = [
     "CheckpointError",
     "ConfigurationError",
     "ConflictError",
+    "ErrorDetail",
     "FencingError",
     "InternalServerError",
     "NotFoundError",
@@ -251,6 +252,16 @@ class APIStatusError(APIError):
         alike: :func:`by_cause` groups by this)."""
         code = f" [{self.code}]" if self.code is not None else ""
         return f"{self.provider} answered {self.status}{code}: {self.message}"
+
+
+@attrs.frozen
+class ErrorDetail:
+    """What a provider's error body says: a message, the provider's code, and, when the code says
+    more than the status (Dexatel answers some conflicts with 400), the exception class to use."""
+
+    message: str
+    code: str | int | None = None
+    kind: type[APIStatusError] | None = None
 
 
 class BadRequestError(APIStatusError):

@@ -17,8 +17,8 @@ import attrs
 
 from ._account import account_fingerprint
 from ._base import BaseBackend, aiterate
-from ._bulk import ProgressCallback
 from ._pages import AsyncPager
+from ._progress import ProgressCallback
 from ._resolve import resolve_audience
 from .backend import AudienceBackend, Capabilities, Members, Operations
 from .errors import (

@@ -9,14 +9,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
+from typing import Any, NoReturn, TypeAlias
 
 import attrs
 
 from .errors import AudienceKitError
-
-if TYPE_CHECKING:
-    from .providers.batch.wire import IndexingState
 
 __all__ = [
     "Add",
@@ -25,7 +22,6 @@ __all__ = [
     "Audience",
     "BulkResult",
     "Channel",
-    "IndexingState",
     "Member",
     "OpenEnum",
     "Operation",
@@ -238,12 +234,3 @@ class BulkResult:
         if self.failed or self.unknown:
             raise PartialFailureError(self)
         return self
-
-
-def __getattr__(name: str) -> object:
-    # IndexingState is Batch's: it lives with the Batch provider, and is read from here as before.
-    if name == "IndexingState":
-        from .providers.batch.wire import IndexingState
-
-        return IndexingState
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,9 +19,9 @@ import anyio.lowlevel
 import attrs
 
 from ._base import aiterate, prepared_members
-from ._bulk import ProgressCallback
 from ._clock import monotonic
 from ._journal import Journal, guarded, store_scope
+from ._progress import ProgressCallback
 from ._resolve import resolve_audience
 from .backend import AudienceBackend, Members
 from .errors import CheckpointError, ConfigurationError, NotFoundError, Problem, ValidationError

@@ -20,7 +20,6 @@ import httpx
 from audiencekit import (
     Add,
     Capabilities,
-    IndexingState,
     NotFoundError,
     Operation,
     Problem,
@@ -39,6 +38,7 @@ from audiencekit.providers.base import (
     PollPolicy,
     Transport,
 )
+from audiencekit.providers.batch import IndexingState
 from audiencekit.testing import EmulatorServer, InstantClock
 
 BASE = "https://token.test/v1"

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from audiencekit._clock import monotonic
-from audiencekit._http import ClientOptions, ErrorDetail, Transport
+from audiencekit._http import ClientOptions, Transport
 from audiencekit._paths import user_data_dir
 from audiencekit._rate import (
     BUDGET_ENV,
@@ -27,6 +27,7 @@ from audiencekit._rate import (
     budget_for,
     governor_for,
 )
+from audiencekit.errors import ErrorDetail
 from audiencekit.testing import EmulatorServer
 from benchmarks.shared_budget import run_processes
 

@@ -8,8 +8,9 @@ import anyio
 import httpx
 import pytest
 
-from audiencekit._http import ClientOptions, ErrorDetail, Transport
+from audiencekit._http import ClientOptions, Transport
 from audiencekit._rate import DECREASE, HEADROOM, INCREASE
+from audiencekit.errors import ErrorDetail
 
 from .support import FakeClock
 

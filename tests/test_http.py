@@ -26,8 +26,10 @@ from audiencekit import (
     RateLimitError,
     RetryPolicy,
 )
-from audiencekit._http import CallStats, ErrorDetail, Transport, parse_retry_after
+from audiencekit._http import Transport, parse_retry_after
 from audiencekit._rate import HEADROOM
+from audiencekit._stats import CallStats
+from audiencekit.errors import ErrorDetail
 
 from .support import FakeClock
 

@@ -1,4 +1,4 @@
-"""What ``import audiencekit`` loads, and names that moved but are still read where they were."""
+"""What ``import audiencekit`` loads, and where its lazily loaded names live."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import subprocess
 import sys
 
 import audiencekit
-import audiencekit.models
-from audiencekit.providers.batch.wire import IndexingState
 
 
 def test_importing_the_package_loads_neither_httpx_nor_the_engine() -> None:
@@ -25,13 +23,21 @@ def test_importing_the_package_loads_neither_httpx_nor_the_engine() -> None:
         "audiencekit.errors",
         "audiencekit.models",
         "audiencekit.providers",
+        "audiencekit.providers._registry",
     ]
 
 
 def test_lazy_names_resolve_to_their_home() -> None:
-    assert audiencekit.IndexingState is IndexingState
-    assert audiencekit.models.IndexingState is IndexingState
-    assert IndexingState("IN_PROCESS") is IndexingState.IN_PROGRESS
     assert audiencekit.RetryPolicy.__module__ == "audiencekit._http"
     for name in audiencekit.__all__:
         assert getattr(audiencekit, name) is not None, name
+
+
+def test_provider_names_stay_with_their_provider() -> None:
+    """A provider's own vocabulary is read from its package, not from the neutral modules."""
+    import audiencekit.models
+    from audiencekit.providers.batch import IndexingState
+
+    assert IndexingState("IN_PROCESS") is IndexingState.IN_PROGRESS
+    assert not hasattr(audiencekit, "IndexingState")
+    assert not hasattr(audiencekit.models, "IndexingState")

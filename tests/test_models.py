@@ -21,7 +21,6 @@ from audiencekit import (
     BulkResult,
     Channel,
     ConflictError,
-    IndexingState,
     InternalServerError,
     Member,
     PartialFailureError,
@@ -35,6 +34,7 @@ from audiencekit import (
 )
 from audiencekit.errors import status_error_class
 from audiencekit.models import FrozenDict
+from audiencekit.providers.batch import IndexingState
 
 
 @pytest.mark.parametrize(

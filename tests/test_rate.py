@@ -16,9 +16,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from audiencekit import InternalServerError, RateLimitError, RetryPolicy
-from audiencekit._http import CallStats, ErrorDetail, Transport, parse_retry_after
+from audiencekit._http import Transport, parse_retry_after
 from audiencekit._poll import DelayLearner, PollPolicy, wait_until
 from audiencekit._rate import DECREASE, HEADROOM, RateGovernor, governor_for
+from audiencekit._stats import CallStats
+from audiencekit.errors import ErrorDetail
 
 from .support import FakeClock
 

@@ -24,7 +24,7 @@ import click
 from click.shell_completion import get_completion_class
 
 from .. import __version__
-from .._bulk import ChunkDone, ProgressCallback, ProgressEvent
+from .._progress import ChunkDone, ProgressCallback, ProgressEvent
 from .._resolve import resolve_audience
 from ..backend import AudienceBackend
 from ..errors import (
@@ -385,7 +385,7 @@ class _StatePath(click.Path):
         super().__init__(dir_okay=False, path_type=Path)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        from ..state._open import POSTGRES_SCHEMES, is_url, redacted
+        from .._urls import POSTGRES_SCHEMES, is_url, redacted
 
         if isinstance(value, str) and is_url(value):
             if value.partition("://")[0].lower() in POSTGRES_SCHEMES:

@@ -25,7 +25,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from .._bulk import ChunkDone, ProgressEvent
+from .._progress import ChunkDone, ProgressEvent
 from ..errors import by_cause
 
 __all__ = ["Output"]

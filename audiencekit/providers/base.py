@@ -6,7 +6,8 @@ audience) plus a :class:`ChunkWriter` (how one chunk of members is checked and e
 and, for a provider that applies writes later, probed), registered with a :class:`Provider`.
 The core owns every loop: chunking, last-wins, concurrency, ordering across chunks, splitting a
 refused chunk, waiting (:class:`Poller`), retries, rate limits and the cancellation shield (the
-:class:`Transport`), accounting for every id. See the README's "Adding a provider".
+:class:`Transport`), accounting for every id. Reading and writing JSON is
+:mod:`audiencekit.providers.wire`'s. See the README's "Adding a provider".
 """
 
 from __future__ import annotations
@@ -14,23 +15,23 @@ from __future__ import annotations
 from .._base import BaseBackend, aiterate, map_items, prepared_members
 from .._checks import check_operation
 from .._chunkwriter import ChunkOutcome, ChunkWriter
+from .._clock import Clock, Sleep
 from .._http import (
     PROVIDER_DEFAULT,
-    CallStats,
     ClientOptions,
-    ErrorDetail,
     ProviderClient,
     RetryPolicy,
     Transport,
     credential,
 )
 from .._pages import AsyncPager, Page
-from .._poll import Poller, PollPolicy
+from .._poll import Poller, PollPolicy, wait_until
 from .._single import create_once, fan_out
+from .._stats import CallStats
 from ..backend import Capabilities
-from ..errors import may_have_taken_effect
+from ..errors import ErrorDetail, may_have_taken_effect
 from ..models import OpenEnum
-from . import Provider, register_provider
+from ._registry import Provider, register_provider
 
 __all__ = [
     "PROVIDER_DEFAULT",
@@ -41,6 +42,7 @@ __all__ = [
     "ChunkOutcome",
     "ChunkWriter",
     "ClientOptions",
+    "Clock",
     "ErrorDetail",
     "OpenEnum",
     "Page",
@@ -49,6 +51,7 @@ __all__ = [
     "Provider",
     "ProviderClient",
     "RetryPolicy",
+    "Sleep",
     "Transport",
     "aiterate",
     "check_operation",
@@ -59,4 +62,5 @@ __all__ = [
     "may_have_taken_effect",
     "prepared_members",
     "register_provider",
+    "wait_until",
 ]

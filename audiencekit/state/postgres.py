@@ -21,6 +21,7 @@ import psycopg.errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .._rate import _EPSILON, BudgetUnavailableError, budget_unusable
+from .._urls import POSTGRES_SCHEMES, is_url, passwords, redacted
 from ..errors import (
     ConfigurationError,
     FencingError,
@@ -30,7 +31,6 @@ from ..errors import (
     StateStoreLockedError,
     StateStoreVersionError,
 )
-from ._open import POSTGRES_SCHEMES, is_url, passwords, redacted
 from .base import LEASE_TTL, PAGE_SIZE, STATUSES, Entry, Lease, StateStore, alive, check_mark
 
 __all__ = ["PostgresBudget", "PostgresStateStore"]

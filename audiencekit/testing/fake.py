@@ -17,9 +17,9 @@ import attrs
 from .._account import account_fingerprint
 from .._base import BaseBackend, prepared_members
 from .._chunkwriter import ChunkOutcome, ChunkWriter
-from .._http import CallStats
 from .._pages import AsyncPager, Page
 from .._poll import Poller, PollPolicy
+from .._stats import CallStats
 from ..backend import Capabilities, Members
 from ..errors import (
     AudienceKitError,

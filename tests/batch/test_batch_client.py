@@ -8,8 +8,8 @@ import httpx
 import pytest
 import respx
 
-from audiencekit import IndexingState, Member, PollPolicy, UnexpectedResponseError
-from audiencekit.providers.batch import BatchBackend, BatchClient
+from audiencekit import Member, PollPolicy, UnexpectedResponseError
+from audiencekit.providers.batch import BatchBackend, BatchClient, IndexingState
 from audiencekit.testing import InstantClock
 
 from .conftest import MakeBackend

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from audiencekit import ConfigurationError, Member
+from audiencekit._urls import redacted
 from audiencekit.errors import (
     FencingError,
     StateStoreAccessError,
@@ -28,7 +29,6 @@ from audiencekit.errors import (
 )
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.state import Entry, Lease, SqliteStateStore, StateStore, scope_of
-from audiencekit.state._open import redacted
 from audiencekit.state.postgres import SCHEMA_VERSION, PostgresStateStore
 from audiencekit.sync import sync
 from audiencekit.testing import EmulatorServer

@@ -2,6 +2,6 @@
 
 from .backend import BatchBackend
 from .client import BatchClient
-from .wire import BatchAudience
+from .wire import BatchAudience, IndexingState
 
-__all__ = ["BatchAudience", "BatchBackend", "BatchClient"]
+__all__ = ["BatchAudience", "BatchBackend", "BatchClient", "IndexingState"]

@@ -11,11 +11,6 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 
 import httpx
 
-from ..._base import BaseBackend, prepared_members
-from ..._chunkwriter import ChunkOutcome, ChunkWriter
-from ..._http import PROVIDER_DEFAULT, CallStats, ClientOptions, Clock, RetryPolicy, Sleep
-from ..._pages import AsyncPager
-from ..._poll import Poller, PollPolicy
 from ...backend import Capabilities, Members
 from ...errors import NotFoundError, Problem, ValidationError, WriteReplacedError
 from ...models import (
@@ -26,6 +21,21 @@ from ...models import (
     Member,
     Operation,
     PendingChunk,
+)
+from ..base import (
+    PROVIDER_DEFAULT,
+    AsyncPager,
+    BaseBackend,
+    CallStats,
+    ChunkOutcome,
+    ChunkWriter,
+    ClientOptions,
+    Clock,
+    Poller,
+    PollPolicy,
+    RetryPolicy,
+    Sleep,
+    prepared_members,
 )
 from .client import DEFAULT_RATE_LIMIT, DEFAULT_VERSION, BatchClient
 from .wire import (

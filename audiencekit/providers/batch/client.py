@@ -13,14 +13,13 @@ from typing import Any
 
 import attrs
 
-from ..._http import CallStats, ClientOptions, ProviderClient, Transport, credential
-from ..._pages import AsyncPager, Page
-from ..._wire import dumps, structure
 from ...errors import (
     ConfigurationError,
     Problem,
     ValidationError,
 )
+from ..base import AsyncPager, CallStats, ClientOptions, Page, ProviderClient, Transport, credential
+from ..wire import dumps, structure
 from .wire import PROVIDER, BatchAudience, check_audience_name, converter, error_detail
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_RATE_LIMIT", "DEFAULT_VERSION", "BatchClient"]

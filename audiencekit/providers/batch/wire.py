@@ -13,10 +13,16 @@ from typing import Any
 import attrs
 import httpx
 
-from ..._http import ErrorDetail
-from ..._wire import dumps_text, fast_dumps, is_finite_number, is_text, make_converter, utc
-from ...errors import APIStatusError, ConflictError, NotFoundError, Problem, ValidationError
+from ...errors import (
+    APIStatusError,
+    ConflictError,
+    ErrorDetail,
+    NotFoundError,
+    Problem,
+    ValidationError,
+)
 from ...models import Add, AttributeValue, Member, OpenEnum, Operation, Remove, Url
+from ..wire import dumps_text, fast_dumps, is_finite_number, is_text, make_converter, utc
 
 __all__ = [
     "IndexingState",

@@ -16,14 +16,23 @@ from collections.abc import AsyncIterator, Mapping
 import anyio
 import httpx
 
-from ..._base import BaseBackend
-from ..._chunkwriter import ChunkOutcome, ChunkWriter
-from ..._http import PROVIDER_DEFAULT, CallStats, ClientOptions, Clock, RetryPolicy, Sleep
-from ..._pages import AsyncPager
-from ..._single import create_once, fan_out
 from ...backend import Capabilities
 from ...errors import ConflictError, NotFoundError, Problem, ValidationError
 from ...models import Add, Audience, Channel, Member, Operation, Remove
+from ..base import (
+    PROVIDER_DEFAULT,
+    AsyncPager,
+    BaseBackend,
+    CallStats,
+    ChunkOutcome,
+    ChunkWriter,
+    ClientOptions,
+    Clock,
+    RetryPolicy,
+    Sleep,
+    create_once,
+    fan_out,
+)
 from .client import DEFAULT_PAGE_SIZE, DexatelClient
 from .wire import (
     CONTACT_FIELDS,

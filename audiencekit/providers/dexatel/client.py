@@ -13,18 +13,20 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from ..._http import (
+from ...errors import Problem, ValidationError
+from ...models import Channel, Member
+from ..base import (
+    AsyncPager,
     CallStats,
     ClientOptions,
+    Page,
+    PollPolicy,
     ProviderClient,
     Transport,
     credential,
+    wait_until,
 )
-from ..._pages import AsyncPager, Page
-from ..._poll import PollPolicy, wait_until
-from ..._wire import dumps, structure
-from ...errors import Problem, ValidationError
-from ...models import Channel, Member
+from ..wire import dumps, structure
 from .wire import (
     AUDIENCE_NAME_RE,
     MAX_INITIAL_CONTACTS,

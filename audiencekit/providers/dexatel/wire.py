@@ -14,10 +14,9 @@ from urllib.parse import parse_qs, urlsplit
 import attrs
 import httpx
 
-from ..._http import ErrorDetail
-from ..._wire import is_text, make_converter, unexpected, utc
-from ...errors import APIStatusError, ConflictError, NotFoundError, Problem
+from ...errors import APIStatusError, ConflictError, ErrorDetail, NotFoundError, Problem
 from ...models import Channel, Member, OpenEnum
+from ..wire import is_text, make_converter, unexpected, utc
 
 __all__ = [
     "CONTACT_FIELDS",
