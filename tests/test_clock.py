@@ -56,9 +56,12 @@ async def test_refusals_in_flight_together_lower_the_pace_once_on_every_event_lo
             auth_headers={"X-Key": "secret-key-123"},
             parse_error=parse_error,
             options=ClientOptions(
-                base_url=BASE, http_client=http, rate_limit=CEILING, sleep=clock.sleep,
+                base_url=BASE,
+                http_client=http,
+                rate_limit=CEILING,
+                sleep=clock.sleep,
                 shared_budget=False,  # this process's pace alone: no other process's grants
-            ),  # fmt: skip
+            ),
             rate_scope=f"one-clock-{retry_after}",
         ) as transport,
     ):

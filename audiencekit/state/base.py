@@ -172,8 +172,22 @@ class StateStore:
         self, scope: str, audience: str, *, after: str | None = None, page_size: int = PAGE_SIZE
     ) -> Iterator[tuple[str, Entry]]:
         """Every ``(member id, entry)`` of an audience in id order (by code point), read
-        ``page_size`` at a time (each page one short read); from the first id after
+        ``page_size`` at a time (each page one :meth:`entries_page`); from the first id after
         ``after`` when given. Entries written while it runs may or may not be seen."""
+        while True:
+            page = self.entries_page(scope, audience, after, page_size)
+            for member, fp, status, handle in page:
+                yield member, Entry(fp, status, handle)
+            if len(page) < page_size:
+                return
+            after = page[-1][0]
+
+    def entries_page(
+        self, scope: str, audience: str, after: str | None, limit: int
+    ) -> list[tuple[str, str, str, str | None]]:
+        """Up to ``limit`` entries of an audience whose ids come after ``after`` (from the
+        first when None), in id order, as ``(member, fingerprint, status, handle)`` rows: one
+        short read, on which :meth:`iter_entries` pages."""
         raise NotImplementedError
 
     def entries(self, scope: str, audience: str) -> dict[str, Entry]:

@@ -31,7 +31,7 @@ from ..errors import (
     StateStoreLockedError,
     StateStoreVersionError,
 )
-from .base import LEASE_TTL, PAGE_SIZE, STATUSES, Entry, Lease, StateStore, alive, check_mark
+from .base import LEASE_TTL, STATUSES, Lease, StateStore, alive, check_mark
 
 __all__ = ["PostgresBudget", "PostgresStateStore"]
 
@@ -315,26 +315,14 @@ class PostgresStateStore(StateStore):
 
     # -- the journal ----------------------------------------------------------------------------
 
-    def iter_entries(
-        self, scope: str, audience: str, *, after: str | None = None, page_size: int = PAGE_SIZE
-    ) -> Iterator[tuple[str, Entry]]:
-        last = after
-        while True:
-            page = self._page(scope, audience, last, page_size)
-            for member, fp, status, handle in page:
-                yield member, Entry(fp, status, handle)
-            if len(page) < page_size:
-                return
-            last = page[-1][0]
-
     @_translated
-    def _page(
-        self, scope: str, audience: str, after: str | None, size: int
-    ) -> list[tuple[Any, ...]]:
+    def entries_page(
+        self, scope: str, audience: str, after: str | None, limit: int
+    ) -> list[tuple[str, str, str, str | None]]:
         return self._read(
             "SELECT member, fingerprint, status, handle FROM audiencekit_entries "
             "WHERE scope = %s AND audience = %s AND member > %s ORDER BY member LIMIT %s",
-            (scope, audience, "" if after is None else after, size),
+            (scope, audience, "" if after is None else after, limit),
         )
 
     @_translated

@@ -10,7 +10,7 @@ import sqlite3
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from ..errors import (
@@ -21,7 +21,7 @@ from ..errors import (
     StateStoreLockedError,
     StateStoreVersionError,
 )
-from .base import LEASE_TTL, PAGE_SIZE, Entry, Lease, StateStore, alive, check_mark
+from .base import LEASE_TTL, Lease, StateStore, alive, check_mark
 
 __all__ = ["SqliteStateStore"]
 
@@ -306,27 +306,15 @@ class SqliteStateStore(StateStore):
 
     # -- the journal ----------------------------------------------------------------------------
 
-    def iter_entries(
-        self, scope: str, audience: str, *, after: str | None = None, page_size: int = PAGE_SIZE
-    ) -> Iterator[tuple[str, Entry]]:
-        last = after
-        while True:
-            page = self._page(scope, audience, last, page_size)
-            for member, fp, status, handle in page:
-                yield member, Entry(fp, status, handle)
-            if len(page) < page_size:
-                return
-            last = page[-1][0]
-
     @_translated
-    def _page(
-        self, scope: str, audience: str, after: str | None, size: int
+    def entries_page(
+        self, scope: str, audience: str, after: str | None, limit: int
     ) -> list[tuple[str, str, str, str | None]]:
         with self._lock:
             return self._db.execute(
                 "SELECT member, fingerprint, status, handle FROM pushed WHERE scope = ? "
                 "AND audience = ? AND member > ? ORDER BY member LIMIT ?",
-                (scope, audience, "" if after is None else after, size),
+                (scope, audience, "" if after is None else after, limit),
             ).fetchall()
 
     @_translated

@@ -25,15 +25,6 @@ CREATE TABLE checkpoints (run TEXT PRIMARY KEY, data TEXT NOT NULL,
 DICT_STORES: dict[str, DictStore] = {}
 
 
-def postgres_is_built() -> bool:
-    """Whether this build has a PostgreSQL store (and its driver) to run the suite on."""
-    try:
-        from audiencekit.state.postgres import PostgresStateStore
-    except ImportError:  # the postgres extra is not installed
-        return False
-    return "iter_entries" in vars(PostgresStateStore)
-
-
 class TestSqliteStore(StoreContract):
     @pytest.fixture
     def store_location(self, tmp_path: Path) -> str:
@@ -86,7 +77,6 @@ class TestDictStore(StoreContract):
         return DictStore(of=DICT_STORES.setdefault(location, DictStore()))
 
 
-@pytest.mark.skipif(not postgres_is_built(), reason="no PostgreSQL store in this build")
 class TestPostgresStore(StoreContract):
     @pytest.fixture
     def store_location(self, postgres_url: str) -> str:
