@@ -17,6 +17,8 @@ from audiencekit.testing import EmulatorServer, InstantClock
 from audiencekit.testing._batch import DEFAULT_BATCH_KEY
 from audiencekit.testing._dexatel import DEFAULT_DEXATEL_KEY
 
+from .postgres_server import postgres_server, postgres_url  # noqa: F401 (fixtures)
+
 #: Every key the suite uses that is long enough to recognise in a log line.
 SECRETS = (
     DEFAULT_BATCH_KEY,

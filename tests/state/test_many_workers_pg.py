@@ -24,15 +24,12 @@ import attrs
 import pytest
 
 import audiencekit
-from audiencekit import AudienceBusyError, ChunkDone, Member, ProgressEvent
 from audiencekit.errors import FencingError
 from audiencekit.providers.batch import BatchBackend
-from audiencekit.state import StateStore, fingerprint, scope_of
+from audiencekit.state import fingerprint
 from audiencekit.state.postgres import PostgresStateStore
-from audiencekit.sync import sync
 from audiencekit.testing import EmulatorServer
 
-from ..conftest import Connect
 from ..support import batch_scope
 from . import worker_child
 from .test_postgres import lease_expiry, wait_for_database_clock
@@ -291,94 +288,3 @@ def test_a_worker_paused_inside_a_journal_write_does_not_hold_the_takeover_up(
     paused.read_until("\0")  # it ends (fenced, or its connection ended by the server)
     assert paused.process.wait(60) != 0
     assert all(sent_at < resumed for sent_at, _ in paused.updates)  # having sent nothing more
-
-
-# -- two hosts as two store clients in one process ----------------------------------------------
-
-
-def people(ids: range, plan: str = "gold") -> list[Member]:
-    return [Member(f"u{i}", attributes={"plan": plan}) for i in ids]
-
-
-def updates(emulators: EmulatorServer) -> int:
-    return sum(1 for r in emulators.batch.requests if r.path.endswith("/update"))
-
-
-@pytest.mark.anyio
-async def test_a_client_paused_past_its_lease_is_fenced_by_the_other_clients_takeover(
-    connect: Connect, postgres_url: str, emulators: EmulatorServer
-) -> None:
-    worker = connect(BatchBackend, rate_limit=None, concurrency=1, chunk_size=1_000)
-    await worker.create_audience("shared")
-    key = f"{scope_of(worker)}:shared"
-    paused: dict[str, Any] = {}
-    with (
-        PostgresStateStore(postgres_url, lease_ttl=0.6) as mine,
-        PostgresStateStore(postgres_url) as theirs,
-    ):
-
-        def pause_after_first_chunk(event: ProgressEvent) -> None:
-            if isinstance(event, ChunkDone) and not paused:
-                wait_for_database_clock(postgres_url, lease_expiry(postgres_url, key))  # stalled
-                taken = theirs.acquire_lease(key, "other-host:1:t", 30)  # another host takes it
-                assert taken.held_by("other-host:1:t")
-                paused["updates"] = updates(emulators)
-                paused["entries"] = theirs.entries(scope_of(worker), "shared")
-
-        with pytest.raises(FencingError) as caught:
-            await sync(worker, "shared", people(range(10_000)), state=mine,
-                       on_progress=pause_after_first_chunk)  # fmt: skip
-        assert caught.value.lost
-        assert updates(emulators) == paused["updates"]  # no chunk sent after the pause
-        assert theirs.entries(scope_of(worker), "shared") == paused["entries"]  # nor written
-        lease = theirs.acquire_lease(key, "other-host:1:t", 30)
-        assert lease.held_by("other-host:1:t")  # the lease is still the other run's
-
-
-@pytest.mark.anyio
-async def test_a_lease_left_by_a_client_on_another_host_is_taken_over_after_its_time(
-    connect: Connect, postgres_url: str, emulators: EmulatorServer
-) -> None:
-    batch = connect(BatchBackend, rate_limit=None)
-    await batch.create_audience("left")
-    with PostgresStateStore(postgres_url) as other, PostgresStateStore(postgres_url) as store:
-        key = f"{scope_of(batch)}:left"
-        other.acquire_lease(key, "gone-host:4242:x", 0.5)  # it died there: no one renews it
-        with pytest.raises(AudienceBusyError) as busy:
-            await sync(batch, "left", people(range(10)), state=store)
-        assert busy.value.holder == "gone-host:4242:x"
-        assert not busy.value.lost
-        wait_for_database_clock(postgres_url, lease_expiry(postgres_url, key))
-        report = await sync(batch, "left", people(range(10)), state=store)
-        assert report.added == 10
-    emulators.batch.apply_pending()
-    assert set(emulators.batch.members("left")) == {f"u{i}" for i in range(10)}
-
-
-@pytest.mark.anyio
-async def test_two_clients_of_one_store_never_write_one_audience_at_once(
-    connect: Connect, postgres_url: str, emulators: EmulatorServer
-) -> None:
-    first, second = (connect(BatchBackend, rate_limit=None) for _ in range(2))
-    await first.create_audience("one")
-    stores: list[StateStore] = [StateStore.open(postgres_url), StateStore.open(postgres_url)]
-    try:
-        outcomes: list[str] = []
-
-        def try_second(event: ProgressEvent) -> None:
-            if isinstance(event, ChunkDone) and not outcomes:  # the first run holds the lease
-                lease = stores[1].acquire_lease(f"{scope_of(second)}:one", "h:2:second", 30)
-                outcomes.append("refused" if not lease.held_by("h:2:second") else "taken")
-
-        await sync(first, "one", people(range(25_000)), state=stores[0], on_progress=try_second)
-        assert outcomes == ["refused"]
-        final = people(range(5_000, 6_000), plan="silver")
-        assert (await sync(second, "one", final, state=stores[1])).result.ok
-        assert stores[0].pushed(scope_of(first), "one") == {
-            m.id: fingerprint(m.attributes) for m in final
-        }
-    finally:
-        for store in stores:
-            store.close()
-    emulators.batch.apply_pending()
-    assert emulators.batch.members("one") == {m.id: dict(m.attributes) for m in final}
