@@ -1,5 +1,6 @@
 """Many workers, one audience, one PostgreSQL store: worker processes (some of another host)
-started at once, killed or paused mid-sync, and two store clients in one process. Exactly one
+started at once, killed or paused mid-sync (two store clients in one process, on either store:
+tests/workflows/test_many_workers.py). Exactly one
 writes at a time, a dead holder's lease is taken over after its time, a worker paused past its
 lease writes and sends nothing more, and the provider ends holding exactly the last wanted set.
 
