@@ -17,6 +17,7 @@ from audiencekit.testing import EmulatorServer, InstantClock
 from audiencekit.testing._batch import DEFAULT_BATCH_KEY
 from audiencekit.testing._dexatel import DEFAULT_DEXATEL_KEY
 
+from .children import env, server  # noqa: F401 (fixtures: child processes on the emulators)
 from .postgres_server import postgres_server, postgres_url  # noqa: F401 (fixtures)
 
 #: Every key the suite uses that is long enough to recognise in a log line.

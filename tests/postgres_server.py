@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NoReturn
 
 import pytest
@@ -23,6 +24,7 @@ __all__ = [
     "PostgresServer",
     "ServerUnavailable",
     "database_url",
+    "own_server",
     "postgres_server",
     "postgres_url",
     "unavailable",
@@ -39,6 +41,19 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(f"no PostgreSQL server: {reason}")
 
 
+@contextmanager
+def own_server() -> Iterator[PostgresServer]:
+    """A throwaway server of the caller's own (to stop, halt or break), stopped afterwards."""
+    try:
+        server = PostgresServer()
+    except ServerUnavailable as exc:
+        unavailable(str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     """The URL (with a password) of a PostgreSQL server for the session: the one
@@ -46,14 +61,8 @@ def postgres_server() -> Iterator[str]:
     if os.environ.get(URL_VARIABLE):
         yield os.environ[URL_VARIABLE]
         return
-    try:
-        server = PostgresServer()
-    except ServerUnavailable as exc:
-        unavailable(str(exc))
-    try:
+    with own_server() as server:
         yield server.url
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ token is viewed, as the real service does: a write whose process died still gets
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import random
 import signal
 import subprocess
@@ -21,7 +20,6 @@ from typing import Any
 import httpx
 import pytest
 
-import audiencekit
 from audiencekit.state import SqliteStateStore, fingerprint
 from audiencekit.testing import EmulatorServer
 
@@ -32,27 +30,6 @@ pytestmark = pytest.mark.crash
 
 CHILD = str(Path(crash_child.__file__))
 SEED = 20261129
-
-
-@pytest.fixture
-def server(audiencekit_emulators: EmulatorServer) -> EmulatorServer:
-    audiencekit_emulators.batch.config.index_polls = 0
-    audiencekit_emulators.batch.config.index_delay = 0.05
-    return audiencekit_emulators
-
-
-@pytest.fixture
-def env(server: EmulatorServer) -> dict[str, str]:
-    ends = server.endpoints
-    here = str(Path(audiencekit.__file__).parents[1])  # the children run the code under test
-    return os.environ | {
-        "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])),
-        "BATCH_API_KEY": ends.batch_key,
-        "BATCH_PROJECT_KEY": ends.batch_project,
-        "BATCH_BASE_URL": ends.batch_url,
-        "DEXATEL_API_KEY": ends.dexatel_key,
-        "DEXATEL_BASE_URL": ends.dexatel_url,
-    }
 
 
 def run(mode: str, state: Path, round_: int, env: dict[str, str],

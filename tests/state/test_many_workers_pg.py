@@ -24,7 +24,6 @@ import anyio
 import attrs
 import pytest
 
-import audiencekit
 from audiencekit.errors import FencingError
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.state import fingerprint
@@ -37,25 +36,6 @@ from .test_postgres import lease_expiry, wait_for_database_clock
 
 CHILD = str(Path(worker_child.__file__))
 AUDIENCE = worker_child.AUDIENCE
-
-
-@pytest.fixture
-def server(audiencekit_emulators: EmulatorServer) -> EmulatorServer:
-    audiencekit_emulators.batch.config.index_polls = 0
-    audiencekit_emulators.batch.config.index_delay = 0.05
-    return audiencekit_emulators
-
-
-@pytest.fixture
-def env(server: EmulatorServer) -> dict[str, str]:
-    ends = server.endpoints
-    here = str(Path(audiencekit.__file__).parents[1])  # the children run the code under test
-    return os.environ | {
-        "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])),
-        "BATCH_API_KEY": ends.batch_key,
-        "BATCH_PROJECT_KEY": ends.batch_project,
-        "BATCH_BASE_URL": ends.batch_url,
-    }
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from audiencekit.state.postgres import PostgresBudget
 from audiencekit.testing import EmulatorServer
 from benchmarks.shared_budget import run_processes
 
-from ..postgres_server import PostgresServer, ServerUnavailable, unavailable
+from ..postgres_server import own_server
 from ..support import FakeClock
 from ..test_budget import SCOPE, STEP, send
 
@@ -219,11 +219,7 @@ def test_an_unusable_server_leaves_each_process_pacing_alone(
 def test_a_server_gone_mid_run_leaves_each_process_pacing_alone(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    try:
-        server = PostgresServer()
-    except ServerUnavailable as exc:
-        unavailable(str(exc))
-    try:
+    with own_server() as server:
         caplog.set_level(logging.DEBUG)
         budget = PostgresBudget(server.url, timeout=1)
         assert budget.grant(SCOPE, 0.0, 1e-6, 0.0) == 0.0
@@ -236,8 +232,6 @@ def test_a_server_gone_mid_run_leaves_each_process_pacing_alone(
         with pytest.raises(BudgetUnavailableError):
             budget.hold(SCOPE, 0.0, 1.0)
         assert_one_discreet_warning(caplog, server.password)
-    finally:
-        server.stop()
 
 
 # -- real programs --------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from audiencekit.sync import sync
 from audiencekit.testing import EmulatorServer
 
 from ..conftest import Connect
-from ..postgres_server import PostgresServer, ServerUnavailable, unavailable
+from ..postgres_server import own_server
 
 SCOPE = "batch/acct"
 
@@ -419,11 +419,7 @@ def recovered(store: PostgresStateStore) -> dict[str, Entry]:
 def test_a_server_gone_mid_run_is_a_connection_error_and_the_store_recovers(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    try:
-        server = PostgresServer()
-    except ServerUnavailable as exc:
-        unavailable(str(exc))
-    try:
+    with own_server() as server:
         with PostgresStateStore(server.url, timeout=1) as store:
             store.intend(SCOPE, "a", [("u1", "f")])
             server.halt()
@@ -435,8 +431,6 @@ def test_a_server_gone_mid_run_is_a_connection_error_and_the_store_recovers(
             assert recovered(store) == {"u1": Entry("f", "intended")}
         assert "error connecting" in caplog.text  # the pool's attempts, logged
         assert server.password not in caplog.text
-    finally:
-        server.stop()
 
 
 # -- a workflow ---------------------------------------------------------------------------------
