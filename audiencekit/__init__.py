@@ -31,15 +31,15 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from ._http import RetryPolicy
-    from ._pages import AsyncPager, Page
-    from ._poll import PollPolicy
-    from ._progress import ChunkAccepted, ChunkDone, ChunkSent, ProgressCallback, ProgressEvent
-    from .mirror import Mirror, MirrorError
+    from .core.poll import PollPolicy
+    from .core.transport import RetryPolicy
+    from .pages import AsyncPager, Page
+    from .progress import ChunkAccepted, ChunkDone, ChunkSent, ProgressCallback, ProgressEvent
     from .providers.batch import BatchBackend, BatchClient
     from .providers.dexatel import DexatelBackend, DexatelClient
     from .state import SqliteStateStore, StateStore
-    from .writer import AudienceWriter
+    from .workflows.mirror import Mirror, MirrorError
+    from .workflows.writer import AudienceWriter
 
 from .models import (
     Add,
@@ -60,22 +60,22 @@ __version__ = "0.1.0"
 # The engine, the transport (httpx) and the provider modules load on first use, keeping
 # ``import audiencekit`` light: the vocabulary, the errors and the registry are all it loads.
 _LAZY = {
-    "ChunkAccepted": "audiencekit._progress",
-    "ChunkDone": "audiencekit._progress",
-    "ChunkSent": "audiencekit._progress",
-    "ProgressCallback": "audiencekit._progress",
-    "ProgressEvent": "audiencekit._progress",
-    "RetryPolicy": "audiencekit._http",
-    "AsyncPager": "audiencekit._pages",
-    "Page": "audiencekit._pages",
-    "PollPolicy": "audiencekit._poll",
+    "ChunkAccepted": "audiencekit.progress",
+    "ChunkDone": "audiencekit.progress",
+    "ChunkSent": "audiencekit.progress",
+    "ProgressCallback": "audiencekit.progress",
+    "ProgressEvent": "audiencekit.progress",
+    "RetryPolicy": "audiencekit.core.transport",
+    "AsyncPager": "audiencekit.pages",
+    "Page": "audiencekit.pages",
+    "PollPolicy": "audiencekit.core.poll",
     "BatchBackend": "audiencekit.providers.batch",
     "BatchClient": "audiencekit.providers.batch",
     "DexatelBackend": "audiencekit.providers.dexatel",
     "DexatelClient": "audiencekit.providers.dexatel",
-    "AudienceWriter": "audiencekit.writer",
-    "Mirror": "audiencekit.mirror",
-    "MirrorError": "audiencekit.mirror",
+    "AudienceWriter": "audiencekit.workflows.writer",
+    "Mirror": "audiencekit.workflows.mirror",
+    "MirrorError": "audiencekit.workflows.mirror",
     "StateStore": "audiencekit.state",
     "SqliteStateStore": "audiencekit.state",
 }

@@ -11,8 +11,8 @@ import attrs
 from .errors import PollTimeoutError, UnsupportedFeatureError
 
 if TYPE_CHECKING:  # the bulk engine and httpx load on first use, not with the protocol
-    from ._pages import AsyncPager
-    from ._progress import ProgressCallback
+    from .pages import AsyncPager
+    from .progress import ProgressCallback
 from .models import Audience, BulkResult, Channel, Member, Operation, PendingChunk
 
 __all__ = ["AudienceBackend", "Capabilities", "Members", "Ids", "Operations"]

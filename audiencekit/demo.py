@@ -28,13 +28,13 @@ from typing import Any, Protocol
 
 import httpx
 
-from ._progress import ProgressCallback
 from .errors import ConfigurationError
 from .models import Member
+from .progress import ProgressCallback
 from .providers.batch import BatchBackend
 from .providers.dexatel import DexatelBackend
 from .state import StateStore
-from .sync import migrate
+from .workflows.sync import migrate
 
 __all__ = ["Reporter", "run_demo"]
 

@@ -276,7 +276,7 @@ async def batch_with_ticker(ends: dict[str, Any], n: int, *, state: bool) -> dic
     """Put n members into a Batch audience, with sync and a state store or with a plain apply,
     while a task measures how long the event loop is held."""
     from audiencekit.state import SqliteStateStore
-    from audiencekit.sync import sync
+    from audiencekit.workflows.sync import sync
 
     await create_batch_audience(ends, "bench")
     members = [Member(i, attributes={"plan": "gold"}) for i in member_ids(n)]

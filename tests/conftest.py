@@ -10,7 +10,7 @@ from typing import Any, Protocol, overload
 import pytest
 
 from audiencekit import PollPolicy
-from audiencekit._rate import BUDGET_ENV
+from audiencekit.core.rate import BUDGET_ENV
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.providers.dexatel import DexatelBackend
 from audiencekit.testing import EmulatorServer, InstantClock

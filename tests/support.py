@@ -27,7 +27,7 @@ from audiencekit import (
     RetryPolicy,
     ValidationError,
 )
-from audiencekit._account import account_fingerprint
+from audiencekit.core.account import account_fingerprint
 from audiencekit.providers.base import (
     BaseBackend,
     CallStats,

@@ -15,10 +15,9 @@ import anyio
 import httpx
 import pytest
 
-from audiencekit._clock import monotonic
-from audiencekit._http import ClientOptions, Transport
-from audiencekit._paths import user_data_dir
-from audiencekit._rate import (
+from audiencekit.core.clock import monotonic
+from audiencekit.core.paths import user_data_dir
+from audiencekit.core.rate import (
     BUDGET_ENV,
     DECREASE,
     HEADROOM,
@@ -27,6 +26,7 @@ from audiencekit._rate import (
     budget_for,
     governor_for,
 )
+from audiencekit.core.transport import ClientOptions, Transport
 from audiencekit.errors import ErrorDetail
 from audiencekit.testing import EmulatorServer
 from benchmarks.shared_budget import run_processes
@@ -251,7 +251,7 @@ def test_a_process_killed_holding_the_file_leaves_the_others_at_full_rate(
     child = textwrap.dedent(
         f"""
         import sqlite3, sys, time
-        from audiencekit._rate import SqliteBudget
+        from audiencekit.core.rate import SqliteBudget
         SqliteBudget(sys.argv[1]).grant({SCOPE!r}, 100.0, {STEP!r}, 0.001)
         db = sqlite3.connect(sys.argv[1], isolation_level=None)
         db.execute("BEGIN IMMEDIATE")

@@ -8,8 +8,8 @@ import anyio
 import httpx
 import pytest
 
-from audiencekit._http import ClientOptions, Transport
-from audiencekit._rate import DECREASE, HEADROOM, INCREASE
+from audiencekit.core.rate import DECREASE, HEADROOM, INCREASE
+from audiencekit.core.transport import ClientOptions, Transport
 from audiencekit.errors import ErrorDetail
 
 from .support import FakeClock

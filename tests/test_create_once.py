@@ -14,7 +14,7 @@ from audiencekit import (
     RateLimitError,
     UnexpectedResponseError,
 )
-from audiencekit._single import create_once
+from audiencekit.core.single import create_once
 from audiencekit.errors import may_have_taken_effect
 
 pytestmark = pytest.mark.anyio

@@ -26,9 +26,9 @@ from audiencekit import (
     RateLimitError,
     RetryPolicy,
 )
-from audiencekit._http import Transport, parse_retry_after
-from audiencekit._rate import HEADROOM
-from audiencekit._stats import CallStats
+from audiencekit.core.rate import HEADROOM
+from audiencekit.core.stats import CallStats
+from audiencekit.core.transport import Transport, parse_retry_after
 from audiencekit.errors import ErrorDetail
 
 from .support import FakeClock

@@ -28,7 +28,7 @@ def test_importing_the_package_loads_neither_httpx_nor_the_engine() -> None:
 
 
 def test_lazy_names_resolve_to_their_home() -> None:
-    assert audiencekit.RetryPolicy.__module__ == "audiencekit._http"
+    assert audiencekit.RetryPolicy.__module__ == "audiencekit.core.transport"
     for name in audiencekit.__all__:
         assert getattr(audiencekit, name) is not None, name
 

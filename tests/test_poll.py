@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from audiencekit import PollPolicy, PollTimeoutError
-from audiencekit._poll import wait_until
-from audiencekit._stats import CallStats
+from audiencekit.core.poll import wait_until
+from audiencekit.core.stats import CallStats
 
 from .support import FakeClock
 

@@ -16,10 +16,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from audiencekit import InternalServerError, RateLimitError, RetryPolicy
-from audiencekit._http import Transport, parse_retry_after
-from audiencekit._poll import DelayLearner, PollPolicy, wait_until
-from audiencekit._rate import DECREASE, HEADROOM, RateGovernor, governor_for
-from audiencekit._stats import CallStats
+from audiencekit.core.poll import DelayLearner, PollPolicy, wait_until
+from audiencekit.core.rate import DECREASE, HEADROOM, RateGovernor, governor_for
+from audiencekit.core.stats import CallStats
+from audiencekit.core.transport import Transport, parse_retry_after
 from audiencekit.errors import ErrorDetail
 
 from .support import FakeClock

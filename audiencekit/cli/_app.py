@@ -24,9 +24,8 @@ import click
 from click.shell_completion import get_completion_class
 
 from .. import __version__
-from .._progress import ChunkDone, ProgressCallback, ProgressEvent
-from .._resolve import resolve_audience
 from ..backend import AudienceBackend
+from ..core.resolve import resolve_audience
 from ..errors import (
     APIError,
     AudienceBusyError,
@@ -41,6 +40,7 @@ from ..errors import (
     by_cause,
 )
 from ..models import Add, Audience, BulkResult, Channel, Member, Remove
+from ..progress import ChunkDone, ProgressCallback, ProgressEvent
 from ..providers import Provider, get_provider, providers
 from ._files import BadFileError, MemberFile
 from ._output import EXAMPLES, Output
@@ -385,7 +385,7 @@ class _StatePath(click.Path):
         super().__init__(dir_okay=False, path_type=Path)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        from .._urls import POSTGRES_SCHEMES, is_url, redacted
+        from ..core.urls import POSTGRES_SCHEMES, is_url, redacted
 
         if isinstance(value, str) and is_url(value):
             if value.partition("://")[0].lower() in POSTGRES_SCHEMES:
@@ -398,7 +398,7 @@ class _StatePath(click.Path):
 def _default_state() -> Path:
     """The state store's file when ``--state`` is not given: in the user's data folder, never
     a shared temporary one."""
-    from .._paths import user_data_dir
+    from ..core.paths import user_data_dir
 
     return user_data_dir() / "state.sqlite3"
 
@@ -674,7 +674,7 @@ def build_app() -> click.Group:
 
         The target ends up holding exactly the source's members (what only the target held
         is removed); an interrupted run continues with --resume."""
-        from ..sync import migrate as run_migration
+        from ..workflows.sync import migrate as run_migration
 
         if resume and restart:
             raise click.UsageError("--resume and --restart exclude each other")
@@ -757,7 +757,7 @@ async def _send(
     rows: int,
     state_path: Path | str | None,
 ) -> int:
-    from ..sync import sync
+    from ..workflows.sync import sync
 
     out = session.out
     # The store is opened first: one that cannot be used stops the run before any request.

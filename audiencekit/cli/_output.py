@@ -25,8 +25,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from .._progress import ChunkDone, ProgressEvent
 from ..errors import by_cause
+from ..progress import ChunkDone, ProgressEvent
 
 __all__ = ["Output"]
 

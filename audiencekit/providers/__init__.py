@@ -26,9 +26,9 @@ if TYPE_CHECKING:
 
     import httpx
 
-    from .._clock import Clock, Sleep
-    from .._http import RetryPolicy
-    from .._poll import PollPolicy
+    from ..core.clock import Clock, Sleep
+    from ..core.poll import PollPolicy
+    from ..core.transport import RetryPolicy
     from .batch import BatchBackend, BatchClient
     from .dexatel import DexatelBackend, DexatelClient
 

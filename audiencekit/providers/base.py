@@ -12,11 +12,15 @@ refused chunk, waiting (:class:`Poller`), retries, rate limits and the cancellat
 
 from __future__ import annotations
 
-from .._base import BaseBackend, aiterate, map_items, prepared_members
-from .._checks import check_operation
-from .._chunkwriter import ChunkOutcome, ChunkWriter
-from .._clock import Clock, Sleep
-from .._http import (
+from ..backend import Capabilities
+from ..core.base import BaseBackend, aiterate, map_items, prepared_members
+from ..core.checks import check_operation
+from ..core.chunkwriter import ChunkOutcome, ChunkWriter
+from ..core.clock import Clock, Sleep
+from ..core.poll import Poller, PollPolicy, wait_until
+from ..core.single import create_once, fan_out
+from ..core.stats import CallStats
+from ..core.transport import (
     PROVIDER_DEFAULT,
     ClientOptions,
     ProviderClient,
@@ -24,13 +28,9 @@ from .._http import (
     Transport,
     credential,
 )
-from .._pages import AsyncPager, Page
-from .._poll import Poller, PollPolicy, wait_until
-from .._single import create_once, fan_out
-from .._stats import CallStats
-from ..backend import Capabilities
 from ..errors import ErrorDetail, may_have_taken_effect
 from ..models import OpenEnum
+from ..pages import AsyncPager, Page
 from ._registry import Provider, register_provider
 
 __all__ = [

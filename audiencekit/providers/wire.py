@@ -8,7 +8,7 @@ every encoder makes of a value before sending it (:func:`is_text`, :func:`is_fin
 
 from __future__ import annotations
 
-from .._wire import (
+from ..core.wire import (
     dumps,
     dumps_text,
     fast_dumps,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .._urls import POSTGRES_SCHEMES, is_url, redacted
+from ..core.urls import POSTGRES_SCHEMES, is_url, redacted
 from ..errors import ConfigurationError
 from .base import StateStore
 

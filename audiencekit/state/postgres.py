@@ -20,8 +20,8 @@ import psycopg
 import psycopg.errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .._rate import _EPSILON, BudgetUnavailableError, budget_unusable
-from .._urls import POSTGRES_SCHEMES, is_url, passwords, redacted
+from ..core.rate import _EPSILON, BudgetUnavailableError, budget_unusable
+from ..core.urls import POSTGRES_SCHEMES, is_url, passwords, redacted
 from ..errors import (
     ConfigurationError,
     FencingError,
@@ -547,7 +547,7 @@ _SET_BACK = 60.0
 
 #: Write the row of ``key`` as of one reading of the database's clock (``c.now``; taken before
 #: the row's lock, so a grant that waited on another is as of a moment earlier, which errs on
-#: the side of waiting). The due time moves as :func:`~audiencekit._rate.take_slot` says;
+#: the side of waiting). The due time moves as :func:`~audiencekit.core.rate.take_slot` says;
 #: ``previous`` keeps the one it replaced, so that RETURNING can tell a grant from a refusal.
 _WRITE = """
 INSERT INTO audiencekit_pace AS p (key, due, previous, written)
@@ -574,7 +574,7 @@ _HOLD = _WRITE + "    ELSE greatest(p.due, excluded.due)\nEND"
 
 
 class PostgresBudget:
-    """A :class:`~audiencekit._rate.SharedBudget` in a PostgreSQL database, for processes on
+    """A :class:`~audiencekit.core.rate.SharedBudget` in a PostgreSQL database, for processes on
     several hosts: one row per scope, under an HMAC of it keyed by a random secret kept in the
     database; one upsert per grant. Reads ``AUDIENCEKIT_SHARED_BUDGET=postgresql://...``.
 

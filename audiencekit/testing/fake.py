@@ -14,13 +14,12 @@ from datetime import datetime, timezone
 import anyio
 import attrs
 
-from .._account import account_fingerprint
-from .._base import BaseBackend, prepared_members
-from .._chunkwriter import ChunkOutcome, ChunkWriter
-from .._pages import AsyncPager, Page
-from .._poll import Poller, PollPolicy
-from .._stats import CallStats
 from ..backend import Capabilities, Members
+from ..core.account import account_fingerprint
+from ..core.base import BaseBackend, prepared_members
+from ..core.chunkwriter import ChunkOutcome, ChunkWriter
+from ..core.poll import Poller, PollPolicy
+from ..core.stats import CallStats
 from ..errors import (
     AudienceKitError,
     ConflictError,
@@ -29,6 +28,7 @@ from ..errors import (
     ValidationError,
 )
 from ..models import Add, Audience, BulkResult, Channel, Member, Operation
+from ..pages import AsyncPager, Page
 
 __all__ = ["FakeBackend", "RecordedCall"]
 

@@ -39,7 +39,7 @@ def audiencekit_server() -> Iterator[EmulatorServer]:
 def audiencekit_emulators(audiencekit_server: EmulatorServer) -> EmulatorServer:
     """The session's emulators, empty and in their default configuration: no state, no logged
     requests, no faults; and no rate budget learned from them by an earlier test."""
-    from .._rate import forget_governors
+    from ..core.rate import forget_governors
 
     audiencekit_server.reset()
     forget_governors()

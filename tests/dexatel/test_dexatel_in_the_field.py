@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from audiencekit import Member, NotFoundError
-from audiencekit.sync import sync
 from audiencekit.testing import EmulatorServer, Fault, FaultPlan, Timing
+from audiencekit.workflows.sync import sync
 
 from ..test_pages import yielded_until_stopped
 from .conftest import MakeBackend

@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
-from audiencekit._clock import monotonic
-from audiencekit._rate import BUDGET_ENV, BudgetUnavailableError, RateGovernor, budget_for
+from audiencekit.core.clock import monotonic
+from audiencekit.core.rate import BUDGET_ENV, BudgetUnavailableError, RateGovernor, budget_for
 from audiencekit.state.postgres import PostgresBudget
 from audiencekit.testing import EmulatorServer
 from benchmarks.shared_budget import run_processes
@@ -55,8 +55,8 @@ def log_grants(url: str) -> None:
 HOST = textwrap.dedent(
     f"""
     import sys, anyio
-    from audiencekit._clock import monotonic
-    from audiencekit._rate import RateGovernor, budget_for
+    from audiencekit.core.clock import monotonic
+    from audiencekit.core.rate import RateGovernor, budget_for
     budget = budget_for(True, monotonic)
     assert type(budget).__name__ == "PostgresBudget", budget
     governor = RateGovernor({RATE!r}, budget=budget, scope={SCOPE!r})

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from audiencekit import ConfigurationError, Member
-from audiencekit._urls import redacted
+from audiencekit.core.urls import redacted
 from audiencekit.errors import (
     FencingError,
     StateStoreAccessError,
@@ -30,8 +30,8 @@ from audiencekit.errors import (
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.state import Entry, Lease, SqliteStateStore, StateStore, scope_of
 from audiencekit.state.postgres import SCHEMA_VERSION, PostgresStateStore
-from audiencekit.sync import sync
 from audiencekit.testing import EmulatorServer
+from audiencekit.workflows.sync import sync
 
 from ..conftest import Connect
 from ..postgres_server import own_server

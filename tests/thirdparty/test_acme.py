@@ -15,17 +15,17 @@ import pytest
 
 from audiencekit import Member, PollPolicy, open_backend
 from audiencekit.cli import main
-from audiencekit.mirror import Mirror
 from audiencekit.providers import (
     get_provider,
     provider_names,
 )
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.state import SqliteStateStore, scope_of
-from audiencekit.sync import migrate, sync
 from audiencekit.testing import EmulatorServer, FakeBackend
 from audiencekit.testing.contract import BackendContract, Observe
-from audiencekit.writer import AudienceWriter
+from audiencekit.workflows.mirror import Mirror
+from audiencekit.workflows.sync import migrate, sync
+from audiencekit.workflows.writer import AudienceWriter
 
 from .acme import AcmeBackend, AcmeEmulator
 

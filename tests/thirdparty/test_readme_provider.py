@@ -11,8 +11,8 @@ import pytest
 
 from audiencekit import Member, Remove
 from audiencekit.providers import Provider
-from audiencekit.sync import sync
 from audiencekit.testing import EmulatorServer
+from audiencekit.workflows.sync import sync
 
 from .acme import AcmeEmulator
 

@@ -13,8 +13,8 @@ from audiencekit import Member
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.providers.dexatel import DexatelBackend
 from audiencekit.state import StateStore, scope_of
-from audiencekit.sync import migrate, sync
 from audiencekit.testing import EmulatorServer
+from audiencekit.workflows.sync import migrate, sync
 
 from ..conftest import Connect
 

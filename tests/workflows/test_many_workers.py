@@ -18,8 +18,8 @@ from audiencekit.errors import FencingError
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.state import SqliteStateStore, StateStore, fingerprint, scope_of
 from audiencekit.state.postgres import PostgresStateStore
-from audiencekit.sync import sync
 from audiencekit.testing import EmulatorServer
+from audiencekit.workflows.sync import sync
 
 from ..conftest import Connect
 

@@ -11,8 +11,8 @@ from audiencekit import ChunkDone, ConfigurationError, Member, ProgressEvent
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.providers.dexatel import DexatelBackend
 from audiencekit.state import StateStore, scope_of
-from audiencekit.sync import migrate, sync
 from audiencekit.testing import EmulatorServer
+from audiencekit.workflows.sync import migrate, sync
 
 pytestmark = pytest.mark.anyio
 

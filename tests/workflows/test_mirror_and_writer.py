@@ -25,8 +25,8 @@ from audiencekit import (
 )
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.state import StateStore, fingerprint, scope_of
-from audiencekit.sync import sync
 from audiencekit.testing import EmulatorServer, FakeBackend
+from audiencekit.workflows.sync import sync
 
 pytestmark = pytest.mark.anyio
 

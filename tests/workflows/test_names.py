@@ -16,13 +16,13 @@ from audiencekit import (
     Mirror,
     NotFoundError,
 )
-from audiencekit._resolve import resolve_audience
 from audiencekit.cli import main
+from audiencekit.core.resolve import resolve_audience
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.providers.dexatel import DexatelBackend
 from audiencekit.state import StateStore
-from audiencekit.sync import migrate, sync
 from audiencekit.testing import EmulatorServer, FakeBackend
+from audiencekit.workflows.sync import migrate, sync
 
 from .test_cli import env  # noqa: F401  (the command line's environment fixture)
 

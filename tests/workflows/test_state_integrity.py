@@ -26,14 +26,14 @@ from audiencekit import (
     PollTimeoutError,
     ProgressEvent,
 )
-from audiencekit._journal import guarded
 from audiencekit.errors import FencingError, StateStoreVersionError
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.providers.dexatel import DexatelBackend
 from audiencekit.state import Entry, SqliteStateStore, StateStore, fingerprint, scope_of
-from audiencekit.sync import MigrationReport, migrate, sync
 from audiencekit.testing import EmulatorServer, FakeBackend, Fault, FaultPlan, Timing
 from audiencekit.testing.store_contract import DictStore
+from audiencekit.workflows.journal import guarded
+from audiencekit.workflows.sync import MigrationReport, migrate, sync
 
 from ..conftest import Connect
 from ..support import batch_scope

@@ -1,6 +1,6 @@
 """The bulk engine: stream → last-wins collapse → validated chunks → bounded concurrency → result.
 
-Providers supply a :class:`~audiencekit._chunkwriter.ChunkWriter`: how to check and encode
+Providers supply a :class:`~audiencekit.core.chunkwriter.ChunkWriter`: how to check and encode
 operations, send a chunk, and (for write-then-wait providers) check a chunk sent earlier;
 everything else is here once. Memory holds the chunk being filled and the chunks in flight,
 never the whole input.
@@ -31,12 +31,7 @@ import anyio
 import anyio.lowlevel
 import attrs
 
-from ._checks import check_operation, plain_key, validate_all
-from ._chunkwriter import ChunkOutcome, ChunkWriter
-from ._clock import monotonic
-from ._progress import ChunkAccepted, ChunkDone, ChunkSent, ProgressCallback, ProgressEvent
-from ._stats import CallStats
-from .errors import (
+from ..errors import (
     AudienceKitError,
     BadRequestError,
     PollTimeoutError,
@@ -44,7 +39,12 @@ from .errors import (
     ValidationError,
     may_have_taken_effect,
 )
-from .models import Add, BulkResult, Operation, PendingChunk
+from ..models import Add, BulkResult, Operation, PendingChunk
+from ..progress import ChunkAccepted, ChunkDone, ChunkSent, ProgressCallback, ProgressEvent
+from .checks import check_operation, plain_key, validate_all
+from .chunkwriter import ChunkOutcome, ChunkWriter
+from .clock import monotonic
+from .stats import CallStats
 
 __all__ = [
     "last_outcome_wins",

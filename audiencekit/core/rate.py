@@ -35,10 +35,10 @@ from typing import Protocol
 
 import anyio.to_thread
 
-from ._clock import Clock, Sleep, monotonic
-from ._paths import user_data_dir
-from ._urls import is_url, redacted
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
+from .clock import Clock, Sleep, monotonic
+from .paths import user_data_dir
+from .urls import is_url, redacted
 
 __all__ = [
     "BUDGET_ENV",
@@ -273,7 +273,7 @@ def named_budget(setting: str) -> SharedBudget | None:
             Path(setting).expanduser() if setting else user_data_dir() / "budget.sqlite3"
         )
     try:
-        from .state.postgres import PostgresBudget
+        from ..state.postgres import PostgresBudget
 
         return PostgresBudget(setting)
     except ImportError:

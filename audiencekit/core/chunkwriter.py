@@ -15,10 +15,10 @@ from typing import Generic, TypeVar
 
 import attrs
 
-from ._poll import Poller
-from ._stats import CallStats
-from .errors import AudienceKitError
-from .models import Operation, PendingChunk
+from ..errors import AudienceKitError
+from ..models import Operation, PendingChunk
+from .poll import Poller
+from .stats import CallStats
 
 __all__ = ["ChunkOutcome", "ChunkWriter"]
 

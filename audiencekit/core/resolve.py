@@ -6,9 +6,9 @@ Every workflow, the Mirror and the command line resolve what the user wrote thro
 
 from __future__ import annotations
 
-from .backend import AudienceBackend
-from .errors import ConfigurationError, ConflictError, NotFoundError, ValidationError
-from .models import Audience, Channel
+from ..backend import AudienceBackend
+from ..errors import ConfigurationError, ConflictError, NotFoundError, ValidationError
+from ..models import Audience, Channel
 
 __all__ = ["resolve_audience"]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 
-from ._wire import is_text
-from .errors import Problem, ValidationError
-from .models import Add, Member, Operation, Remove
+from ..errors import Problem, ValidationError
+from ..models import Add, Member, Operation, Remove
+from .wire import is_text
 
 __all__ = ["check_operation", "plain_key", "validate_all"]
 

@@ -1,8 +1,8 @@
 """What every backend shares: the bulk calls, capability checks, the async context manager.
 
-A provider subclasses :class:`BaseBackend` and supplies translation only: the single calls, and a
-:class:`~audiencekit._chunkwriter.ChunkWriter` saying how one chunk is encoded, sent (and checked
-on); the loops, the waits and the accounting live in the core.
+A provider subclasses :class:`BaseBackend` and supplies translation only: the single calls,
+and a :class:`~audiencekit.core.chunkwriter.ChunkWriter` saying how one chunk is encoded, sent
+(and checked on); the loops, the waits and the accounting live in the core.
 """
 
 from __future__ import annotations
@@ -21,21 +21,21 @@ from typing import Any, ClassVar, TypeVar
 
 import anyio.lowlevel
 
-from ._bulk import run_bulk, settle_pending
-from ._checks import check_operation
-from ._chunkwriter import ChunkWriter
-from ._pages import AsyncPager
-from ._progress import ProgressCallback
-from ._resolve import resolve_audience
-from .backend import AudienceBackend, Capabilities, Ids, Members, Operations
-from .errors import (
+from ..backend import AudienceBackend, Capabilities, Ids, Members, Operations
+from ..errors import (
     ConflictError,
     PollTimeoutError,
     Problem,
     UnsupportedFeatureError,
     ValidationError,
 )
-from .models import Add, Audience, BulkResult, Channel, Member, Operation, PendingChunk, Remove
+from ..models import Add, Audience, BulkResult, Channel, Member, Operation, PendingChunk, Remove
+from ..pages import AsyncPager
+from ..progress import ProgressCallback
+from .bulk import run_bulk, settle_pending
+from .checks import check_operation
+from .chunkwriter import ChunkWriter
+from .resolve import resolve_audience
 
 __all__ = ["BaseBackend", "aiterate", "map_items", "prepared_members"]
 
@@ -57,7 +57,7 @@ class BaseBackend:
         """The fingerprint of the account the backend writes to: by default, that of the
         credential its client's :class:`~audiencekit.providers.base.Transport` counts requests
         against (``rate_scope``). A backend without such a client says it itself."""
-        from ._http import ProviderClient
+        from .transport import ProviderClient
 
         client = getattr(self, "client", None)
         if isinstance(client, ProviderClient):

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
 
-from ._clock import DEFAULT_SLEEP, Clock, Sleep, monotonic
-from ._stats import CallStats
-from .errors import PollTimeoutError
+from ..errors import PollTimeoutError
+from .clock import DEFAULT_SLEEP, Clock, Sleep, monotonic
+from .stats import CallStats
 
 if TYPE_CHECKING:
-    from .models import PendingChunk
+    from ..models import PendingChunk
 
 __all__ = ["DelayLearner", "PollPolicy", "Polled", "Poller", "wait_until"]
 

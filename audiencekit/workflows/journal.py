@@ -26,12 +26,12 @@ from typing import Any, TypeVar
 import anyio
 import anyio.abc
 
-from ._clock import monotonic
-from ._progress import ChunkAccepted, ChunkDone, ChunkSent, ProgressCallback, ProgressEvent
-from .backend import AudienceBackend
-from .errors import AudienceBusyError, FencingError, PollTimeoutError, StateStoreError
-from .models import Add, Operation, PendingChunk
-from .state.base import ABSENT, Entry, Lease, StateStore, fingerprint, lease_owner, scope_of
+from ..backend import AudienceBackend
+from ..core.clock import monotonic
+from ..errors import AudienceBusyError, FencingError, PollTimeoutError, StateStoreError
+from ..models import Add, Operation, PendingChunk
+from ..progress import ChunkAccepted, ChunkDone, ChunkSent, ProgressCallback, ProgressEvent
+from ..state.base import ABSENT, Entry, Lease, StateStore, fingerprint, lease_owner, scope_of
 
 __all__ = ["Journal", "guarded", "store_scope"]
 

@@ -8,9 +8,9 @@ from typing import TypeVar
 
 import anyio
 
-from ._chunkwriter import ChunkOutcome
-from .errors import AudienceKitError, may_have_taken_effect
-from .models import Operation
+from ..errors import AudienceKitError, may_have_taken_effect
+from ..models import Operation
+from .chunkwriter import ChunkOutcome
 
 __all__ = ["create_once", "fan_out"]
 

@@ -15,20 +15,20 @@ from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 import anyio
 import attrs
 
-from ._account import account_fingerprint
-from ._base import BaseBackend, aiterate
-from ._pages import AsyncPager
-from ._progress import ProgressCallback
-from ._resolve import resolve_audience
-from .backend import AudienceBackend, Capabilities, Members, Operations
-from .errors import (
+from ..backend import AudienceBackend, Capabilities, Members, Operations
+from ..core.account import account_fingerprint
+from ..core.base import BaseBackend, aiterate
+from ..core.resolve import resolve_audience
+from ..errors import (
     AudienceKitError,
     PollTimeoutError,
     Problem,
     UnsupportedFeatureError,
     ValidationError,
 )
-from .models import Audience, BulkResult, Channel, Member, Operation, PendingChunk
+from ..models import Audience, BulkResult, Channel, Member, Operation, PendingChunk
+from ..pages import AsyncPager
+from ..progress import ProgressCallback
 
 __all__ = ["Mirror", "MirrorError"]
 

@@ -23,12 +23,7 @@ import anyio
 import attrs
 import httpx
 
-from ._account import account_fingerprint
-from ._clock import DEFAULT_SLEEP, Clock, Sleep, monotonic
-from ._rate import SharedBudget, budget_for, governor_for
-from ._stats import CallStats
-from ._wire import read_json, redact_json, unexpected
-from .errors import (
+from ..errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
@@ -39,6 +34,11 @@ from .errors import (
     may_have_taken_effect,
     status_error_class,
 )
+from .account import account_fingerprint
+from .clock import DEFAULT_SLEEP, Clock, Sleep, monotonic
+from .rate import SharedBudget, budget_for, governor_for
+from .stats import CallStats
+from .wire import read_json, redact_json, unexpected
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -123,11 +123,11 @@ class ClientOptions:
     ``base_url`` and ``rate_limit`` left at :data:`PROVIDER_DEFAULT` take the provider's
     (``rate_limit=None`` switches the rate governor off). ``http_client`` may be your own
     ``httpx.AsyncClient`` (left open; give it its own timeout). ``sleep``, ``clock`` and
-    ``rng`` replace the library's (see :mod:`audiencekit._clock`) and ``random``'s, for tests.
+    ``rng`` replace the library's (see :mod:`audiencekit.core.clock`) and ``random``'s, for tests.
     ``shared_budget``: True (the default) shares each rate budget with the other processes of
     the host that use the same credential (unless ``AUDIENCEKIT_SHARED_BUDGET=off``; with a
     ``postgresql://`` URL there, with every host using that database), False keeps it to this
-    process, a :class:`~audiencekit._rate.SharedBudget` shares that one (such as
+    process, a :class:`~audiencekit.core.rate.SharedBudget` shares that one (such as
     ``PostgresBudget(url)``, from :mod:`audiencekit.state.postgres`).
     """
 
@@ -224,7 +224,7 @@ class Transport:
     auth headers are added per request (never set on the client) and every value in them is
     redacted from logs and exceptions.
 
-    ``rate_limit`` is the ceiling, in requests per second, of the :class:`~audiencekit._rate.
+    ``rate_limit`` is the ceiling, in requests per second, of the :class:`~audiencekit.core.rate.
     RateGovernor` shared by every transport of ``rate_scope`` (the credential the provider
     counts requests against; all auth header values by default) at this base URL: ``math.inf``
     for no ceiling (the governor still slows down on 429; the default here), ``None`` for no

@@ -18,15 +18,15 @@ import anyio
 import anyio.lowlevel
 import attrs
 
-from ._base import aiterate, prepared_members
-from ._clock import monotonic
-from ._journal import Journal, guarded, store_scope
-from ._progress import ProgressCallback
-from ._resolve import resolve_audience
-from .backend import AudienceBackend, Members
-from .errors import CheckpointError, ConfigurationError, NotFoundError, Problem, ValidationError
-from .models import Add, BulkResult, Channel, Member, Operation, Remove
-from .state.base import Entry, StateStore, fingerprint, scope_of
+from ..backend import AudienceBackend, Members
+from ..core.base import aiterate, prepared_members
+from ..core.clock import monotonic
+from ..core.resolve import resolve_audience
+from ..errors import CheckpointError, ConfigurationError, NotFoundError, Problem, ValidationError
+from ..models import Add, BulkResult, Channel, Member, Operation, Remove
+from ..progress import ProgressCallback
+from ..state.base import Entry, StateStore, fingerprint, scope_of
+from .journal import Journal, guarded, store_scope
 
 __all__ = ["MigrationReport", "SyncReport", "migrate", "sync"]
 

@@ -17,8 +17,8 @@ import attrs
 import cattrs
 import httpx
 
-from .errors import UnexpectedResponseError
-from .models import OpenEnum
+from ..errors import UnexpectedResponseError
+from ..models import OpenEnum
 
 _fast_dumps: Callable[[Any], bytes] | None
 _fast_loads: Callable[[bytes], Any] | None

@@ -19,14 +19,14 @@ import anyio.abc
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._base import aiterate
-from ._bulk import last_outcome_wins
-from ._journal import Journal, guarded, store_scope
-from ._resolve import resolve_audience
-from .backend import AudienceBackend
-from .errors import AudienceKitError, PartialFailureError, WriterStoppedError
-from .models import Add, BulkResult, Member, Operation, Remove
-from .state import StateStore
+from ..backend import AudienceBackend
+from ..core.base import aiterate
+from ..core.bulk import last_outcome_wins
+from ..core.resolve import resolve_audience
+from ..errors import AudienceKitError, PartialFailureError, WriterStoppedError
+from ..models import Add, BulkResult, Member, Operation, Remove
+from ..state import StateStore
+from .journal import Journal, guarded, store_scope
 
 __all__ = ["AudienceWriter"]
 
