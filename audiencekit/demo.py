@@ -34,7 +34,7 @@ from .progress import ProgressCallback
 from .providers.batch import BatchBackend
 from .providers.dexatel import DexatelBackend
 from .state import StateStore
-from .workflows.sync import migrate
+from .workflows import migrate
 
 __all__ = ["Reporter", "run_demo"]
 

@@ -21,6 +21,9 @@ loopback emulator, each in a process of its own (CPU time and peak memory are pe
 - The state store: a sync of 200,000 Batch members with a SQLite store vs a plain apply of the
   same members: the wall time, and the longest the event loop is held (a 5 ms ticker).
   Target: the journal never holds the loop longer than the bulk engine itself does.
+- Sync at scale: a first sync of 1,000,000 and 3,000,000 Batch members (SQLite store), then a
+  resync with 1% changed and 1% removed, against a process making the same members and syncing
+  nothing. Targets: peak RSS <= 150 MB above it for both; the resync <= 0.3x the first's time.
 - ``import audiencekit`` vs ``import httpx``.
 
 ``--scale`` shrinks every size (0.1 for a quick look); ``--only NAME`` runs one group and
@@ -52,11 +55,13 @@ def run_scenario(
     ends: dict[str, Any],
     n: int,
     setup: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    reset: bool = True,
 ) -> dict[str, Any]:
-    """Reset both emulators, run ``setup`` (seeding, say), run the scenario in a fresh process,
-    and count the requests the emulators received."""
+    """Reset both emulators (unless told not to), run ``setup`` (seeding, say), run the
+    scenario in a fresh process, and count the requests the emulators received."""
     dexatel_root = ends["dexatel"]["url"].rsplit("/v1", 1)[0]
-    for url in (dexatel_root, ends["batch"]["url"]):
+    for url in (dexatel_root, ends["batch"]["url"]) if reset else ():
         httpx.post(f"{url}/_emulator/reset").raise_for_status()
     if setup is not None:
         setup(ends)
@@ -230,6 +235,31 @@ def state_rows(n: int) -> list[Row]:
     ]
 
 
+def sync_rows(sizes: list[int]) -> list[Row]:
+    """A first sync of n Batch members and a resync with 1% changed and 1% removed (SQLite
+    store), each in a process of its own, against a process that makes the same members and
+    syncs nothing. Targets: peak RSS <= 150 MB above that baseline for both, at every size
+    (the slope shows the growth); the resync <= 0.3x the first sync's wall time."""
+    rows: list[Row] = []
+    for n in sizes:
+        with emulator_process() as ends, tempfile.TemporaryDirectory() as folder:
+            e = endpoints(ends)
+            e["extra"] = f"{folder}/state.sqlite3"
+            base = run_scenario("sync_baseline", e, n)
+            first = run_scenario("sync_first", e, n)
+            again = run_scenario("sync_resync", e, n, reset=False)
+        assert first["applied"] == n, first
+        assert again["sent"] == again["applied"] == 2 * (n // 100) + (n % 100 > 1), again
+        rows += [
+            (f"sync {n:,} first: RSS MB above baseline", first["rss_mb"] - base["rss_mb"],
+             150.0, "target"),
+            (f"sync {n:,} 1% resync: RSS MB above base", again["rss_mb"] - base["rss_mb"],
+             150.0, "target"),
+            (f"sync {n:,} 1% resync: wall s (<= 0.3x)", again["wall"], first["wall"], "first"),
+        ]  # fmt: skip
+    return rows
+
+
 def import_rows() -> list[Row]:
     def best(module: str) -> float:
         # click is blocked: with the cli extra installed, httpx would import its own command
@@ -252,7 +282,7 @@ def import_rows() -> list[Row]:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--scale", type=float, default=1.0)
-    groups = ["batch", "rate", "shared", "memory", "dexatel", "state", "import"]
+    groups = ["batch", "rate", "shared", "memory", "dexatel", "state", "sync", "import"]
     parser.add_argument("--only", choices=groups)
     parser.add_argument("--skip", choices=groups, action="append", default=[],
                         help="leave a group out (may be repeated)")  # fmt: skip
@@ -287,6 +317,8 @@ def main() -> None:
         rows += dexatel_rows(size(100_000), size(5_000))
     if wanted("state"):
         rows += state_rows(size(200_000))
+    if wanted("sync"):
+        rows += sync_rows([size(1_000_000), size(3_000_000)])
     if wanted("import"):
         rows += import_rows()
 

@@ -276,7 +276,7 @@ async def batch_with_ticker(ends: dict[str, Any], n: int, *, state: bool) -> dic
     """Put n members into a Batch audience, with sync and a state store or with a plain apply,
     while a task measures how long the event loop is held."""
     from audiencekit.state import SqliteStateStore
-    from audiencekit.workflows.sync import sync
+    from audiencekit.workflows import sync
 
     await create_batch_audience(ends, "bench")
     members = [Member(i, attributes={"plan": "gold"}) for i in member_ids(n)]
@@ -306,6 +306,53 @@ async def state_sync(ends: dict[str, Any], n: int) -> dict[str, Any]:
 async def state_apply(ends: dict[str, Any], n: int) -> dict[str, Any]:
     """The same members with a plain apply: no state store at all."""
     return await batch_with_ticker(ends, n, state=False)
+
+
+# -- sync at scale: memory ------------------------------------------------------------------------
+
+
+def desired(n: int, *, resync: bool) -> Iterator[Member]:
+    """n members, made as they are read (the caller's list is not what is measured); for a
+    resync, 1% with another plan and 1% gone."""
+    for i in range(n):
+        if resync and i % 100 == 1:
+            continue
+        plan = "silver" if resync and i % 100 == 0 else "gold"
+        yield Member(f"user-{i:09d}", attributes={"plan": plan})
+
+
+async def sync_run(ends: dict[str, Any], n: int, *, resync: bool) -> dict[str, Any]:
+    from audiencekit.state import SqliteStateStore
+    from audiencekit.workflows import sync
+
+    if not resync:
+        await create_batch_audience(ends, "scale")
+    async with batch_backend(ends, rate_limit=math.inf) as backend:
+        with SqliteStateStore(ends["extra"]) as store:
+            report = await sync(backend, "scale", desired(n, resync=resync), state=store)
+    return {"applied": report.result.applied, "sent": report.sent}
+
+
+@scenario
+async def sync_first(ends: dict[str, Any], n: int) -> dict[str, Any]:
+    """A first sync of n members into an empty Batch audience, with a SQLite state store."""
+    return await sync_run(ends, n, resync=False)
+
+
+@scenario
+async def sync_resync(ends: dict[str, Any], n: int) -> dict[str, Any]:
+    """The next sync of the same audience, 1% changed and 1% removed."""
+    return await sync_run(ends, n, resync=True)
+
+
+@scenario
+async def sync_baseline(ends: dict[str, Any], n: int) -> dict[str, Any]:
+    """The same imports and the same members made and dropped, and no sync: the baseline."""
+    from audiencekit.state import SqliteStateStore  # noqa: F401
+    from audiencekit.workflows import sync  # noqa: F401
+
+    async with batch_backend(ends, rate_limit=math.inf):
+        return {"read": sum(1 for _ in desired(n, resync=False))}
 
 
 # -- import time ----------------------------------------------------------------------------------

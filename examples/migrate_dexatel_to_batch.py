@@ -13,7 +13,7 @@ import anyio
 from _emulators import providers
 
 from audiencekit import BatchBackend, DexatelBackend, Member, StateStore
-from audiencekit.workflows.sync import migrate
+from audiencekit.workflows import migrate
 
 
 def to_batch(contact: Member) -> Member:

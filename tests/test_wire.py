@@ -7,7 +7,8 @@ import json
 import httpx
 import pytest
 
-from audiencekit import APIError, Member, _wire
+from audiencekit import APIError, Member
+from audiencekit.core import wire as _wire
 from audiencekit.models import FrozenDict
 
 

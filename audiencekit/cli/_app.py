@@ -674,7 +674,7 @@ def build_app() -> click.Group:
 
         The target ends up holding exactly the source's members (what only the target held
         is removed); an interrupted run continues with --resume."""
-        from ..workflows.sync import migrate as run_migration
+        from ..workflows import migrate as run_migration
 
         if resume and restart:
             raise click.UsageError("--resume and --restart exclude each other")
@@ -757,7 +757,7 @@ async def _send(
     rows: int,
     state_path: Path | str | None,
 ) -> int:
-    from ..workflows.sync import sync
+    from ..workflows import sync
 
     out = session.out
     # The store is opened first: one that cannot be used stops the run before any request.

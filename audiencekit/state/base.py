@@ -81,11 +81,17 @@ def _plain(value: object) -> object:
     return value
 
 
+_PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
+_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+_blake2b = hashlib.blake2b
+
+
 def fingerprint(attributes: Attributes) -> str:
     """A short, stable digest of a member's attributes (order of keys does not matter)."""
-    plain = {name: _plain(value) for name, value in attributes.items()}
-    text = json.dumps(plain, sort_keys=True, separators=(",", ":"))
-    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+    plain: Mapping[str, object] = attributes
+    if not {type(value) for value in attributes.values()} <= _PLAIN_TYPES:  # one C-level test
+        plain = {name: _plain(value) for name, value in attributes.items()}
+    return _blake2b(_encode(plain).encode(), digest_size=12).hexdigest()
 
 
 class Entry(NamedTuple):
@@ -189,6 +195,16 @@ class StateStore:
         first when None), in id order, as ``(member, fingerprint, status, handle)`` rows: one
         short read, on which :meth:`iter_entries` pages."""
         raise NotImplementedError
+
+    def unsettled(self, scope: str, audience: str) -> list[tuple[str, str, str]]:
+        """The entries accepted under a handle and not settled, as ``(member, fingerprint,
+        handle)`` rows: the writes of earlier runs still to wait for (a run reads these before
+        its diff, without reading the whole audience)."""
+        return [
+            (member, entry.fingerprint, entry.handle)
+            for member, entry in self.iter_entries(scope, audience)
+            if not entry.settled and entry.handle is not None
+        ]
 
     def entries(self, scope: str, audience: str) -> dict[str, Entry]:
         """Every entry of an audience: member id → :class:`Entry` (all in memory: for small

@@ -326,6 +326,14 @@ class PostgresStateStore(StateStore):
         )
 
     @_translated
+    def unsettled(self, scope: str, audience: str) -> list[tuple[str, str, str]]:
+        return self._read(
+            "SELECT member, fingerprint, handle FROM audiencekit_entries WHERE scope = %s "
+            "AND audience = %s AND status != 'settled' AND handle IS NOT NULL ORDER BY member",
+            (scope, audience),
+        )
+
+    @_translated
     def pushed(self, scope: str, audience: str) -> dict[str, str]:
         rows = self._read(
             "SELECT member, fingerprint FROM audiencekit_entries WHERE scope = %s "

@@ -318,6 +318,15 @@ class SqliteStateStore(StateStore):
             ).fetchall()
 
     @_translated
+    def unsettled(self, scope: str, audience: str) -> list[tuple[str, str, str]]:
+        with self._lock:
+            return self._db.execute(
+                "SELECT member, fingerprint, handle FROM pushed WHERE scope = ? AND audience = ? "
+                "AND status != 'settled' AND handle IS NOT NULL ORDER BY member",
+                (scope, audience),
+            ).fetchall()
+
+    @_translated
     def pushed(self, scope: str, audience: str) -> dict[str, str]:
         with self._lock:
             rows = self._db.execute(

@@ -444,6 +444,17 @@ class StoreContract:
         read = [k for k, _ in store.iter_entries(SCOPE, AUDIENCE, page_size=page_size)]
         assert read == sorted(ids)
 
+    def test_unsettled_lists_the_accepted_writes_still_to_wait_for(self, store: StateStore) -> None:
+        store.intend(SCOPE, AUDIENCE, [("a", "fa"), ("b", "fb"), ("c", ""), ("d", "fd")])
+        store.accept(SCOPE, AUDIENCE, "h1", ["a", "b"])
+        store.accept(SCOPE, AUDIENCE, "h2", ["c"])
+        store.record(SCOPE, AUDIENCE, present={"b": "fb"})  # settled: nothing to wait for
+        store.intend(SCOPE, OTHER_AUDIENCE, [("a", "fa")])
+        store.accept(SCOPE, OTHER_AUDIENCE, "h3", ["a"])
+        assert store.unsettled(SCOPE, AUDIENCE) == [("a", "fa", "h1"), ("c", "", "h2")]
+        # The same as the contract's own reading of every entry.
+        assert store.unsettled(SCOPE, AUDIENCE) == StateStore.unsettled(store, SCOPE, AUDIENCE)
+
     def test_entries_stream_from_the_first_id_after_the_given_one(self, store: StateStore) -> None:
         store.intend(SCOPE, AUDIENCE, [(k, "f") for k in AWKWARD_IDS])
         ordered = sorted(AWKWARD_IDS)

@@ -1,11 +1,14 @@
 """The workflows over any backend: ``sync``, ``migrate``, ``Mirror`` and ``AudienceWriter``.
 
 They share one diff (:mod:`~audiencekit.workflows.diff`) and one journalled apply
-(:mod:`~audiencekit.workflows.journal`); each is importable from the top level too.
+(:mod:`~audiencekit.workflows.apply`, over the journal of :mod:`~audiencekit.workflows.journal`);
+each is importable from the top level too. ``sync`` and ``migrate`` live in private modules, so
+that ``audiencekit.workflows.sync`` is the function, never a module of the same name.
 """
 
+from ._migrate import MigrationReport, migrate
+from ._sync import SyncReport, sync
 from .mirror import Mirror, MirrorError
-from .sync import MigrationReport, SyncReport, migrate, sync
 from .writer import AudienceWriter
 
 __all__ = [

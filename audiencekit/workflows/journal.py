@@ -10,6 +10,7 @@ store is only ever touched from a worker thread, in batches.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import uuid
@@ -19,7 +20,7 @@ from collections.abc import (
     AsyncIterator,
     Callable,
     Iterable,
-    Mapping,
+    Iterator,
 )
 from typing import Any, TypeVar
 
@@ -31,7 +32,7 @@ from ..core.clock import monotonic
 from ..errors import AudienceBusyError, FencingError, PollTimeoutError, StateStoreError
 from ..models import Add, Operation, PendingChunk
 from ..progress import ChunkAccepted, ChunkDone, ChunkSent, ProgressCallback, ProgressEvent
-from ..state.base import ABSENT, Entry, Lease, StateStore, fingerprint, lease_owner, scope_of
+from ..state.base import ABSENT, Lease, StateStore, fingerprint, lease_owner, scope_of
 
 __all__ = ["Journal", "guarded", "store_scope"]
 
@@ -41,6 +42,8 @@ logger = logging.getLogger("audiencekit.state")
 
 #: Operations marked intended in one transaction before any of them is handed on.
 INTENT_BLOCK = 2_000
+#: Ids of a listing adopted in one transaction.
+ADOPT_BLOCK = 10_000
 
 
 async def _off_loop(func: Callable[..., T], *args: Any) -> T:
@@ -77,60 +80,76 @@ class Journal:
         self._queue: list[tuple[str, Any, Any]] = []
         self._wake = anyio.Event()
         self._flushing = anyio.Lock()  # queued writes reach the store in the order queued
-        self._known: Mapping[str, str] = {}
+        self._known: dict[str, str] = {}
 
-    async def entries(self) -> dict[str, Entry]:
-        """What the store knows of the audience (read in a worker thread)."""
-        return await _off_loop(self.store.entries, self.scope, self.audience)
+    async def adopt(self, listed: Iterable[tuple[str, tuple[Any, ...]]]) -> None:
+        """Take a listing of the audience as the settled truth: ``listed`` is ``(id,
+        (fingerprint, ...))`` in id order (a sorted spill), merged with the journal's entries
+        a step at a time; entries the listing lacks are forgotten."""
+        store, scope, audience = self.store, self.scope, self.audience
 
-    async def adopt(self, listed: Mapping[str, Mapping[str, Any]]) -> None:
-        """Take a listing of the audience (id → attributes) as the settled truth."""
+        def merged() -> Iterator[tuple[str, str]]:  # (id, fingerprint or ABSENT), in id order
+            entries = store.iter_entries(scope, audience)
+            have = next(entries, None)
+            for member, record in listed:
+                while have is not None and have[0] < member:
+                    yield have[0], ABSENT
+                    have = next(entries, None)
+                if have is not None and have[0] == member:
+                    have = next(entries, None)
+                yield member, record[0]
+            while have is not None:
+                yield have[0], ABSENT
+                have = next(entries, None)
 
-        def adopt() -> None:  # in a worker thread: fingerprints, then one transaction
-            held = {member: fingerprint(attributes) for member, attributes in listed.items()}
-            known = self.store.entries(self.scope, self.audience)
-            gone = [member for member in known if member not in held]
-            self._record(held.items(), gone)
+        rows = merged()
 
-        await _off_loop(adopt)
+        def step() -> bool:  # in a worker thread: one block of the merge, one transaction
+            block = list(itertools.islice(rows, ADOPT_BLOCK))
+            present = [(member, fp) for member, fp in block if fp != ABSENT]
+            self._record(present, [member for member, fp in block if fp == ABSENT])
+            return len(block) == ADOPT_BLOCK
 
-    async def settle_pending(self, backend: AudienceBackend, entries: dict[str, Entry]) -> None:
+        while await _off_loop(step):
+            pass
+
+    async def settle_pending(self, backend: AudienceBackend) -> None:
         """Wait for the writes an earlier run left accepted but unconfirmed (their handles are
-        in ``entries``), so that nothing sent now can be overtaken by them; settle those that
-        applied, in ``entries`` too."""
+        in the journal), so that nothing sent now can be overtaken by them; settle those that
+        applied. Only the unsettled entries are held, not the audience."""
         if not backend.capabilities.deferred_writes:
             return
-        by_handle: dict[str, list[str]] = {}
-        for member, entry in entries.items():
-            if not entry.settled and entry.handle is not None:
-                by_handle.setdefault(entry.handle, []).append(member)
+        store, scope, audience = self.store, self.scope, self.audience
+
+        def unsettled() -> dict[str, list[tuple[str, str]]]:  # handle -> (id, fingerprint)
+            by_handle: dict[str, list[tuple[str, str]]] = {}
+            for member, fp, handle in store.unsettled(scope, audience):
+                by_handle.setdefault(handle, []).append((member, fp))
+            return by_handle
+
+        by_handle = await _off_loop(unsettled)
         if not by_handle:
             return
-        chunks = [PendingChunk(handle=h, audience_id=self.audience, ids=tuple(ids))
-                  for h, ids in by_handle.items()]  # fmt: skip
+        chunks = [PendingChunk(handle=h, audience_id=self.audience, ids=tuple(k for k, _ in rows))
+                  for h, rows in by_handle.items()]  # fmt: skip
         try:
             result = await backend.wait(chunks, raise_on_failure=False)
         except PollTimeoutError as exc:  # still unconfirmed: written again, as unknowns are
             if exc.result is None:
                 return
             result = exc.result
-        done = {k for ids in by_handle.values() for k in ids} - set(result.failed)
-        done -= set(result.unknown) | {k for c in result.pending for k in c.ids}
-        present = [(k, entries[k].fingerprint) for k in done if entries[k].fingerprint != ABSENT]
-        absent = [k for k in done if entries[k].fingerprint == ABSENT]
-        await _off_loop(self._record, present, absent)
-        for member, fp in present:
-            entries[member] = Entry(fp, "settled")
-        for member in absent:
-            del entries[member]
+        missed = {*result.failed, *result.unknown, *(k for c in result.pending for k in c.ids)}
+        done = [(k, fp) for rows in by_handle.values() for k, fp in rows if k not in missed]
+        present = [(k, fp) for k, fp in done if fp != ABSENT]
+        await _off_loop(self._record, present, [k for k, fp in done if fp == ABSENT])
 
     async def intents(
-        self, operations: AsyncIterable[Operation], known: Mapping[str, str] | None = None
+        self, operations: AsyncIterable[Operation], known: dict[str, str] | None = None
     ) -> AsyncIterator[Operation]:
         """``operations`` as they come, each block marked intended in the store before any
         operation of it is handed on (and so before any of it can be sent). ``known`` holds
-        fingerprints already computed for the adds, by id."""
-        self._known = known or {}
+        fingerprints already computed for the adds, by id; each is taken out as it is used."""
+        self._known = {} if known is None else known
         block: list[Operation] = []
         closing = (
             contextlib.aclosing(operations)
@@ -155,7 +174,7 @@ class Journal:
 
         def intend() -> list[tuple[str, str]]:  # in a worker thread: fingerprints, then write
             writes = [
-                (op.id, known.get(op.id) or fingerprint(op.member.attributes))
+                (op.id, known.pop(op.id, "") or fingerprint(op.member.attributes))
                 if isinstance(op, Add)
                 else (op.id, ABSENT)
                 for op in block

@@ -20,12 +20,12 @@ import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..backend import AudienceBackend
-from ..core.base import aiterate
 from ..core.bulk import last_outcome_wins
 from ..core.resolve import resolve_audience
 from ..errors import AudienceKitError, PartialFailureError, WriterStoppedError
 from ..models import Add, BulkResult, Member, Operation, Remove
 from ..state import StateStore
+from .apply import apply
 from .journal import Journal, guarded, store_scope
 
 __all__ = ["AudienceWriter"]
@@ -283,16 +283,7 @@ class AudienceWriter:
         return False
 
     async def _apply(self, batch: list[Operation]) -> None:
-        journal = self._journal
-        if journal is None:
-            result = await self.backend.apply(self.audience_id, batch, raise_on_failure=False)
-        else:
-            result = await self.backend.apply(
-                self.audience_id,
-                journal.intents(aiterate(batch)),
-                on_progress=journal.progress(None),
-                raise_on_failure=False,
-            )
+        result = await apply(self.backend, self.audience_id, batch, self._journal)
         self.calls += 1
         self.applied += result.applied
         last_outcome_wins(self.failed, self.unknown, (op.id for op in batch),

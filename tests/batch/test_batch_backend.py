@@ -23,8 +23,8 @@ from audiencekit import (
     Url,
     ValidationError,
     WriteReplacedError,
-    _wire,
 )
+from audiencekit.core import wire as _wire
 from audiencekit.providers import open_backend
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.testing import EmulatorServer, Fault, FaultPlan, Timing

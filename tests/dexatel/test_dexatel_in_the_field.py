@@ -7,7 +7,7 @@ import pytest
 
 from audiencekit import Member, NotFoundError
 from audiencekit.testing import EmulatorServer, Fault, FaultPlan, Timing
-from audiencekit.workflows.sync import sync
+from audiencekit.workflows import sync
 
 from ..test_pages import yielded_until_stopped
 from .conftest import MakeBackend

@@ -18,7 +18,7 @@ from audiencekit.providers.batch import BatchBackend
 from audiencekit.providers.dexatel import DexatelBackend
 from audiencekit.providers.dexatel.wire import next_page_token
 from audiencekit.state import SqliteStateStore, scope_of
-from audiencekit.workflows.sync import migrate, sync
+from audiencekit.workflows import migrate, sync
 
 #: Small chunks: many steps to be killed between.
 CHUNK = 500

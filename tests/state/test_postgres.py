@@ -31,7 +31,7 @@ from audiencekit.providers.batch import BatchBackend
 from audiencekit.state import Entry, Lease, SqliteStateStore, StateStore, scope_of
 from audiencekit.state.postgres import SCHEMA_VERSION, PostgresStateStore
 from audiencekit.testing import EmulatorServer
-from audiencekit.workflows.sync import sync
+from audiencekit.workflows import sync
 
 from ..conftest import Connect
 from ..postgres_server import own_server

@@ -56,7 +56,7 @@ from audiencekit.providers.batch import BatchBackend  # noqa: E402
 from audiencekit.state import StateStore  # noqa: E402
 from audiencekit.state.base import lease_owner  # noqa: E402
 from audiencekit.state.postgres import PostgresStateStore  # noqa: E402
-from audiencekit.workflows.sync import sync  # noqa: E402
+from audiencekit.workflows import sync  # noqa: E402
 
 F = TypeVar("F", bound=Callable[..., Any])
 

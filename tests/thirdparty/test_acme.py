@@ -23,8 +23,8 @@ from audiencekit.providers.batch import BatchBackend
 from audiencekit.state import SqliteStateStore, scope_of
 from audiencekit.testing import EmulatorServer, FakeBackend
 from audiencekit.testing.contract import BackendContract, Observe
+from audiencekit.workflows import migrate, sync
 from audiencekit.workflows.mirror import Mirror
-from audiencekit.workflows.sync import migrate, sync
 from audiencekit.workflows.writer import AudienceWriter
 
 from .acme import AcmeBackend, AcmeEmulator

@@ -12,7 +12,7 @@ import pytest
 from audiencekit import Member, Remove
 from audiencekit.providers import Provider
 from audiencekit.testing import EmulatorServer
-from audiencekit.workflows.sync import sync
+from audiencekit.workflows import sync
 
 from .acme import AcmeEmulator
 

@@ -20,7 +20,7 @@ from audiencekit import (
     StateStore,
     open_backend,
 )
-from audiencekit.workflows.sync import MigrationReport, SyncReport, migrate, sync
+from audiencekit.workflows import MigrationReport, SyncReport, migrate, sync
 
 
 async def quickstart() -> int:

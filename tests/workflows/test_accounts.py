@@ -14,7 +14,7 @@ from audiencekit.providers.batch import BatchBackend
 from audiencekit.providers.dexatel import DexatelBackend
 from audiencekit.state import StateStore, scope_of
 from audiencekit.testing import EmulatorServer
-from audiencekit.workflows.sync import migrate, sync
+from audiencekit.workflows import migrate, sync
 
 from ..conftest import Connect
 

@@ -19,7 +19,7 @@ from audiencekit.providers.batch import BatchBackend
 from audiencekit.state import SqliteStateStore, StateStore, fingerprint, scope_of
 from audiencekit.state.postgres import PostgresStateStore
 from audiencekit.testing import EmulatorServer
-from audiencekit.workflows.sync import sync
+from audiencekit.workflows import sync
 
 from ..conftest import Connect
 

@@ -26,7 +26,7 @@ from audiencekit import (
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.state import StateStore, fingerprint, scope_of
 from audiencekit.testing import EmulatorServer, FakeBackend
-from audiencekit.workflows.sync import sync
+from audiencekit.workflows import sync
 
 pytestmark = pytest.mark.anyio
 

@@ -22,7 +22,7 @@ from audiencekit.providers.batch import BatchBackend
 from audiencekit.providers.dexatel import DexatelBackend
 from audiencekit.state import StateStore
 from audiencekit.testing import EmulatorServer, FakeBackend
-from audiencekit.workflows.sync import migrate, sync
+from audiencekit.workflows import migrate, sync
 
 from .test_cli import env  # noqa: F401  (the command line's environment fixture)
 

@@ -32,8 +32,8 @@ from audiencekit.providers.dexatel import DexatelBackend
 from audiencekit.state import Entry, SqliteStateStore, StateStore, fingerprint, scope_of
 from audiencekit.testing import EmulatorServer, FakeBackend, Fault, FaultPlan, Timing
 from audiencekit.testing.store_contract import DictStore
+from audiencekit.workflows import MigrationReport, migrate, sync
 from audiencekit.workflows.journal import guarded
-from audiencekit.workflows.sync import MigrationReport, migrate, sync
 
 from ..conftest import Connect
 from ..support import batch_scope

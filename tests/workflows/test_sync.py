@@ -17,7 +17,7 @@ from audiencekit.providers.batch import BatchBackend
 from audiencekit.providers.dexatel import DexatelBackend
 from audiencekit.state import StateStore, scope_of
 from audiencekit.testing import EmulatorServer, FakeBackend
-from audiencekit.workflows.sync import sync
+from audiencekit.workflows import sync
 
 pytestmark = pytest.mark.anyio
 
