@@ -17,7 +17,9 @@ from .models import Audience, BulkResult, Channel, Member, Operation, PendingChu
 
 __all__ = ["AudienceBackend", "Capabilities", "Members", "Ids", "Operations"]
 
-Members: TypeAlias = Iterable[Member] | AsyncIterable[Member]
+#: Members to add: ``Member`` objects, or plain ``str`` ids (a member without attributes: the
+#: fast path, which builds no Member), mixed as you like.
+Members: TypeAlias = Iterable[Member | str] | AsyncIterable[Member | str]
 Ids: TypeAlias = Iterable[str] | AsyncIterable[str]
 Operations: TypeAlias = Iterable[Operation] | AsyncIterable[Operation]
 
@@ -99,7 +101,8 @@ class AudienceBackend(Protocol):
         on_progress: ProgressCallback | None = None,
         raise_on_failure: bool = True,
     ) -> BulkResult:
-        """Add (or update) members; existing members get the attributes given."""
+        """Add (or update) members; existing members get the attributes given. An item may be a
+        plain ``str`` id: a member without attributes (the fast path: no Member is built)."""
         ...
 
     async def remove_members(

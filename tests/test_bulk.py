@@ -472,3 +472,67 @@ async def test_the_provider_receives_json_with_auth() -> None:
         "name": "aud",
         "ids": [{"action": "add", "id": "a", "attributes": {"k": "v"}}],
     }
+
+
+# -- plain str ids in add_members: adds of members without attributes ------------------------------
+
+
+async def test_str_ids_mix_with_members_and_the_last_per_id_wins(
+    server: TokenServer, backend: TokenBackend
+) -> None:
+    items = [Member("a", attributes={"v": 1}), "b", "a", Member("b", attributes={"v": 2})]
+    result = await backend.add_members("aud", items)
+
+    assert server.updates == [[
+        {"action": "add", "id": "a"},
+        {"action": "add", "id": "b", "attributes": {"v": 2}},
+    ]]  # fmt: skip
+    assert result.applied == 2
+    assert result.operations == 4
+
+
+async def test_str_ids_stream_in_chunks(server: TokenServer) -> None:
+    async with TokenBackend(clock=FakeClock(), chunk_size=3) as backend:
+        result = await backend.add_members("aud", (f"u{i}" for i in range(7)))
+
+    assert sorted(len(update) for update in server.updates) == [1, 3, 3]
+    assert set(server.members) == {f"u{i}" for i in range(7)}
+    assert result.applied == 7
+
+
+async def test_str_ids_from_an_async_iterable(server: TokenServer, backend: TokenBackend) -> None:
+    async def ids() -> AsyncIterator[str]:
+        for i in range(5):
+            yield f"u{i}"
+
+    result = await backend.add_members("aud", ids())
+    assert result.applied == 5
+    assert set(server.members) == {f"u{i}" for i in range(5)}
+
+
+async def test_a_list_with_one_bad_str_id_is_refused_whole(
+    server: TokenServer, backend: TokenBackend
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        await backend.add_members("aud", ["u1", "", "u2", "\ud800"])
+
+    assert [p.message for p in caught.value.problems] == [
+        "an id must not be empty or blank",
+        "an id must be valid text",
+    ]
+    assert server.updates == []
+
+
+async def test_a_bad_str_id_in_a_stream_stops_its_chunk(server: TokenServer) -> None:
+    async with TokenBackend(clock=FakeClock(), chunk_size=2) as backend:
+        with pytest.raises(ValidationError) as caught:
+            await backend.add_members("aud", (i for i in ["u1", "u2", "u3", " "]))
+
+    assert [p.message for p in caught.value.problems] == ["an id must not be empty or blank"]
+    assert server.updates == [[{"action": "add", "id": "u1"}, {"action": "add", "id": "u2"}]]
+
+
+async def test_apply_still_refuses_a_str(server: TokenServer, backend: TokenBackend) -> None:
+    with pytest.raises(ValidationError, match="expected Add or Remove"):
+        await backend.apply("aud", ["u1"])  # type: ignore[list-item]
+    assert server.updates == []

@@ -33,11 +33,11 @@ from ..models import Add, Audience, BulkResult, Channel, Member, Operation, Pend
 from ..pages import AsyncPager
 from ..progress import ProgressCallback
 from .bulk import run_bulk, settle_pending
-from .checks import check_operation
+from .checks import check_id, check_operation
 from .chunkwriter import ChunkWriter
 from .resolve import resolve_audience
 
-__all__ = ["BaseBackend", "aiterate", "map_items", "prepared_members"]
+__all__ = ["BaseBackend", "adds_or_ids", "aiterate", "map_items", "prepared_members"]
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -78,6 +78,13 @@ class BaseBackend:
         :meth:`prepare`, and to check a list whole before a bulk call sends any of it; it must
         accept what the writer's ``encode`` accepts, and refuse what it refuses."""
         return operation
+
+    def refine_id(self, id: str) -> Operation | str:
+        """Check a bare id given to ``add_members`` (already checked as provider-neutral) the
+        way the provider would: the id, or the operation it stands for in canonical form;
+        raise ValidationError. By default, :meth:`refine` of an Add of a Member without
+        attributes; a provider whose writer ``takes_ids`` checks the id alone and returns it."""
+        return self.refine(Add(Member(id)))
 
     async def aclose(self) -> None:
         """Release connections; the backend cannot be used afterwards."""
@@ -188,13 +195,26 @@ class BaseBackend:
         on_progress: ProgressCallback | None = None,
         raise_on_failure: bool = True,
     ) -> BulkResult:
-        """Add (or update) members; existing members get the attributes given."""
-        return await self.apply(
-            audience_id,
-            map_items(members, Add),
+        """Add (or update) members; existing members get the attributes given. An item may be
+        a plain ``str`` id: a member without attributes, sent without building a Member."""
+        if type(self).apply is not BaseBackend.apply:  # its own apply (a mirror): Adds for it
+            return await self.apply(
+                audience_id,
+                map_items(members, _add_of),
+                wait=wait,
+                on_progress=on_progress,
+                raise_on_failure=raise_on_failure,
+            )
+        self._check_wait(wait)
+        return await run_bulk(
+            adds_or_ids(members),
+            writer=self.chunk_writer(audience_id),
             wait=wait,
+            prepare=self.refine,
             on_progress=on_progress,
             raise_on_failure=raise_on_failure,
+            bare_ids=True,
+            prepare_id=self.refine_id,
         )
 
     async def remove_members(
@@ -265,6 +285,25 @@ class BaseBackend:
         await self.aclose()
 
 
+def _add_of(item: Member | str) -> Add:
+    return Add(Member(item)) if type(item) is str else Add(item)  # type: ignore[arg-type]
+
+
+def adds_or_ids(members: Members) -> Iterable[Add | str] | AsyncIterable[Add | str]:
+    """``add_members``' items for the bulk engine: an Add of each Member, a ``str`` id as it is
+    (the engine reads it as an add of a member without attributes); a sized input stays sized."""
+    if isinstance(members, AsyncIterable):
+        return _amap(members, _add_or_id)
+    _check_iterable(members)
+    if isinstance(members, Collection):
+        return [m if type(m) is str else Add(m) for m in members]
+    return (m if type(m) is str else Add(m) for m in members)  # type: ignore[arg-type]
+
+
+def _add_or_id(item: Member | str) -> Add | str:
+    return item if type(item) is str else Add(item)  # type: ignore[arg-type]
+
+
 def map_items(
     items: Iterable[T] | AsyncIterable[T], wrap: Callable[[T], U]
 ) -> Iterable[U] | AsyncIterable[U]:
@@ -296,7 +335,9 @@ async def prepared_members(backend: AudienceBackend, members: Members) -> dict[s
     problems: list[Problem] = []
     async for member in aiterate(members):
         try:
-            op = backend.prepare(Add(member))
+            if type(member) is str:  # a bare id: a member without attributes
+                member = Member(check_id(member))
+            op = backend.prepare(Add(member))  # type: ignore[arg-type]
         except ValidationError as exc:
             problems.extend(exc.problems)
             continue

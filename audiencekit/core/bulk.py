@@ -39,9 +39,9 @@ from ..errors import (
     ValidationError,
     may_have_taken_effect,
 )
-from ..models import Add, BulkResult, Operation, PendingChunk
+from ..models import Add, BulkResult, Member, Operation, PendingChunk
 from ..progress import ChunkAccepted, ChunkDone, ChunkSent, ProgressCallback, ProgressEvent
-from .checks import check_operation, plain_key, validate_all
+from .checks import check_id, check_operation, plain_key, validate_all
 from .chunkwriter import ChunkOutcome, ChunkWriter
 from .clock import monotonic
 from .stats import CallStats
@@ -53,6 +53,8 @@ __all__ = [
 ]
 
 Operations: TypeAlias = Iterable[Operation] | AsyncIterable[Operation]
+#: What the engine reads: operations, and with ``bare_ids`` also ``str`` ids (adds).
+Items: TypeAlias = Iterable[Operation | str] | AsyncIterable[Operation | str]
 #: A part of a chunk in the tally: the chunk's number, the part's number.
 Key: TypeAlias = tuple[int, int]
 T = TypeVar("T")
@@ -85,30 +87,52 @@ class _Chunker:
     """Collects operations into chunks of at most ``size`` distinct ids, last operation wins.
     The writer's ``encode`` checks and encodes them a batch at a time, as they are read."""
 
-    def __init__(self, writer: ChunkWriter[Any], *, checked: bool = False) -> None:
+    def __init__(
+        self, writer: ChunkWriter[Any], *, checked: bool = False, bare_ids: bool = False
+    ) -> None:
         self._size = writer.chunk_size
         self._canonical = writer.canonical
         self._encode = writer.encode
         self._checked = checked
+        self._bare_ids = bare_ids
+        #: Whether a bare id reaches ``encode`` as it is: else it becomes an Add of a Member.
+        self._takes_ids = writer.takes_ids and writer.canonical is None
         self._entries: dict[str, object] = {}  # the chunk's encoded entries, by id
-        self._waiting: dict[str, Operation] = {}  # read, not encoded yet (later than entries)
+        self._waiting: dict[str, Any] = {}  # read, not encoded yet (later than entries)
         self._distinct = 0  # ids in either
         self._problems: list[Problem] = []
         self._seq = 0
         self._first = 1
         self.read = 0
 
-    def take(self, ops: Iterable[Operation]) -> Iterator[Chunk]:
+    def take(self, ops: Iterable[Any]) -> Iterator[Chunk]:
         """Read ``ops`` and yield each chunk that fills up. The loop of every operation of a
         bulk call, provider-neutral: the cheap checks, the canonical id when the provider has
         one, the last operation per id. Its state sits in locals, written back before each
         yield and at the end."""
         size, canonical, checked, batch = self._size, self._canonical, self._checked, ENCODE_BATCH
+        bare, takes_ids = self._bare_ids, self._takes_ids
         entries, waiting, read, distinct = self._entries, self._waiting, self.read, self._distinct
         try:
             for op in ops:
                 read += 1
-                if not checked:
+                key: str | None
+                if bare and type(op) is str:  # an id alone: an add of a member without attributes
+                    key = op
+                    plain = checked or (key.isascii() and key and not key.isspace())
+                    if not (takes_ids and plain):
+                        try:
+                            if not checked:
+                                check_id(key)
+                            if not takes_ids:  # the writer wants operations: one is built
+                                op = Add(Member(key))
+                                if canonical is not None and not checked:
+                                    op = canonical(op)
+                                    key = op.id
+                        except ValidationError as exc:
+                            self._problems.extend(exc.problems)
+                            continue
+                elif not checked:
                     key = plain_key(op) if canonical is None else None
                     if key is None:  # not the common case: the full checks
                         try:
@@ -527,13 +551,15 @@ class _Engine:
 
 
 async def run_bulk(
-    ops: Operations,
+    ops: Items,
     *,
     writer: ChunkWriter[Any],
     prepare: Preparer | None = None,
     wait: bool = True,
     on_progress: ProgressCallback | None = None,
     raise_on_failure: bool = True,
+    bare_ids: bool = False,
+    prepare_id: Callable[[str], Operation | str] | None = None,
 ) -> BulkResult:
     """Apply a stream of operations in chunks and account for every id.
 
@@ -546,6 +572,10 @@ async def run_bulk(
     ``raise_on_failure``, failed or unknown ids raise :class:`PartialFailureError` carrying the
     result; a poll timeout always raises :class:`PollTimeoutError` carrying the handles to resume
     with.
+
+    With ``bare_ids`` (``add_members``), an item may also be a ``str``: an add of a member with
+    that id and no attributes, checked as a member's id is (and, in a sized input, with
+    ``prepare_id``), and handed to a writer that ``takes_ids`` as it is, without a Member.
     """
     if writer.chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
@@ -556,12 +586,12 @@ async def run_bulk(
             [Problem(f"expected an iterable of Add/Remove, got {type(ops).__name__}")]
         )
     checked = isinstance(ops, Collection)
-    if isinstance(ops, Collection):
-        ops = validate_all(ops, prepare)  # a sized input is refused whole, before any request
+    if isinstance(ops, Collection):  # a sized input is refused whole, before any request
+        ops = validate_all(ops, prepare, bare_ids=bare_ids, prepare_id=prepare_id)
 
     tally = _Tally(on_progress)
     engine = _Engine(writer=writer, wait=wait, tally=tally)
-    chunker = _Chunker(writer, checked=checked)
+    chunker = _Chunker(writer, checked=checked, bare_ids=bare_ids)
     stopped: Exception | None = None
     async with anyio.create_task_group() as tg:
         # Nothing raised here escapes the task group (it would come out wrapped in an
@@ -587,9 +617,7 @@ async def run_bulk(
 _SLICE = 1024
 
 
-async def _pump(
-    ops: Operations, chunker: _Chunker, engine: _Engine, tg: anyio.abc.TaskGroup
-) -> None:
+async def _pump(ops: Items, chunker: _Chunker, engine: _Engine, tg: anyio.abc.TaskGroup) -> None:
     """Feed every operation to the chunker and dispatch each chunk it closes. A function of its
     own, so that the last chunk and operation are freed when it returns, not kept till the end."""
     tally = engine.tally

@@ -9,7 +9,7 @@ from ..errors import Problem, ValidationError
 from ..models import Add, Member, Operation, Remove
 from .wire import is_text
 
-__all__ = ["check_operation", "plain_key", "validate_all"]
+__all__ = ["check_id", "check_operation", "plain_key", "validate_all"]
 
 
 _GOOD_NAMES: set[str] = set()  # attribute names already found valid (bounded)
@@ -64,6 +64,13 @@ def plain_key(op: object) -> str | None:
     return None
 
 
+def check_id(value: object) -> str:
+    """A bare id (an add of a member without attributes, in ``add_members``), checked as a
+    member's id is; raises ValidationError."""
+    _check_id(value)
+    return value  # type: ignore[return-value]
+
+
 def _check_id(value: object) -> None:
     if not isinstance(value, str):
         raise ValidationError([Problem(f"an id must be a string, got {type(value).__name__}")])
@@ -74,14 +81,24 @@ def _check_id(value: object) -> None:
 
 
 def validate_all(
-    ops: Collection[object], prepare: Callable[[Operation], Operation] | None
-) -> list[Operation]:
+    ops: Collection[object],
+    prepare: Callable[[Operation], Operation] | None,
+    *,
+    bare_ids: bool = False,
+    prepare_id: Callable[[str], Operation | str] | None = None,
+) -> list[Operation | str]:
     """Every operation of a sized input checked (and prepared), or one ValidationError naming
-    every bad one: a list is refused whole, before anything is sent."""
-    prepared: list[Operation] = []
+    every bad one: a list is refused whole, before anything is sent. With ``bare_ids``, a
+    ``str`` is an add of a member without attributes, checked with ``prepare_id``."""
+    prepared: list[Operation | str] = []
     problems: list[Problem] = []
     for op in ops:
         try:
+            if bare_ids and type(op) is str:
+                if not (op.isascii() and op and not op.isspace()):
+                    _check_id(op)
+                prepared.append(prepare_id(op) if prepare_id is not None else op)
+                continue
             checked = check_operation(op)
             prepared.append(prepare(checked) if prepare is not None else checked)
         except ValidationError as exc:

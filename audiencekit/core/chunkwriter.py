@@ -66,6 +66,10 @@ class ChunkWriter(Generic[E]):
     #: canonical form, or raising ValidationError. Called on each operation as it is read, so
     #: that the last operation per *canonical* id wins. None: ids are taken as they are.
     canonical: Callable[[Operation], Operation] | None = None
+    #: Whether :meth:`encode` takes a bare id (a ``str`` in place of an operation: an add of a
+    #: member with that id and no attributes, already checked as a member's id is), so that
+    #: ``add_members`` with plain ids builds no Member. False: the engine hands it an Add.
+    takes_ids: bool = False
 
     def __init__(self, audience_id: str) -> None:
         self.audience_id = audience_id

@@ -87,6 +87,31 @@ class BackendContract:
         assert set(held) == {m.id for m in members}
         assert held[number(3)]["first_name"] == "N3"
 
+    async def test_plain_str_ids_are_added_as_members_without_attributes(
+        self, backend: AudienceBackend, audience: Audience, observe: Observe
+    ) -> None:
+        a, b, c = number(1), number(2), number(3)
+        mixed: list[Member | str] = [a, Member(b, attributes={"first_name": "B"}), c, a]
+        result = await backend.add_members(audience.id, mixed)
+        assert result.ok
+        assert result.operations == 4
+        held = await observe(audience.id)
+        assert set(held) == {a, b, c}
+        assert held[b]["first_name"] == "B"
+        streamed = await backend.add_members(audience.id, (number(i) for i in range(4, 7)))
+        assert streamed.applied == 3
+        assert set(await observe(audience.id)) == {number(i) for i in range(1, 7)}
+
+    async def test_a_list_with_one_bad_str_id_sends_nothing(
+        self, backend: AudienceBackend, audience: Audience, observe: Observe
+    ) -> None:
+        with pytest.raises(ValidationError) as caught:
+            await backend.add_members(audience.id, [number(1), "  ", number(2)])
+        assert len(caught.value.problems) == 1
+        with pytest.raises(ValidationError):
+            await backend.add_members(audience.id, [number(1), 42])  # type: ignore[list-item]
+        assert await observe(audience.id) == {}
+
     async def test_the_last_operation_per_id_wins(
         self, backend: AudienceBackend, audience: Audience, observe: Observe
     ) -> None:

@@ -367,3 +367,57 @@ async def test_a_million_operations_from_a_generator_make_100_update_calls(
     assert len(held) == 900_000
     assert "u9" not in held
     assert "u999998" in held
+
+
+# -- plain str ids: the fast path of add_members ---------------------------------------------------
+
+
+async def test_str_ids_are_added_without_building_a_member(
+    backend: BatchBackend, emulators: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await backend.create_audience("ids")
+    built = []
+    make = Member.__init__
+
+    def counting(self: Member, *args: Any, **kwargs: Any) -> None:
+        built.append(args)
+        make(self, *args, **kwargs)
+
+    monkeypatch.setattr(Member, "__init__", counting)
+    result = await backend.add_members("ids", (f"user-{i}" for i in range(12_345)))
+    listed = await backend.add_members("ids", ["user-0", "user-99999"])
+
+    assert built == []
+    assert result.applied == 12_345
+    assert listed.applied == 2
+    assert sorted(len(ids) for ids in updates(emulators)) == [2, 2_345, 10_000]
+    assert updates(emulators)[-1] == [
+        {"action": "add", "id": "user-0"},
+        {"action": "add", "id": "user-99999"},
+    ]
+    assert len(emulators.batch.members("ids")) == 12_346
+    assert requests_validate(emulators) == 4  # create + 3 updates
+
+
+async def test_a_list_with_one_bad_str_id_sends_nothing(
+    backend: BatchBackend, emulators: EmulatorServer
+) -> None:
+    await backend.create_audience("ids")
+    emulators.batch.requests.clear()
+    too_long = "x" * 1025
+    with pytest.raises(ValidationError) as caught:
+        await backend.add_members("ids", ["user-1", too_long, "user-2"])
+
+    assert [(p.id, p.message) for p in caught.value.problems] == [
+        ("x" * 40, "longer than 1024 characters")
+    ]
+    assert emulators.batch.requests == []
+
+
+async def test_a_too_long_str_id_in_a_stream_is_refused_before_its_chunk_is_sent(
+    backend: BatchBackend, emulators: EmulatorServer
+) -> None:
+    await backend.create_audience("ids")
+    with pytest.raises(ValidationError, match="longer than 1024 characters"):
+        await backend.add_members("ids", (i for i in ["user-1", "y" * 2000]))
+    assert updates(emulators) == []

@@ -45,6 +45,7 @@ from .wire import (
     BatchAudience,
     IndexingState,
     check_audience_name,
+    check_id,
     check_member,
     encode_replace_chunk,
     encode_update_chunk,
@@ -236,6 +237,12 @@ class BatchBackend(BaseBackend):
                 raise ValidationError(problems)
         return op
 
+    def refine_id(self, id: str) -> str:
+        problems = check_id(id)
+        if problems:
+            raise ValidationError(problems)
+        return id
+
 
 class _Indexed:
     """One view of a write's indexing token: its state once Batch shows it finished, None
@@ -253,6 +260,8 @@ class _Indexed:
 class _UpdateWriter(ChunkWriter[str]):
     """Update calls of at most 10,000 ids, each one's indexing token viewed until APPLIED."""
 
+    takes_ids = True  # encode_update_chunk writes a bare id without a Member
+
     def __init__(self, backend: BatchBackend, audience_id: str) -> None:
         super().__init__(audience_id)
         self.client = backend.client
@@ -261,7 +270,7 @@ class _UpdateWriter(ChunkWriter[str]):
         self.poller = backend.poller
         self._post = self.client.update_raw
 
-    def encode(self, ops: Mapping[str, Operation]) -> Mapping[str, str]:
+    def encode(self, ops: Mapping[str, Operation | str]) -> Mapping[str, str]:
         return encode_update_chunk(ops)
 
     async def send(self, entries: Mapping[str, str], stats: CallStats) -> ChunkOutcome:
@@ -290,6 +299,7 @@ class _ReplaceWriter(_UpdateWriter):
     keep only the last part."""
 
     splittable = False
+    takes_ids = False
 
     def __init__(self, backend: BatchBackend, audience_id: str) -> None:
         super().__init__(backend, audience_id)
@@ -297,7 +307,7 @@ class _ReplaceWriter(_UpdateWriter):
         self.concurrency = 1
         self._post = self.client.replace_raw
 
-    def encode(self, ops: Mapping[str, Operation]) -> Mapping[str, str]:
+    def encode(self, ops: Mapping[str, Operation | str]) -> Mapping[str, str]:
         return encode_replace_chunk(ops)
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "MAX_IDS",
     "BatchAudience",
     "check_audience_name",
+    "check_id",
     "check_member",
     "encode_attributes",
     "encode_replace_chunk",
@@ -141,14 +142,19 @@ def plain_member(member: Member) -> bool:
     return True
 
 
+def check_id(ident: str) -> list[Problem]:
+    """What Batch would refuse about an id (already checked as provider-neutral)."""
+    if len(ident) > MAX_ID_LENGTH:
+        return [Problem(f"longer than {MAX_ID_LENGTH} characters", id=ident[:40])]
+    return []
+
+
 def check_member(member: Member) -> list[Problem]:
     """Everything Batch would refuse about a member, found before sending."""
     if plain_member(member):
         return []
     attributes = member.attributes
-    problems: list[Problem] = []
-    if len(member.id) > MAX_ID_LENGTH:
-        problems.append(Problem(f"longer than {MAX_ID_LENGTH} characters", id=member.id[:40]))
+    problems = check_id(member.id)
     if len(attributes) > MAX_ATTRIBUTES:
         problems.append(
             Problem(
@@ -212,18 +218,25 @@ def encode_attributes(attributes: Mapping[str, AttributeValue]) -> Mapping[str, 
     return wire
 
 
-def encode_update_chunk(ops: Mapping[str, Operation]) -> dict[str, str]:
+def encode_update_chunk(ops: Mapping[str, Operation | str]) -> dict[str, str]:
     """Operations (by id) as the elements of an update call's ``ids``, each as JSON text, by
     id; a ValidationError names every member Batch would refuse.
 
-    The loop of every add: the common member (see :func:`plain_member`) sends its attributes
-    as they are; any other goes through :func:`check_member` and :func:`encode_attributes`.
-    Each entry is text: a chunk holds no objects for the garbage collector to walk.
+    The loop of every add: a bare ``str`` id (an add without attributes, from ``add_members``)
+    needs no Member; the common member (see :func:`plain_member`) sends its attributes as they
+    are; any other goes through :func:`check_member` and :func:`encode_attributes`. Each entry
+    is text: a chunk holds no objects for the garbage collector to walk.
     """
     entries: dict[str, str] = {}
     problems: list[Problem] = []
     dumps, plain = fast_dumps, plain_member
     for key, op in ops.items():
+        if type(op) is str:
+            if len(key) > MAX_ID_LENGTH:
+                problems += check_id(key)
+            else:
+                entries[key] = dumps({"action": "add", "id": key}).decode()
+            continue
         if type(op) is Remove:
             entries[key] = dumps({"action": "remove", "id": key}).decode()
             continue
@@ -247,7 +260,7 @@ def encode_update_chunk(ops: Mapping[str, Operation]) -> dict[str, str]:
     return entries
 
 
-def encode_replace_chunk(ops: Mapping[str, Operation]) -> dict[str, str]:
+def encode_replace_chunk(ops: Mapping[str, Operation | str]) -> dict[str, str]:
     """Adds (by id) as the elements of a replace call's ``ids``, each as JSON text, by id."""
     entries: dict[str, str] = {}
     problems: list[Problem] = []
