@@ -138,10 +138,23 @@ async def batch_sequential(ends: dict[str, Any], n: int) -> dict[str, Any]:
     return {"applied": n, "polls": polls}
 
 
-@scenario
-async def batch_raw_floor(ends: dict[str, Any], n: int) -> dict[str, Any]:
-    """Baseline B, the floor: the same payloads, JSON-encoded and posted with raw httpx at the
-    same concurrency, with no validation, no polling, no bookkeeping."""
+def floor_bodies(n: int, *, attributes: bool = True) -> Iterator[bytes]:
+    """The floor's update bodies: chunks of 10,000 ready-made dicts, JSON-encoded (stdlib)."""
+    ids = member_ids(n)
+    while True:
+        if attributes:
+            chunk = [
+                {"action": "add", "id": i, "attributes": {"plan": "gold"}}
+                for _, i in zip(range(10_000), ids, strict=False)
+            ]
+        else:
+            chunk = [{"action": "add", "id": i} for _, i in zip(range(10_000), ids, strict=False)]
+        if not chunk:
+            return
+        yield json.dumps({"name": "bench", "ids": chunk}).encode()
+
+
+async def raw_floor(ends: dict[str, Any], n: int, *, attributes: bool) -> dict[str, Any]:
     await create_batch_audience(ends, "bench")
     limits = httpx.Limits(max_connections=CONCURRENCY)
     async with httpx.AsyncClient(
@@ -158,20 +171,45 @@ async def batch_raw_floor(ends: dict[str, Any], n: int) -> dict[str, Any]:
                 )  # fmt: skip
                 response.raise_for_status()
 
-        ids = member_ids(n)
         async with anyio.create_task_group() as tg:
-            while True:
-                chunk = [
-                    {"action": "add", "id": i, "attributes": {"plan": "gold"}}
-                    for _, i in zip(range(10_000), ids, strict=False)
-                ]
-                if not chunk:
-                    break
-                body = json.dumps({"name": "bench", "ids": chunk}).encode()
+            for body in floor_bodies(n, attributes=attributes):
                 await slots.acquire()  # hold back like audiencekit does: memory stays bounded
                 slots.release()
                 tg.start_soon(post, body)
     return {"applied": n}
+
+
+@scenario
+async def batch_raw_floor(ends: dict[str, Any], n: int) -> dict[str, Any]:
+    """Baseline B, the floor: the same payloads, JSON-encoded and posted with raw httpx at the
+    same concurrency, with no validation, no polling, no bookkeeping."""
+    return await raw_floor(ends, n, attributes=True)
+
+
+@scenario
+async def batch_raw_floor_ids(ends: dict[str, Any], n: int) -> dict[str, Any]:
+    """The floor for plain ids: the same, each entry an id without attributes."""
+    return await raw_floor(ends, n, attributes=False)
+
+
+@scenario
+async def batch_floor_payloads(ends: dict[str, Any], n: int) -> dict[str, Any]:
+    """What the floor spends building and encoding its bodies alone, without posting them: the
+    floor less this is its HTTP, which audiencekit spends alike."""
+    size = sum(len(body) for body in floor_bodies(n))
+    await anyio.lowlevel.checkpoint()
+    return {"bytes": size}
+
+
+@scenario
+async def batch_ids(ends: dict[str, Any], n: int) -> dict[str, Any]:
+    """audiencekit's fast path: ``add_members`` with n plain str ids (no Member objects)."""
+    await create_batch_audience(ends, "bench")
+    async with batch_backend(ends, rate_limit=math.inf) as backend:
+        result = await backend.add_members("bench", member_ids(n), raise_on_failure=False)
+    failed = len(result.failed) + len(result.unknown) + result.pending_count
+    return {"applied": result.applied, "polls": result.polls, "chunks": result.chunks,
+            "failed": failed}  # fmt: skip
 
 
 # -- Dexatel ------------------------------------------------------------------------------------

@@ -34,7 +34,9 @@ def test_the_benchmarks_run_and_count_what_they_should() -> None:
     assert rows["dexatel read 1,000: list requests"] == (10, 10)
     assert {
         "batch client CPU s (vs B)",
-        "batch CPU s, typed input alone (vs B)",
+        "batch CPU s, typed input alone (<= 0.3x B)",
+        "batch CPU s, str ids (<= 1.2x B ids)",
+        "batch CPU s, B's payloads alone",
         "peak RSS MB, 50,000 vs 5,000 ops",
         "dexatel add 50 at 200 req/s: wall s",
         "sync 2,000 with a state store: wall s",

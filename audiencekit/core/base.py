@@ -37,7 +37,7 @@ from .checks import check_id, check_operation
 from .chunkwriter import ChunkWriter
 from .resolve import resolve_audience
 
-__all__ = ["BaseBackend", "adds_or_ids", "aiterate", "map_items", "prepared_members"]
+__all__ = ["BaseBackend", "aiterate", "map_items", "prepared_members"]
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -206,8 +206,10 @@ class BaseBackend:
                 raise_on_failure=raise_on_failure,
             )
         self._check_wait(wait)
+        if not isinstance(members, AsyncIterable):
+            _check_iterable(members)
         return await run_bulk(
-            adds_or_ids(members),
+            members,  # the engine reads each Member as an Add of it, each str as a bare id
             writer=self.chunk_writer(audience_id),
             wait=wait,
             prepare=self.refine,
@@ -287,21 +289,6 @@ class BaseBackend:
 
 def _add_of(item: Member | str) -> Add:
     return Add(Member(item)) if type(item) is str else Add(item)  # type: ignore[arg-type]
-
-
-def adds_or_ids(members: Members) -> Iterable[Add | str] | AsyncIterable[Add | str]:
-    """``add_members``' items for the bulk engine: an Add of each Member, a ``str`` id as it is
-    (the engine reads it as an add of a member without attributes); a sized input stays sized."""
-    if isinstance(members, AsyncIterable):
-        return _amap(members, _add_or_id)
-    _check_iterable(members)
-    if isinstance(members, Collection):
-        return [m if type(m) is str else Add(m) for m in members]
-    return (m if type(m) is str else Add(m) for m in members)  # type: ignore[arg-type]
-
-
-def _add_or_id(item: Member | str) -> Add | str:
-    return item if type(item) is str else Add(item)  # type: ignore[arg-type]
 
 
 def map_items(

@@ -53,8 +53,8 @@ __all__ = [
 ]
 
 Operations: TypeAlias = Iterable[Operation] | AsyncIterable[Operation]
-#: What the engine reads: operations, and with ``bare_ids`` also ``str`` ids (adds).
-Items: TypeAlias = Iterable[Operation | str] | AsyncIterable[Operation | str]
+#: What the engine reads: operations, or with ``bare_ids`` Members and ``str`` ids (adds).
+Items: TypeAlias = Iterable[Operation | Member | str] | AsyncIterable[Operation | Member | str]
 #: A part of a chunk in the tally: the chunk's number, the part's number.
 Key: TypeAlias = tuple[int, int]
 T = TypeVar("T")
@@ -132,19 +132,22 @@ class _Chunker:
                         except ValidationError as exc:
                             self._problems.extend(exc.problems)
                             continue
-                elif not checked:
-                    key = plain_key(op) if canonical is None else None
-                    if key is None:  # not the common case: the full checks
-                        try:
-                            op = check_operation(op)
-                            if canonical is not None:
-                                op = canonical(op)
-                        except ValidationError as exc:
-                            self._problems.extend(exc.problems)
-                            continue
-                        key = op.member.id if type(op) is Add else op.id
                 else:
-                    key = op.member.id if type(op) is Add else op.id
+                    if bare and not checked:  # add_members: a Member (else refused below)
+                        op = Add(op)
+                    if not checked:
+                        key = plain_key(op) if canonical is None else None
+                        if key is None:  # not the common case: the full checks
+                            try:
+                                op = check_operation(op)
+                                if canonical is not None:
+                                    op = canonical(op)
+                            except ValidationError as exc:
+                                self._problems.extend(exc.problems)
+                                continue
+                            key = op.member.id if type(op) is Add else op.id
+                    else:
+                        key = op.member.id if type(op) is Add else op.id
                 if key not in waiting:
                     if key not in entries:
                         if distinct >= size:  # full: this operation starts the next chunk
@@ -573,9 +576,10 @@ async def run_bulk(
     result; a poll timeout always raises :class:`PollTimeoutError` carrying the handles to resume
     with.
 
-    With ``bare_ids`` (``add_members``), an item may also be a ``str``: an add of a member with
-    that id and no attributes, checked as a member's id is (and, in a sized input, with
-    ``prepare_id``), and handed to a writer that ``takes_ids`` as it is, without a Member.
+    With ``bare_ids`` (``add_members``), the items are Members, each read as an Add of it, and
+    ``str`` ids, each an add of a member with that id and no attributes: checked as a member's
+    id is (and, in a sized input, with ``prepare_id``), and handed as it is to a writer that
+    ``takes_ids``, without a Member.
     """
     if writer.chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")

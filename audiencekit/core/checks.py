@@ -88,8 +88,9 @@ def validate_all(
     prepare_id: Callable[[str], Operation | str] | None = None,
 ) -> list[Operation | str]:
     """Every operation of a sized input checked (and prepared), or one ValidationError naming
-    every bad one: a list is refused whole, before anything is sent. With ``bare_ids``, a
-    ``str`` is an add of a member without attributes, checked with ``prepare_id``."""
+    every bad one: a list is refused whole, before anything is sent. With ``bare_ids``, the
+    items are Members (each read as an Add of it) and ``str`` ids (an add of a member without
+    attributes, checked with ``prepare_id``)."""
     prepared: list[Operation | str] = []
     problems: list[Problem] = []
     for op in ops:
@@ -99,7 +100,7 @@ def validate_all(
                     _check_id(op)
                 prepared.append(prepare_id(op) if prepare_id is not None else op)
                 continue
-            checked = check_operation(op)
+            checked = check_operation(Add(op) if bare_ids else op)  # type: ignore[arg-type]
             prepared.append(prepare(checked) if prepare is not None else checked)
         except ValidationError as exc:
             problems.extend(exc.problems)

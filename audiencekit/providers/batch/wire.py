@@ -6,7 +6,7 @@ Facts from ``shared/provider-docs`` (003 update page, batch-reference.md, the Op
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -227,6 +227,8 @@ def encode_update_chunk(ops: Mapping[str, Operation | str]) -> dict[str, str]:
     are; any other goes through :func:`check_member` and :func:`encode_attributes`. Each entry
     is text: a chunk holds no objects for the garbage collector to walk.
     """
+    if _STR.issuperset(map(type, ops.values())):  # bare ids only: the fast path
+        return _encode_ids(ops.keys())
     entries: dict[str, str] = {}
     problems: list[Problem] = []
     dumps, plain = fast_dumps, plain_member
@@ -255,6 +257,38 @@ def encode_update_chunk(ops: Mapping[str, Operation | str]) -> dict[str, str]:
         else:
             wire = {"action": "add", "id": key, "attributes": encode_attributes(attributes)}
             entries[key] = dumps(wire).decode()
+    if problems:
+        raise ValidationError(problems)
+    return entries
+
+
+_STR = frozenset({str})
+#: The characters JSON escapes in a string (besides the controls): a text free of them, and of
+#: controls, is its own JSON string between quotes.
+_ESCAPED = ('"', "\\")
+
+
+def _encode_ids(ids: Collection[str]) -> dict[str, str]:
+    """Bare ids (adds without attributes) as update entries. A batch of ids that need no JSON
+    escaping (printable ASCII without quotes or backslashes: found with C-level tests on them
+    all at once) is written with one format each, not a dict and an encoder call."""
+    joined = "".join(ids)
+    if (
+        joined.isascii()
+        and joined.isprintable()
+        and _ESCAPED[0] not in joined
+        and _ESCAPED[1] not in joined
+        and max(map(len, ids), default=0) <= MAX_ID_LENGTH
+    ):
+        return {key: f'{{"action":"add","id":"{key}"}}' for key in ids}
+    entries: dict[str, str] = {}
+    problems: list[Problem] = []
+    for key in ids:
+        found = check_id(key)
+        if found:
+            problems += found
+        else:
+            entries[key] = fast_dumps({"action": "add", "id": key}).decode()
     if problems:
         raise ValidationError(problems)
     return entries
