@@ -15,11 +15,12 @@ if TYPE_CHECKING:  # the bulk engine and httpx load on first use, not with the p
     from .progress import ProgressCallback
 from .models import Audience, BulkResult, Channel, Member, Operation, PendingChunk
 
-__all__ = ["AudienceBackend", "Capabilities", "Members", "Ids", "Operations"]
+__all__ = ["AudienceBackend", "Capabilities", "Members", "MembersOrIds", "Ids", "Operations"]
 
-#: Members to add: ``Member`` objects, or plain ``str`` ids (a member without attributes: the
-#: fast path, which builds no Member), mixed as you like.
-Members: TypeAlias = Iterable[Member | str] | AsyncIterable[Member | str]
+Members: TypeAlias = Iterable[Member] | AsyncIterable[Member]
+#: What ``add_members`` takes: ``Member`` objects, or plain ``str`` ids (a member without
+#: attributes: the fast path, which builds no Member), mixed as you like.
+MembersOrIds: TypeAlias = Iterable[Member | str] | AsyncIterable[Member | str]
 Ids: TypeAlias = Iterable[str] | AsyncIterable[str]
 Operations: TypeAlias = Iterable[Operation] | AsyncIterable[Operation]
 
@@ -95,7 +96,7 @@ class AudienceBackend(Protocol):
     async def add_members(
         self,
         audience_id: str,
-        members: Members,
+        members: MembersOrIds,
         *,
         wait: bool = True,
         on_progress: ProgressCallback | None = None,

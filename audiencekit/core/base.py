@@ -21,7 +21,7 @@ from typing import Any, ClassVar, TypeVar
 
 import anyio.lowlevel
 
-from ..backend import AudienceBackend, Capabilities, Ids, Members, Operations
+from ..backend import AudienceBackend, Capabilities, Ids, Members, MembersOrIds, Operations
 from ..errors import (
     ConflictError,
     PollTimeoutError,
@@ -33,7 +33,7 @@ from ..models import Add, Audience, BulkResult, Channel, Member, Operation, Pend
 from ..pages import AsyncPager
 from ..progress import ProgressCallback
 from .bulk import run_bulk, settle_pending
-from .checks import check_id, check_operation
+from .checks import check_operation
 from .chunkwriter import ChunkWriter
 from .resolve import resolve_audience
 
@@ -189,7 +189,7 @@ class BaseBackend:
     async def add_members(
         self,
         audience_id: str,
-        members: Members,
+        members: MembersOrIds,
         *,
         wait: bool = True,
         on_progress: ProgressCallback | None = None,
@@ -322,9 +322,7 @@ async def prepared_members(backend: AudienceBackend, members: Members) -> dict[s
     problems: list[Problem] = []
     async for member in aiterate(members):
         try:
-            if type(member) is str:  # a bare id: a member without attributes
-                member = Member(check_id(member))
-            op = backend.prepare(Add(member))  # type: ignore[arg-type]
+            op = backend.prepare(Add(member))
         except ValidationError as exc:
             problems.extend(exc.problems)
             continue

@@ -38,7 +38,7 @@ def test_a_user_program_passes_and_misuse_fails_mypy_strict(tmp_path: Path) -> N
         for number, line in enumerate(lines, 1)
         if (marked := re.search(r"# E: ([\w-]+)", line))
     }
-    assert len(expected) == 4
+    assert len(expected) == 5
     assert reported == expected, done.stdout
 
 

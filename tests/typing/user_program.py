@@ -30,6 +30,9 @@ async def quickstart() -> int:
             "vip_users",
             (Member(f"user-{i}", attributes={"plan": "gold"}) for i in range(10)),
         )
+        ids: list[Member | str] = ["user-1", Member("user-2", attributes={"plan": "gold"})]
+        await batch.add_members("vip_users", ids)  # plain str ids: the fast path
+        await batch.add_members("vip_users", (f"user-{i}" for i in range(10)))
         token_state = batch.poller  # the Batch backend's own attributes are known
         del token_state
     async with open_backend("dexatel", concurrency=4) as dexatel:
