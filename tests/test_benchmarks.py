@@ -23,7 +23,7 @@ def test_the_benchmarks_run_and_count_what_they_should() -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    row = re.compile(r"^(.+?)\s+([\d,.]+)\s+([\d,.]+)\s+[\d.]+  \S.*$", re.MULTILINE)
+    row = re.compile(r"^(.+?)\s+(-?[\d,.]+)\s+([\d,.]+)\s+-?[\d.]+  \S.*$", re.MULTILINE)
     rows = {
         match[1].strip(): (float(match[2].replace(",", "")), float(match[3].replace(",", "")))
         for match in row.finditer(done.stdout)
@@ -41,13 +41,15 @@ def test_the_benchmarks_run_and_count_what_they_should() -> None:
         "dexatel add 50 at 200 req/s: wall s",
         "sync 2,000 with a state store: wall s",
         "sync 2,000: longest loop stall ms",
+        "sync 10,000 first: RSS MB above baseline",
+        "sync 30,000 1% resync: wall s (<= 0.3x)",
         "import ms (audiencekit vs httpx)",
     } <= set(rows)
     # Every measure is positive, except a count of 429s, which may well be none at all, and
-    # the own-work rows, differences of CPU times that may come out at or below zero.
+    # the own-work and RSS-above-baseline rows, differences that may come out at or below zero.
     assert all(base > 0 for _, base in rows.values())
     assert all(
         ours > 0
         for name, (ours, _) in rows.items()
-        if "429s" not in name and "own work" not in name
+        if "429s" not in name and "own work" not in name and "above" not in name
     )
