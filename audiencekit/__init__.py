@@ -2,7 +2,7 @@
 
 from typing import TYPE_CHECKING
 
-from .backend import AudienceBackend, Capabilities
+from .backend import AudienceBackend
 from .errors import (
     APIConnectionError,
     APIError,
@@ -11,48 +11,24 @@ from .errors import (
     AudienceBusyError,
     AudienceKitError,
     AuthenticationError,
-    BadRequestError,
-    CheckpointError,
     ConfigurationError,
-    ConflictError,
-    InternalServerError,
     NotFoundError,
-    PaginationError,
     PartialFailureError,
-    PermissionDeniedError,
     PollTimeoutError,
-    Problem,
     RateLimitError,
-    UnexpectedResponseError,
-    UnsupportedFeatureError,
+    StateStoreError,
     ValidationError,
-    WriteReplacedError,
-    WriterStoppedError,
 )
 
 if TYPE_CHECKING:
-    from .core.poll import PollPolicy
-    from .core.transport import RetryPolicy
-    from .pages import AsyncPager, Page
-    from .progress import ChunkAccepted, ChunkDone, ChunkSent, ProgressCallback, ProgressEvent
-    from .providers.batch import BatchBackend, BatchClient
-    from .providers.dexatel import DexatelBackend, DexatelClient
-    from .state import SqliteStateStore, StateStore
-    from .workflows.mirror import Mirror, MirrorError
+    from .providers.batch import BatchBackend
+    from .providers.dexatel import DexatelBackend
+    from .state import StateStore
+    from .workflows import MigrationReport, SyncReport, migrate, sync
+    from .workflows.mirror import Mirror
     from .workflows.writer import AudienceWriter
 
-from .models import (
-    Add,
-    AttributeValue,
-    Audience,
-    BulkResult,
-    Channel,
-    Member,
-    Operation,
-    PendingChunk,
-    Remove,
-    Url,
-)
+from .models import Add, Audience, BulkResult, Channel, Member, Operation, PendingChunk, Remove
 from .providers import open_backend
 
 __version__ = "0.1.0"
@@ -60,30 +36,63 @@ __version__ = "0.1.0"
 # The engine, the transport (httpx) and the provider modules load on first use, keeping
 # ``import audiencekit`` light: the vocabulary, the errors and the registry are all it loads.
 _LAZY = {
-    "ChunkAccepted": "audiencekit.progress",
-    "ChunkDone": "audiencekit.progress",
-    "ChunkSent": "audiencekit.progress",
-    "ProgressCallback": "audiencekit.progress",
-    "ProgressEvent": "audiencekit.progress",
-    "RetryPolicy": "audiencekit.core.transport",
-    "AsyncPager": "audiencekit.pages",
-    "Page": "audiencekit.pages",
-    "PollPolicy": "audiencekit.core.poll",
     "BatchBackend": "audiencekit.providers.batch",
-    "BatchClient": "audiencekit.providers.batch",
     "DexatelBackend": "audiencekit.providers.dexatel",
-    "DexatelClient": "audiencekit.providers.dexatel",
     "AudienceWriter": "audiencekit.workflows.writer",
     "Mirror": "audiencekit.workflows.mirror",
-    "MirrorError": "audiencekit.workflows.mirror",
+    "MigrationReport": "audiencekit.workflows",
+    "SyncReport": "audiencekit.workflows",
+    "migrate": "audiencekit.workflows",
+    "sync": "audiencekit.workflows",
     "StateStore": "audiencekit.state",
+}
+
+# The top level keeps what a user types in the first hour; the rest lives in the public
+# module named here (and only there), which the AttributeError of a top-level lookup names.
+_MOVED = {
+    **dict.fromkeys(
+        (
+            "BadRequestError",
+            "CheckpointError",
+            "ConflictError",
+            "InternalServerError",
+            "PaginationError",
+            "PermissionDeniedError",
+            "Problem",
+            "UnexpectedResponseError",
+            "UnsupportedFeatureError",
+            "WriteReplacedError",
+            "WriterStoppedError",
+        ),
+        "audiencekit.errors",
+    ),
+    "Capabilities": "audiencekit.backend",
+    "AttributeValue": "audiencekit.models",
+    "Url": "audiencekit.models",
+    **dict.fromkeys(
+        ("ChunkAccepted", "ChunkDone", "ChunkSent", "ProgressCallback", "ProgressEvent"),
+        "audiencekit.progress",
+    ),
+    "AsyncPager": "audiencekit.pages",
+    "Page": "audiencekit.pages",
+    "DexatelClient": "audiencekit.providers.dexatel",
+    "BatchClient": "audiencekit.providers.batch",
     "SqliteStateStore": "audiencekit.state",
+    "MirrorError": "audiencekit.workflows",
+    "PollPolicy": "audiencekit.options",
+    "RetryPolicy": "audiencekit.options",
 }
 
 
 def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
+        home = _MOVED.get(name)
+        if home is not None:
+            raise AttributeError(
+                f"module 'audiencekit' has no attribute {name!r}: it lives in {home} "
+                f"(from {home} import {name})"
+            )
         raise AttributeError(f"module 'audiencekit' has no attribute {name!r}")
     from importlib import import_module
 
@@ -96,55 +105,33 @@ __all__ = [
     "APIStatusError",
     "APITimeoutError",
     "Add",
-    "AsyncPager",
-    "AttributeValue",
     "Audience",
     "AudienceBackend",
     "AudienceBusyError",
     "AudienceKitError",
     "AudienceWriter",
     "AuthenticationError",
-    "BadRequestError",
     "BatchBackend",
-    "BatchClient",
     "BulkResult",
-    "Capabilities",
     "Channel",
-    "CheckpointError",
-    "ChunkAccepted",
-    "ChunkDone",
-    "ChunkSent",
     "ConfigurationError",
-    "ConflictError",
     "DexatelBackend",
-    "DexatelClient",
-    "InternalServerError",
     "Member",
+    "MigrationReport",
     "Mirror",
-    "MirrorError",
     "NotFoundError",
     "Operation",
-    "Page",
-    "PaginationError",
     "PartialFailureError",
     "PendingChunk",
-    "PermissionDeniedError",
-    "PollPolicy",
     "PollTimeoutError",
-    "UnexpectedResponseError",
-    "Problem",
-    "ProgressCallback",
-    "ProgressEvent",
     "RateLimitError",
     "Remove",
-    "RetryPolicy",
-    "SqliteStateStore",
     "StateStore",
-    "UnsupportedFeatureError",
-    "Url",
+    "StateStoreError",
+    "SyncReport",
     "ValidationError",
-    "WriteReplacedError",
-    "WriterStoppedError",
     "__version__",
+    "migrate",
     "open_backend",
+    "sync",
 ]

@@ -14,7 +14,8 @@ import time
 
 import anyio
 
-from audiencekit import Add, Member, PollPolicy
+from audiencekit import Add, Member
+from audiencekit.options import PollPolicy
 from audiencekit.providers.batch import BatchBackend
 
 from ._emulator import emulator_process

@@ -18,7 +18,8 @@ import anyio
 import anyio.lowlevel
 import httpx
 
-from audiencekit import Add, Member, PollPolicy
+from audiencekit import Add, Member
+from audiencekit.options import PollPolicy
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.providers.dexatel import DexatelBackend
 

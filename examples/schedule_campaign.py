@@ -10,7 +10,8 @@ from datetime import datetime, timedelta, timezone
 import anyio
 from _emulators import providers
 
-from audiencekit import DexatelBackend, Member, PollPolicy
+from audiencekit import DexatelBackend, Member
+from audiencekit.options import PollPolicy
 
 
 async def main() -> str:

@@ -9,8 +9,8 @@ from typing import Any, Protocol, overload
 
 import pytest
 
-from audiencekit import PollPolicy
 from audiencekit.core.rate import BUDGET_ENV
+from audiencekit.options import PollPolicy
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.providers.dexatel import DexatelBackend
 from audiencekit.testing import EmulatorServer, InstantClock

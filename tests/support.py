@@ -17,17 +17,11 @@ from typing import Any
 import attrs
 import httpx
 
-from audiencekit import (
-    Add,
-    Capabilities,
-    NotFoundError,
-    Operation,
-    Problem,
-    Remove,
-    RetryPolicy,
-    ValidationError,
-)
+from audiencekit import Add, NotFoundError, Operation, Remove, ValidationError
+from audiencekit.backend import Capabilities
 from audiencekit.core.account import account_fingerprint
+from audiencekit.errors import Problem
+from audiencekit.options import RetryPolicy
 from audiencekit.providers.base import (
     BaseBackend,
     CallStats,

@@ -11,18 +11,9 @@ import httpx
 import pytest
 import respx
 
-from audiencekit import (
-    Add,
-    ChunkDone,
-    ChunkSent,
-    Member,
-    PartialFailureError,
-    PollTimeoutError,
-    ProgressEvent,
-    Remove,
-    UnsupportedFeatureError,
-    ValidationError,
-)
+from audiencekit import Add, Member, PartialFailureError, PollTimeoutError, Remove, ValidationError
+from audiencekit.errors import UnsupportedFeatureError
+from audiencekit.progress import ChunkDone, ChunkSent, ProgressEvent
 
 from .support import BASE, FakeClock, TokenBackend, TokenServer
 

@@ -7,15 +7,17 @@ import pytest
 from audiencekit import (
     APIConnectionError,
     APITimeoutError,
-    BadRequestError,
-    InternalServerError,
     NotFoundError,
     PollTimeoutError,
     RateLimitError,
-    UnexpectedResponseError,
 )
 from audiencekit.core.single import create_once
-from audiencekit.errors import may_have_taken_effect
+from audiencekit.errors import (
+    BadRequestError,
+    InternalServerError,
+    UnexpectedResponseError,
+    may_have_taken_effect,
+)
 
 pytestmark = pytest.mark.anyio
 

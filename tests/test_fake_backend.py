@@ -7,15 +7,8 @@ from typing import Any
 
 import pytest
 
-from audiencekit import (
-    Add,
-    AudienceBackend,
-    BadRequestError,
-    InternalServerError,
-    Member,
-    PartialFailureError,
-    Remove,
-)
+from audiencekit import Add, AudienceBackend, Member, PartialFailureError, Remove
+from audiencekit.errors import BadRequestError, InternalServerError
 from audiencekit.testing import FakeBackend
 from audiencekit.testing.contract import BackendContract, Observe
 

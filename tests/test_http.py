@@ -17,19 +17,21 @@ from audiencekit import (
     APIConnectionError,
     APITimeoutError,
     AuthenticationError,
-    BadRequestError,
     ConfigurationError,
-    ConflictError,
-    InternalServerError,
     NotFoundError,
-    PermissionDeniedError,
     RateLimitError,
-    RetryPolicy,
 )
 from audiencekit.core.rate import HEADROOM
 from audiencekit.core.stats import CallStats
 from audiencekit.core.transport import Transport, parse_retry_after
-from audiencekit.errors import ErrorDetail
+from audiencekit.errors import (
+    BadRequestError,
+    ConflictError,
+    ErrorDetail,
+    InternalServerError,
+    PermissionDeniedError,
+)
+from audiencekit.options import RetryPolicy
 
 from .support import FakeClock
 

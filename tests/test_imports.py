@@ -28,9 +28,39 @@ def test_importing_the_package_loads_neither_httpx_nor_the_engine() -> None:
 
 
 def test_lazy_names_resolve_to_their_home() -> None:
-    assert audiencekit.RetryPolicy.__module__ == "audiencekit.core.transport"
+    assert audiencekit.sync.__module__ == "audiencekit.workflows._sync"
     for name in audiencekit.__all__:
         assert getattr(audiencekit, name) is not None, name
+
+
+def test_the_top_level_is_small() -> None:
+    assert len(audiencekit.__all__) <= 35
+    assert len(set(audiencekit.__all__)) == len(audiencekit.__all__)
+
+
+def test_each_moved_name_lives_in_its_new_home_only() -> None:
+    """A name moved off the top level imports from its public module; the top level's
+    AttributeError names that module."""
+    import importlib
+
+    import pytest
+
+    moved = audiencekit._MOVED
+    assert moved
+    assert not set(moved) & set(audiencekit.__all__)
+    for name, home in moved.items():
+        module = importlib.import_module(home)
+        assert getattr(module, name) is not None, (name, home)
+        assert name in module.__all__, (name, home)
+        with pytest.raises(AttributeError, match=f"lives in {home}"):
+            getattr(audiencekit, name)
+    from audiencekit import options
+    from audiencekit.core import poll, transport
+
+    # re-exported, not defined twice
+    assert options.PollPolicy is poll.PollPolicy
+    assert options.RetryPolicy is transport.RetryPolicy
+    assert options.ClientOptions is transport.ClientOptions
 
 
 def test_provider_names_stay_with_their_provider() -> None:

@@ -51,6 +51,8 @@ def floor(module: str) -> str:
     top = parts[1]
     if top in ("providers", "state", "testing", "cli", "workflows", "core"):
         return "vocabulary" if ".".join(parts[1:3]) in CORE_VOCABULARY else top
+    if top == "options":  # the public face of core's settings (RetryPolicy, PollPolicy, ...)
+        return "core"
     if top in ("__main__",):
         return "cli"
     if top == "demo":

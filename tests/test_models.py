@@ -20,20 +20,21 @@ from audiencekit import (
     AudienceKitError,
     BulkResult,
     Channel,
-    ConflictError,
-    InternalServerError,
     Member,
     PartialFailureError,
     PendingChunk,
     PollTimeoutError,
-    Problem,
     Remove,
-    UnsupportedFeatureError,
-    Url,
     ValidationError,
 )
-from audiencekit.errors import status_error_class
-from audiencekit.models import FrozenDict
+from audiencekit.errors import (
+    ConflictError,
+    InternalServerError,
+    Problem,
+    UnsupportedFeatureError,
+    status_error_class,
+)
+from audiencekit.models import FrozenDict, Url
 from audiencekit.providers.batch import IndexingState
 
 

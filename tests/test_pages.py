@@ -11,7 +11,8 @@ import httpx
 import pytest
 import respx
 
-from audiencekit import AsyncPager, Page, PaginationError
+from audiencekit.errors import PaginationError
+from audiencekit.pages import AsyncPager, Page
 
 pytestmark = pytest.mark.anyio
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from audiencekit import PollPolicy, PollTimeoutError
+from audiencekit import PollTimeoutError
 from audiencekit.core.poll import wait_until
 from audiencekit.core.stats import CallStats
+from audiencekit.options import PollPolicy
 
 from .support import FakeClock
 

@@ -15,12 +15,13 @@ import respx
 from hypothesis import given
 from hypothesis import strategies as st
 
-from audiencekit import InternalServerError, RateLimitError, RetryPolicy
+from audiencekit import RateLimitError
 from audiencekit.core.poll import DelayLearner, PollPolicy, wait_until
 from audiencekit.core.rate import DECREASE, HEADROOM, RateGovernor, governor_for
 from audiencekit.core.stats import CallStats
 from audiencekit.core.transport import Transport, parse_retry_after
-from audiencekit.errors import ErrorDetail
+from audiencekit.errors import ErrorDetail, InternalServerError
+from audiencekit.options import RetryPolicy
 
 from .support import FakeClock
 

@@ -13,18 +13,16 @@ from audiencekit import (
     AudienceBackend,
     AuthenticationError,
     ConfigurationError,
-    ConflictError,
     Member,
     NotFoundError,
-    PollPolicy,
     PollTimeoutError,
     Remove,
-    UnsupportedFeatureError,
-    Url,
     ValidationError,
-    WriteReplacedError,
 )
 from audiencekit.core import wire as _wire
+from audiencekit.errors import ConflictError, UnsupportedFeatureError, WriteReplacedError
+from audiencekit.models import Url
+from audiencekit.options import PollPolicy
 from audiencekit.providers import open_backend
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.testing import EmulatorServer, Fault, FaultPlan, Timing

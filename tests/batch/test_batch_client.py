@@ -8,7 +8,9 @@ import httpx
 import pytest
 import respx
 
-from audiencekit import Member, PollPolicy, UnexpectedResponseError
+from audiencekit import Member
+from audiencekit.errors import UnexpectedResponseError
+from audiencekit.options import PollPolicy
 from audiencekit.providers.batch import BatchBackend, BatchClient, IndexingState
 from audiencekit.testing import InstantClock
 

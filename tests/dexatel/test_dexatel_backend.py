@@ -7,15 +7,8 @@ from typing import Any
 
 import pytest
 
-from audiencekit import (
-    Add,
-    ConflictError,
-    Member,
-    NotFoundError,
-    Remove,
-    UnsupportedFeatureError,
-    ValidationError,
-)
+from audiencekit import Add, Member, NotFoundError, Remove, ValidationError
+from audiencekit.errors import ConflictError, UnsupportedFeatureError
 from audiencekit.providers.dexatel import DexatelBackend, normalize_number
 from audiencekit.testing import EmulatorServer, Fault, FaultPlan, Timing
 from audiencekit.testing.contract import BackendContract, Observe

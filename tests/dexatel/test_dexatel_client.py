@@ -13,14 +13,13 @@ import respx
 from audiencekit import (
     APIError,
     AuthenticationError,
-    BadRequestError,
     Channel,
-    ConflictError,
     NotFoundError,
-    PollPolicy,
     PollTimeoutError,
     ValidationError,
 )
+from audiencekit.errors import BadRequestError, ConflictError
+from audiencekit.options import PollPolicy
 from audiencekit.providers.dexatel import CampaignStatus, DexatelClient
 from audiencekit.testing import EmulatorServer, InstantClock
 

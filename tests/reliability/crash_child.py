@@ -13,7 +13,9 @@ from typing import Any
 
 import anyio
 
-from audiencekit import AudienceBusyError, AudienceWriter, Member, PollPolicy, ProgressEvent
+from audiencekit import AudienceBusyError, AudienceWriter, Member
+from audiencekit.options import PollPolicy
+from audiencekit.progress import ProgressEvent
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.providers.dexatel import DexatelBackend
 from audiencekit.providers.dexatel.wire import next_page_token

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from audiencekit import Add, Member, Operation, Remove, Url, ValidationError
+from audiencekit import Add, Member, Operation, Remove, ValidationError
+from audiencekit.models import Url
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.providers.dexatel import DexatelBackend
 from audiencekit.testing import BatchEmulator, DexatelEmulator, FakeBackend

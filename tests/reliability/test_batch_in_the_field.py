@@ -11,17 +11,15 @@ import anyio
 import pytest
 
 from audiencekit import (
-    ChunkAccepted,
     Member,
     NotFoundError,
     PartialFailureError,
-    PollPolicy,
     PollTimeoutError,
-    ProgressEvent,
-    RetryPolicy,
-    UnexpectedResponseError,
     ValidationError,
 )
+from audiencekit.errors import UnexpectedResponseError
+from audiencekit.options import PollPolicy, RetryPolicy
+from audiencekit.progress import ChunkAccepted, ProgressEvent
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.testing import EmulatorServer, Fault, FaultPlan, Timing
 

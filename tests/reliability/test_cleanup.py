@@ -9,14 +9,8 @@ import warnings
 import anyio
 import pytest
 
-from audiencekit import (
-    APIConnectionError,
-    AuthenticationError,
-    Member,
-    PartialFailureError,
-    PollPolicy,
-    RetryPolicy,
-)
+from audiencekit import APIConnectionError, AuthenticationError, Member, PartialFailureError
+from audiencekit.options import PollPolicy, RetryPolicy
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.providers.dexatel import DexatelBackend
 from audiencekit.testing import EmulatorServer, InstantClock

@@ -8,16 +8,9 @@ from typing import Any
 import anyio
 import pytest
 
-from audiencekit import (
-    Add,
-    ChunkDone,
-    Member,
-    Operation,
-    PollPolicy,
-    ProgressEvent,
-    Remove,
-    RetryPolicy,
-)
+from audiencekit import Add, Member, Operation, Remove
+from audiencekit.options import PollPolicy, RetryPolicy
+from audiencekit.progress import ChunkDone, ProgressEvent
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.providers.dexatel import DexatelBackend
 from audiencekit.testing import EmulatorServer, Fault, FaultPlan, Timing

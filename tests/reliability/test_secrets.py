@@ -24,14 +24,13 @@ from audiencekit import (
     APIError,
     APITimeoutError,
     AuthenticationError,
-    InternalServerError,
     Member,
     NotFoundError,
     PartialFailureError,
     RateLimitError,
-    RetryPolicy,
-    UnexpectedResponseError,
 )
+from audiencekit.errors import InternalServerError, UnexpectedResponseError
+from audiencekit.options import RetryPolicy
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.providers.dexatel import DexatelBackend
 

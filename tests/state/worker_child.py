@@ -50,8 +50,10 @@ from typing import Any, TypeVar  # noqa: E402
 import anyio  # noqa: E402
 import httpx  # noqa: E402
 
-from audiencekit import AudienceBusyError, ChunkDone, Member, PollPolicy, ProgressEvent  # noqa: E402
+from audiencekit import AudienceBusyError, Member  # noqa: E402
 from audiencekit.errors import FencingError  # noqa: E402
+from audiencekit.options import PollPolicy  # noqa: E402
+from audiencekit.progress import ChunkDone, ProgressEvent  # noqa: E402
 from audiencekit.providers.batch import BatchBackend  # noqa: E402
 from audiencekit.state import StateStore  # noqa: E402
 from audiencekit.state.base import lease_owner  # noqa: E402

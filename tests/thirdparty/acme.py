@@ -21,16 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from audiencekit import (
-    Add,
-    Audience,
-    Channel,
-    Member,
-    Operation,
-    Problem,
-    Remove,
-    ValidationError,
-)
+from audiencekit import Add, Audience, Channel, Member, Operation, Remove, ValidationError
+from audiencekit.errors import Problem
 from audiencekit.providers.base import (
     AsyncPager,
     BaseBackend,

@@ -13,8 +13,9 @@ from typing import Any
 import anyio
 import pytest
 
-from audiencekit import Member, PollPolicy, open_backend
+from audiencekit import Member, open_backend
 from audiencekit.cli import main
+from audiencekit.options import PollPolicy
 from audiencekit.providers import (
     get_provider,
     provider_names,

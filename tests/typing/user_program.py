@@ -15,11 +15,11 @@ from audiencekit import (
     DexatelBackend,
     Member,
     Mirror,
-    PollPolicy,
     Remove,
     StateStore,
     open_backend,
 )
+from audiencekit.options import PollPolicy
 from audiencekit.workflows import MigrationReport, SyncReport, migrate, sync
 
 

@@ -441,7 +441,7 @@ def test_the_progress_bar_shows_the_total_the_rate_and_the_time_left() -> None:
 
 
 def _done(chunk: int, size: int) -> Any:
-    from audiencekit import ChunkDone
+    from audiencekit.progress import ChunkDone
 
     fields = {f.name: 0 for f in attrs.fields(ChunkDone) if f.default is attrs.NOTHING}
     fields.update(chunk=chunk, size=size, applied=size)

@@ -13,8 +13,9 @@ from typing import Any
 import anyio
 import pytest
 
-from audiencekit import AudienceBusyError, ChunkDone, Member, ProgressEvent
+from audiencekit import AudienceBusyError, Member
 from audiencekit.errors import FencingError
+from audiencekit.progress import ChunkDone, ProgressEvent
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.state import SqliteStateStore, StateStore, fingerprint, scope_of
 from audiencekit.state.postgres import PostgresStateStore

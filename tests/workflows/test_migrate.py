@@ -7,7 +7,8 @@ from collections import Counter
 import anyio
 import pytest
 
-from audiencekit import ChunkDone, ConfigurationError, Member, ProgressEvent
+from audiencekit import ConfigurationError, Member
+from audiencekit.progress import ChunkDone, ProgressEvent
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.providers.dexatel import DexatelBackend
 from audiencekit.state import StateStore, scope_of

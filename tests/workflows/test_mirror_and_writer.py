@@ -13,20 +13,18 @@ from audiencekit import (
     AudienceBusyError,
     AudienceWriter,
     AuthenticationError,
-    BadRequestError,
     Member,
     Mirror,
-    MirrorError,
     PartialFailureError,
     PollTimeoutError,
     Remove,
     ValidationError,
-    WriterStoppedError,
 )
+from audiencekit.errors import BadRequestError, WriterStoppedError
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.state import StateStore, fingerprint, scope_of
 from audiencekit.testing import EmulatorServer, FakeBackend
-from audiencekit.workflows import sync
+from audiencekit.workflows import MirrorError, sync
 
 pytestmark = pytest.mark.anyio
 

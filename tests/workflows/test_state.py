@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from audiencekit import Url
+from audiencekit.models import Url
 from audiencekit.state import StateStore, fingerprint
 
 

@@ -18,15 +18,10 @@ import anyio
 import attrs
 import pytest
 
-from audiencekit import (
-    AudienceBusyError,
-    ChunkDone,
-    Member,
-    PollPolicy,
-    PollTimeoutError,
-    ProgressEvent,
-)
+from audiencekit import AudienceBusyError, Member, PollTimeoutError
 from audiencekit.errors import FencingError, StateStoreVersionError
+from audiencekit.options import PollPolicy
+from audiencekit.progress import ChunkDone, ProgressEvent
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.providers.dexatel import DexatelBackend
 from audiencekit.state import Entry, SqliteStateStore, StateStore, fingerprint, scope_of

@@ -5,14 +5,9 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from audiencekit import (
-    BadRequestError,
-    ChunkDone,
-    ConfigurationError,
-    Member,
-    ProgressEvent,
-    ValidationError,
-)
+from audiencekit import ConfigurationError, Member, ValidationError
+from audiencekit.errors import BadRequestError
+from audiencekit.progress import ChunkDone, ProgressEvent
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.providers.dexatel import DexatelBackend
 from audiencekit.state import StateStore, scope_of
