@@ -42,6 +42,22 @@ def private_budget(
     return path
 
 
+#: The ceiling (requests/s) that :func:`batch_unpaced` gives the command line's Batch backends.
+UNPACED = 1_000.0
+
+
+@pytest.fixture
+def batch_unpaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batch backends built with default settings in this process (by the command line, the
+    demo) get a ceiling of ``UNPACED`` requests/s instead of Batch's 1 request/s, on the real
+    clock: for the tests of what a command prints and sends, which is the same at any pace,
+    and would otherwise spend most of their time waiting for it. The governor (and the shared
+    budget) stay in the path. The pacing itself is tested on its own, at the default
+    (tests/reliability/test_batch_in_the_field.py, tests/test_budget.py), and so is the
+    installed command in child processes (not affected)."""
+    monkeypatch.setitem(BatchBackend.__init__.__kwdefaults__, "rate_limit", UNPACED)
+
+
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)

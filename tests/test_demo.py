@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from audiencekit.cli._app import build_app
+
+# Batch at full speed (see the fixture): the full demo at its defaults, Batch's pace included,
+# is tests/workflows/test_cli.py::test_the_installed_command_runs_the_full_demo.
+pytestmark = pytest.mark.usefixtures("batch_unpaced")
 
 
 def test_the_demo_adds_some_contacts_through_the_api_and_seeds_the_rest() -> None:

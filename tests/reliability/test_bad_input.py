@@ -106,10 +106,13 @@ async def dexatel() -> Any:
 
 @pytest.fixture
 async def batch() -> Any:
+    """No rate governor: the in-process emulator has no limit, and every test here is about
+    what is refused before any request (at Batch's 1 request/s, the audience's creation and
+    its view alone would cost each test 2 s of waiting)."""
     emulator = BatchEmulator()
     async with BatchBackend(
         api_key="batch-emulator-rest-key", project_key="p", base_url="http://batch.local",
-        http_client=emulator.client("http://batch.local"),
+        http_client=emulator.client("http://batch.local"), rate_limit=None,
     ) as backend:  # fmt: skip
         await backend.create_audience("bad")
         yield backend, emulator, "bad"

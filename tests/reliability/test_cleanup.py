@@ -49,10 +49,12 @@ async def test_failures_leave_nothing_open(
             with pytest.raises(AuthenticationError):
                 await bad.create_audience("a", channel="SMS")
 
-        # cancelled in the middle of waiting for indexing
+        # cancelled in the middle of waiting for indexing (on the real clock, with a governor
+        # and the shared budget, at a ceiling that has every update sent well before the
+        # cancel: at Batch's 1 request/s the cancel found it waiting for its turn instead)
         audiencekit_emulators.batch.config.index_polls = 10_000
         async with BatchBackend(api_key=ends.batch_key, project_key=ends.batch_project,
-                                base_url=ends.batch_url,
+                                base_url=ends.batch_url, rate_limit=1_000.0,
                                 poll=PollPolicy(max_wait=600, interval=0.01)) as slow:  # fmt: skip
             clients.append(slow.client.transport._client)
             audiencekit_emulators.batch.config.index_polls = 0

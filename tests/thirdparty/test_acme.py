@@ -170,6 +170,7 @@ def test_the_command_line_lists_and_drives_it(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    batch_unpaced: None,
 ) -> None:
     options = acme_server.endpoints["acme"].options
     monkeypatch.setenv("ACME_API_KEY", options["api_key"])

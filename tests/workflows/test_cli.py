@@ -28,7 +28,10 @@ SCRIPT = Path(sys.executable).with_name("audiencekit")
 
 @pytest.fixture
 def env(
-    audiencekit_emulators: EmulatorServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    audiencekit_emulators: EmulatorServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    batch_unpaced: None,
 ) -> EmulatorServer:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))  # the default --state lives here
     for name, value in _variables(audiencekit_emulators).items():
@@ -486,6 +489,7 @@ def test_the_state_store_defaults_to_the_users_data_directory(
 # -- the demo --------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("batch_unpaced")
 def test_the_demo_verifies_its_summary() -> None:
     run = cli("demo", "--contacts", "600", "--json")
     assert run.code == 0
