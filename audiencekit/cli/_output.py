@@ -148,6 +148,15 @@ class Output:
             lines.append(f"{bucket} {len(ids):,}: {cause} ({sample})")
         return lines
 
+    def would(self, counts: Mapping[str, int], examples: Mapping[str, Sequence[str]]) -> list[str]:
+        """A dry run's lines: how many ids it would add, change and remove, with the first."""
+        lines = []
+        for kind, verb in (("added", "add"), ("changed", "change"), ("removed", "remove")):
+            count, ids = counts.get(kind, 0), examples.get(kind, ())
+            more = ", ..." if count > len(ids) else ""
+            lines.append(f"would {verb} {count:,}" + (f": {', '.join(ids)}{more}" if ids else ""))
+        return lines
+
 
 def _ignore(event: ProgressEvent) -> None:
     pass

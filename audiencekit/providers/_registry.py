@@ -63,6 +63,7 @@ class Provider:
     env: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen)
     emulator: str | Callable[[], EmulatorApp] | None = None
     description: str = ""
+    cli_options: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen)
     hidden: bool = False
 
     @name.validator
@@ -72,6 +73,15 @@ class Provider:
                 f"a provider name is a lowercase identifier (it names options and variables), "
                 f"got {value!r}"
             )
+
+    @cli_options.validator
+    def _check_cli_options(self, _: object, value: Mapping[str, str]) -> None:
+        for option in value:
+            if not (option.isidentifier() and option.islower()) or option == "base_url":
+                raise ConfigurationError(
+                    f"cli_options names keyword options other than base_url (which has "
+                    f"--{self.name.replace('_', '-')}-url), got {option!r}"
+                )
 
     def build(self, **options: Any) -> AudienceBackend:
         """The backend, built with ``options``; an option not passed is read from its
@@ -108,6 +118,7 @@ _BUILT_IN = (
         },
         emulator="audiencekit.testing._batch:BatchEmulator",
         description="Batch custom-id audiences (10,000 ids a call, applied later)",
+        cli_options={"api_version": "Batch API version (default 2.3)."},
     ),
     Provider(
         name="fake",

@@ -18,12 +18,12 @@ import attrs
 from ..backend import AudienceBackend
 from ..core.clock import monotonic
 from ..core.resolve import resolve_audience
-from ..errors import CheckpointError, NotFoundError, Problem
+from ..errors import CheckpointError, Problem
 from ..models import Channel, Member
 from ..progress import ProgressCallback
 from ..state.base import StateStore, scope_of
 from .apply import apply, journal_of
-from .diff import Diff, compared, digest_sorted, ids_digest, spill_listing, spill_wanted
+from .diff import compared, digest_sorted, dry_diff, ids_digest, spill_listing, spill_wanted
 from .journal import store_scope
 
 __all__ = ["MigrationReport", "default_mapping", "ids_digest", "migrate"]
@@ -46,7 +46,13 @@ class MigrationReport:
     unknown: Mapping[str, str]
     invalid: tuple[Problem, ...] = ()
     unchanged: int = 0
+    #: Of the members sent (or, in a dry run, to send): those the target did not hold, and
+    #: those it held with other attributes.
+    added: int = 0
+    changed: int = 0
     removed: int = 0
+    #: The first ids of each kind (``"added"``, ``"changed"``, ``"removed"``), in id order.
+    examples: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
     target_size: int | None = None
     expected_size: int | None = None
     target_ids: str | None = None
@@ -195,7 +201,10 @@ async def migrate(
         unknown={k: str(v) for k, v in result.unknown.items()},
         invalid=tuple(problems),
         unchanged=diff.unchanged,
+        added=diff.added,
+        changed=diff.changed,
         removed=diff.removed,
+        examples=diff.examples(),
         target_size=target_size,
         expected_size=expected_size,
         target_ids=target_ids,
@@ -262,31 +271,12 @@ async def _dry_run(
     state: StateStore | None,
 ) -> MigrationReport:
     """Read and check every member; compare with what the target holds, when that is known."""
-    scope = ""
-    try:
-        target_id = (await resolve_audience(target, target_audience))[0].id
-    except NotFoundError:
-        target_id, known = target_audience, False  # a run would create it (with create=True)
-    else:
-        known = True
-        if state is not None and not target.capabilities.list_members:
-            scope = await store_scope(state, target, None)
     problems: list[Problem] = []
     wanted, read = await spill_wanted(target, source.iter_members(source_id), mapping=mapping,
                                       problems=problems)  # fmt: skip
-    sent = 0
-    try:
-        if known:
-            async with compared(target, target_id, wanted, None, state=state, scope=scope) as d:
-                async for _ in d.operations():
-                    sent += 1
-        else:  # nothing is held yet: every member would be sent
-            d = Diff(wanted, (), listed=False)
-            try:
-                async for _ in d.operations():
-                    sent += 1
-            finally:
-                await d.aclose()
+    try:  # a missing target: a run would create it (with create=True)
+        target_id, d = await dry_diff(target, target_audience, wanted, state=state,
+                                      missing_ok=True)  # fmt: skip
     finally:
         wanted.close()
     return MigrationReport(
@@ -295,11 +285,14 @@ async def _dry_run(
         dry_run=True,
         resumed_from=0,
         read=read,
-        sent=sent,
+        sent=d.added + d.changed + d.removed,
         applied=0,
         failed={},
         unknown={},
         invalid=tuple(problems),
         unchanged=d.unchanged,
+        added=d.added,
+        changed=d.changed,
         removed=d.removed,
+        examples=d.examples(),
     )

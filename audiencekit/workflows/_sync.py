@@ -20,7 +20,7 @@ from ..models import BulkResult, Channel
 from ..progress import ProgressCallback
 from ..state.base import StateStore
 from .apply import apply, journal_of
-from .diff import compared, spill_wanted
+from .diff import SortedSpill, compared, dry_diff, spill_wanted
 from .journal import store_scope
 
 __all__ = ["SyncReport", "sync"]
@@ -39,6 +39,10 @@ class SyncReport:
     result: BulkResult
     #: Of the added, changed and removed members, how many were applied (by kind).
     applied: Mapping[str, int] = attrs.field(factory=dict)
+    #: Whether this was a dry run (nothing was sent).
+    dry_run: bool = False
+    #: The first ids of each kind (``"added"``, ``"changed"``, ``"removed"``), in id order.
+    examples: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
 
     @property
     def sent(self) -> int:
@@ -56,6 +60,7 @@ async def sync(
     scope: str | None = None,
     on_progress: ProgressCallback | None = None,
     raise_on_failure: bool = True,
+    dry_run: bool = False,
 ) -> SyncReport:
     """Make the audience hold exactly ``desired``, sending only the difference.
 
@@ -71,6 +76,10 @@ async def sync(
     Memory does not grow with the audience: ``desired`` is read once and sorted through
     temporary files, then compared in id order with the journal's entries (or the listing,
     spilled the same way); only the ids changed or removed are kept, for the report.
+
+    ``dry_run`` reads and compares the same way and reports what would be sent, with the
+    first ids of each kind (:attr:`SyncReport.examples`); it sends nothing, journals nothing,
+    takes no lease and creates no audience.
     """
     if not backend.capabilities.list_members and state is None:
         raise ConfigurationError(
@@ -78,6 +87,11 @@ async def sync(
             "so that sync knows what it pushed before"
         )
     wanted, _ = await spill_wanted(backend, desired)  # every bad member raises, nothing sent
+    if dry_run:
+        try:
+            return await _dry_run(backend, audience_id, wanted, create, state, scope)
+        finally:
+            wanted.close()
     try:
         found, _ = await resolve_audience(backend, audience_id, create=create, channel=channel)
         audience_id = found.id
@@ -111,10 +125,33 @@ async def sync(
             "changed": diff.changed - missed_changes,
             "removed": diff.removed - missed_removals,
         },
+        examples=diff.examples(),
     )
     if raise_on_failure:
         result.raise_for_failures()
     return report
+
+
+async def _dry_run(
+    backend: AudienceBackend,
+    audience: str,
+    wanted: SortedSpill,
+    create: bool,
+    state: StateStore | None,
+    scope: str | None,
+) -> SyncReport:
+    _, diff = await dry_diff(backend, audience, wanted, state=state, scope=scope,
+                             missing_ok=create)  # fmt: skip
+    return SyncReport(
+        added=diff.added,
+        changed=diff.changed,
+        removed=diff.removed,
+        unchanged=diff.unchanged,
+        result=BulkResult(),
+        applied={"added": 0, "changed": 0, "removed": 0},
+        dry_run=True,
+        examples=diff.examples(),
+    )
 
 
 def _not_applied(result: BulkResult) -> set[str]:

@@ -32,16 +32,18 @@ import anyio.to_thread
 
 from ..backend import AudienceBackend
 from ..core.base import aiterate
-from ..errors import Problem, ValidationError
+from ..core.resolve import resolve_audience
+from ..errors import NotFoundError, Problem, ValidationError
 from ..models import Add, Member, Operation, Remove
 from ..state.base import Entry, StateStore, fingerprint
-from .journal import Journal
+from .journal import Journal, store_scope
 
 __all__ = [
     "Diff",
     "SortedSpill",
     "compared",
     "digest_sorted",
+    "dry_diff",
     "ids_digest",
     "spill_listing",
     "spill_wanted",
@@ -54,6 +56,8 @@ RUN_SIZE = 50_000
 FRAME = 1_000
 #: Items one worker-thread step moves.
 STEP = 2_000
+#: Ids of each kind a diff keeps as examples (the first ones, in id order).
+EXAMPLES = 10
 
 Record = tuple[Any, ...]
 
@@ -279,6 +283,7 @@ class Diff:
         #: The ids changed and removed (memory grows with the changes, not with the audience).
         self.changed_ids: set[str] = set()
         self.removed_ids: set[str] = set()
+        self._first_added: list[str] = []
         #: With ``journalled``: the fingerprints of the adds handed on that the journal has
         #: not taken yet, by id (it takes them a block at a time, so this stays small).
         self.fingerprints: dict[str, str] = {}
@@ -302,6 +307,8 @@ class Diff:
                 assert want is not None
                 key, (fp, attributes) = want
                 self.added += 1
+                if keep and self.added <= EXAMPLES:
+                    self._first_added.append(key)
                 yield Add(Member(key, attributes=attributes)), fp
                 want = next(wanted, None)
             elif want is None or have[0] < want[0]:
@@ -321,8 +328,18 @@ class Diff:
                             self.changed_ids.add(key)
                     else:
                         self.added += 1
+                        if keep and self.added <= EXAMPLES:
+                            self._first_added.append(key)
                     yield Add(Member(key, attributes=attributes)), fp
                 want, have = next(wanted, None), next(held, None)
+
+    def examples(self) -> dict[str, tuple[str, ...]]:
+        """The first ids (in id order, up to :data:`EXAMPLES`) of each kind read so far."""
+        return {
+            "added": tuple(self._first_added),
+            "changed": tuple(heapq.nsmallest(EXAMPLES, self.changed_ids)),
+            "removed": tuple(heapq.nsmallest(EXAMPLES, self.removed_ids)),
+        }
 
     def operations(self) -> AsyncIterator[Operation]:
         """The operations to send, in id order (compared in worker-thread steps); closed by
@@ -394,3 +411,38 @@ async def compared(
     finally:
         if listing is not None:
             listing.close()
+
+
+async def dry_diff(
+    backend: AudienceBackend,
+    audience: str,
+    wanted: SortedSpill,
+    *,
+    state: StateStore | None = None,
+    scope: str | None = None,
+    missing_ok: bool = False,
+) -> tuple[str, Diff]:
+    """The audience's id and the diff of a dry run, read to its end: nothing is sent and no
+    journal entry is written. The audience is compared as it stands; with ``missing_ok`` one
+    that does not exist holds nothing (a run would create it)."""
+    try:
+        audience_id, exists = (await resolve_audience(backend, audience))[0].id, True
+    except NotFoundError:
+        if not missing_ok:
+            raise
+        audience_id, exists = audience, False
+    if exists:
+        held = ""
+        if state is not None and not backend.capabilities.list_members:
+            held = await store_scope(state, backend, scope)
+        async with compared(backend, audience_id, wanted, None, state=state, scope=held) as diff:
+            async for _ in diff.operations():
+                pass
+        return audience_id, diff
+    diff = Diff(wanted, (), listed=False)
+    try:
+        async for _ in diff.operations():
+            pass
+    finally:
+        await diff.aclose()
+    return audience_id, diff

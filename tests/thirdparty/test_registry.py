@@ -117,3 +117,34 @@ def test_the_emulator_command_serves_a_registered_providers_emulator(
     assert ends["acme"]["url"].endswith("/v2")
     assert ends["acme"]["options"]["api_key"] == ends["acme"]["key"]
     assert done == [0]
+
+
+def test_a_providers_command_line_options_come_from_the_registry() -> None:
+    """A provider's ``cli_options`` become ``--NAME-OPTION`` on every command, passed to its
+    factory as keywords; the command line knows nothing of any one provider."""
+    from click.testing import CliRunner
+
+    from audiencekit.cli._app import build_app
+
+    seen: list[dict[str, object]] = []
+
+    def factory(**options: object) -> object:
+        seen.append(options)
+        return get_provider("fake").build()
+
+    register_provider(Provider(name="recorded", backend=factory,
+                               cli_options={"region": "Which region."}))  # fmt: skip
+    try:
+        app = build_app()
+        shown = CliRunner().invoke(app, ["audiences", "list", "--help"]).output
+        result = CliRunner().invoke(
+            app, ["--recorded-region", "eu-2", "audiences", "list", "-p", "recorded", "--json"]
+        )
+    finally:
+        unregister_provider("recorded")
+    assert "--recorded-region" in shown and "Which region." in shown
+    assert "--batch-api-version" in shown  # the built-in's, declared the same way
+    assert result.exit_code == 0, result.output
+    assert seen == [{"region": "eu-2"}]
+    with pytest.raises(ConfigurationError, match="cli_options"):
+        Provider(name="bad", backend="x:y", cli_options={"base_url": "shadowed"})

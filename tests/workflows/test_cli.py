@@ -177,6 +177,41 @@ def test_sync_with_a_state_file(env: EmulatorServer, tmp_path: Path) -> None:
     assert changed.data["applied"] == 25
 
 
+def test_a_sync_dry_run_prints_the_diff_and_sends_nothing(
+    env: EmulatorServer, tmp_path: Path
+) -> None:
+    cli("audiences", "create", "dry", "--provider", "batch")
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(f'{{"id": "u{i:02d}"}}\n' for i in range(40)))
+    state = tmp_path / "state.sqlite3"
+    args = ("members", "sync", str(data), "-p", "batch", "-a", "dry", "--state", str(state))
+    assert cli(*args).code == 0
+    data.write_text(
+        '{"id": "u00", "attributes": {"plan": "x"}}\n'
+        + "".join(f'{{"id": "u{i:02d}"}}\n' for i in range(1, 25))
+        + "".join(f'{{"id": "n{i:02d}"}}\n' for i in range(12))
+    )
+    env.batch.requests.clear()
+    before = state.read_bytes()
+
+    text = cli(*args, "--dry-run")
+    assert text.code == 0, text.stderr
+    assert text.stdout.splitlines() == [
+        "would add 12: " + ", ".join(f"n{i:02d}" for i in range(10)) + ", ...",
+        "would change 1: u00",
+        "would remove 15: " + ", ".join(f"u{i}" for i in range(25, 35)) + ", ...",
+        "unchanged 24 (37 row(s) read; nothing was sent)",
+    ]
+    shown = cli(*args, "--dry-run", "--json")
+    assert {k: shown.data[k] for k in ("dry_run", "added", "changed", "removed", "unchanged")} == {
+        "dry_run": True, "added": 12, "changed": 1, "removed": 15, "unchanged": 24,
+    }  # fmt: skip
+    assert shown.data["examples"]["changed"] == ["u00"]
+    assert [r for r in env.batch.requests if r.method != "GET"] == []
+    assert len(env.batch.members("dry")) == 40
+    assert state.read_bytes() == before  # nothing journalled
+
+
 def test_migrate_dry_run_then_for_real(env: EmulatorServer, tmp_path: Path) -> None:
     made = cli("--json", "audiences", "create", "src", "-p", "dexatel", "--channel", "SMS").data
     env.dexatel.seed_contacts(made["id"], ({"number": f"+1555{i:07d}"} for i in range(120)))
@@ -185,7 +220,12 @@ def test_migrate_dry_run_then_for_real(env: EmulatorServer, tmp_path: Path) -> N
              "--state", state)  # fmt: skip
     dry = cli(*route, "--dry-run", "--json")
     assert (dry.code, dry.data["dry_run"], dry.data["sent"]) == (0, True, 120)
-    assert updates(env) == []
+    assert dry.data["added"] == 120
+    assert dry.data["examples"]["added"] == [f"+1555{i:07d}" for i in range(10)]
+    text = cli(*route, "--dry-run")
+    assert "would add 120: +15550000000, +15550000001," in text.stdout
+    assert "would remove 0" in text.stdout and "nothing was sent" in text.stdout
+    assert [r for r in env.batch.requests if r.method != "GET"] == []
     report = cli(*route)
     assert report.code == 0, report.stderr
     assert "verified identical: yes" in report.stdout

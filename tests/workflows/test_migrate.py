@@ -76,6 +76,8 @@ async def test_a_mapping_and_a_dry_run(
     dry = await migrate(dexatel, source, batch, "mapped", mapping=mapping, dry_run=True)
     assert dry.dry_run
     assert (dry.read, dry.sent, dry.unchanged) == (300, 300, 0)
+    assert (dry.added, dry.changed, dry.removed) == (300, 0, 0)
+    assert dry.examples["added"] == tuple(f"1555{i:07d}" for i in range(10))
     assert sent_ids(emulators) == Counter()
 
     report = await migrate(dexatel, source, batch, "mapped", mapping=mapping, state=state)
@@ -86,6 +88,8 @@ async def test_a_mapping_and_a_dry_run(
     dry_again = await migrate(dexatel, source, batch, "mapped", mapping=mapping, dry_run=True,
                               state=state)  # fmt: skip
     assert (dry_again.sent, dry_again.unchanged) == (0, 300)
+    assert dry_again.examples == {"added": (), "changed": (), "removed": ()}
+    assert (report.added, report.changed) == (300, 0)
 
 
 async def test_a_dry_run_names_what_the_target_would_refuse(

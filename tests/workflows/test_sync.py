@@ -6,7 +6,7 @@ import anyio
 import pytest
 
 from audiencekit import ConfigurationError, Member, ValidationError
-from audiencekit.errors import BadRequestError
+from audiencekit.errors import BadRequestError, NotFoundError
 from audiencekit.progress import ChunkDone, ProgressEvent
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.providers.dexatel import DexatelBackend
@@ -136,3 +136,48 @@ async def test_what_was_applied_is_counted_by_kind_when_some_ids_fail() -> None:
     assert set(report.result.failed) == {"bad-one", "user-0", "user-95"}
     assert report.applied == {"added": 1, "changed": 0, "removed": 9}
     assert set(fake.members(made.id)) == {f"user-{i}" for i in range(90)} | {"good-one", "user-95"}
+
+
+async def test_a_dry_run_counts_the_difference_names_the_first_ids_and_sends_nothing(
+    batch: BatchBackend, dexatel: DexatelBackend, state: StateStore, emulators: EmulatorServer
+) -> None:
+    """On a journalled backend (Batch) and a listing one (Dexatel): the counts and the first
+    ids of each kind, in id order; the provider receives no write and the store is unchanged."""
+    await batch.create_audience("dry")
+    await sync(batch, "dry", people(100), state=state)
+    desired = people(100)
+    desired[3] = Member("user-3", attributes={"plan": "silver", "rank": 3})
+    del desired[50:70]
+    desired += [Member(f"new-{i:02d}") for i in range(15)]
+    before = dict(state.iter_entries(scope_of(batch), "dry"))
+    emulators.batch.requests.clear()
+
+    report = await sync(batch, "dry", desired, state=state, dry_run=True)
+    assert report.dry_run
+    assert (report.added, report.changed, report.removed, report.unchanged) == (15, 1, 20, 79)
+    assert report.examples["added"] == tuple(f"new-{i:02d}" for i in range(10))
+    assert report.examples["changed"] == ("user-3",)
+    assert report.examples["removed"] == tuple(sorted(f"user-{i}" for i in range(50, 70))[:10])
+    assert report.result.operations == 0 and report.result.applied == 0
+    assert [r.path for r in emulators.batch.requests if r.method != "GET"] == []
+    assert dict(state.iter_entries(scope_of(batch), "dry")) == before
+    assert len(emulators.batch.members("dry")) == 100
+
+    audience = await dexatel.create_audience("dry-listed", channel="SMS")
+    numbers = [Member(f"+1555{i:07d}") for i in range(30)]
+    await sync(dexatel, audience.id, numbers)
+    emulators.dexatel.requests.clear()
+    listed = await sync(dexatel, audience.id, numbers[5:], dry_run=True)
+    assert (listed.added, listed.removed, listed.unchanged) == (0, 5, 25)
+    assert listed.examples["removed"] == tuple(m.id for m in numbers[:5])
+    assert [r for r in emulators.dexatel.requests if r.method != "GET"] == []
+
+
+async def test_a_dry_run_of_a_missing_audience_with_create_creates_nothing(
+    batch: BatchBackend, state: StateStore, emulators: EmulatorServer
+) -> None:
+    report = await sync(batch, "not-yet", people(12), state=state, create=True, dry_run=True)
+    assert (report.added, report.removed) == (12, 0)
+    assert [r for r in emulators.batch.requests if r.method != "GET"] == []
+    with pytest.raises(NotFoundError):
+        await batch.get_audience("not-yet")
