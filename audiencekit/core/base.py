@@ -17,7 +17,7 @@ from collections.abc import (
     Sequence,
 )
 from types import TracebackType
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import anyio.lowlevel
 
@@ -36,6 +36,9 @@ from .bulk import run_bulk, settle_pending
 from .checks import check_operation
 from .chunkwriter import ChunkWriter
 from .resolve import resolve_audience
+
+if TYPE_CHECKING:
+    from .transport import ProviderClient
 
 __all__ = ["BaseBackend", "aiterate", "map_items", "prepared_members"]
 
@@ -57,10 +60,8 @@ class BaseBackend:
         """The fingerprint of the account the backend writes to: by default, that of the
         credential its client's :class:`~audiencekit.providers.base.Transport` counts requests
         against (``rate_scope``). A backend without such a client says it itself."""
-        from .transport import ProviderClient
-
-        client = getattr(self, "client", None)
-        if isinstance(client, ProviderClient):
+        client = self._provider_client()
+        if client is not None:
             return client.transport.account
         raise NotImplementedError(
             f"{type(self).__name__} must define `account` (a non-secret fingerprint of the "
@@ -86,8 +87,24 @@ class BaseBackend:
         attributes; a provider whose writer ``takes_ids`` checks the id alone and returns it."""
         return self.refine(Add(Member(id)))
 
+    def __repr__(self) -> str:
+        client = self._provider_client()
+        if client is None:
+            return object.__repr__(self)
+        return f"<{type(self).__name__} {client.transport.base_url}>"  # never a key
+
     async def aclose(self) -> None:
-        """Release connections; the backend cannot be used afterwards."""
+        """Release connections; the backend cannot be used afterwards. By default: close the
+        backend's ``client`` when it is a :class:`~audiencekit.providers.base.ProviderClient`."""
+        client = self._provider_client()
+        if client is not None:
+            await client.aclose()
+
+    def _provider_client(self) -> ProviderClient | None:
+        from .transport import ProviderClient
+
+        client = getattr(self, "client", None)
+        return client if isinstance(client, ProviderClient) else None
 
     # -- audiences: providers override what they support --------------------------------------
 

@@ -286,9 +286,6 @@ class AcmeBackend(BaseBackend):
         self.chunk_size = chunk_size
         self.concurrency = concurrency
 
-    async def aclose(self) -> None:
-        await self.client.aclose()
-
     @staticmethod
     def _audience(found: Mapping[str, Any]) -> Audience:
         return Audience(

@@ -84,7 +84,18 @@ async def test_open_backend_reads_its_environment(
     monkeypatch.setenv("ACME_BASE_URL", options["base_url"])
     async with open_backend("acme") as backend:
         await backend.create_audience("from-env")
+        # A backend on a ProviderClient gets its repr (no key) and aclose from the seam.
+        assert repr(backend) == f"<AcmeBackend {options['base_url']}>"
+        closed: list[bool] = []
+        original = backend.client.aclose  # type: ignore[attr-defined]
+
+        async def spy() -> None:
+            closed.append(True)
+            await original()
+
+        backend.client.aclose = spy  # type: ignore[attr-defined]
     assert held(acme) == {"from-env": {}}
+    assert closed == [True]
 
 
 async def test_sync_keys_by_the_canonical_id_and_sends_nothing_the_second_time(

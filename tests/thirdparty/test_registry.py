@@ -142,7 +142,8 @@ def test_a_providers_command_line_options_come_from_the_registry() -> None:
         )
     finally:
         unregister_provider("recorded")
-    assert "--recorded-region" in shown and "Which region." in shown
+    assert "--recorded-region" in shown
+    assert "Which region." in shown
     assert "--batch-api-version" in shown  # the built-in's, declared the same way
     assert result.exit_code == 0, result.output
     assert seen == [{"region": "eu-2"}]

@@ -158,7 +158,8 @@ async def test_a_dry_run_counts_the_difference_names_the_first_ids_and_sends_not
     assert report.examples["added"] == tuple(f"new-{i:02d}" for i in range(10))
     assert report.examples["changed"] == ("user-3",)
     assert report.examples["removed"] == tuple(sorted(f"user-{i}" for i in range(50, 70))[:10])
-    assert report.result.operations == 0 and report.result.applied == 0
+    assert report.result.operations == 0
+    assert report.result.applied == 0
     assert [r.path for r in emulators.batch.requests if r.method != "GET"] == []
     assert dict(state.iter_entries(scope_of(batch), "dry")) == before
     assert len(emulators.batch.members("dry")) == 100

@@ -128,12 +128,6 @@ class BatchBackend(BaseBackend):
         """How the backend waits for indexing (see :class:`~audiencekit.PollPolicy`)."""
         return self.poller.policy
 
-    def __repr__(self) -> str:
-        return f"<BatchBackend {self.client.transport.base_url}>"
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
-
     # -- audiences --------------------------------------------------------------------------
 
     def _audience(self, found: BatchAudience) -> Audience:

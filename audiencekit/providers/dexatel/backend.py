@@ -184,12 +184,6 @@ class DexatelBackend(BaseBackend):
         self.concurrency = concurrency
         self.chunk_size = chunk_size
 
-    def __repr__(self) -> str:
-        return f"<DexatelBackend {self.client.transport.base_url}>"
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
-
     # -- audiences --------------------------------------------------------------------------
 
     def _audience(self, found: DexatelAudience) -> Audience:
