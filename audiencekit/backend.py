@@ -30,7 +30,7 @@ B = TypeVar("B", bound="AudienceBackend")
 @attrs.frozen(kw_only=True)
 class Capabilities:
     """What a backend can do; calling anything it cannot raises
-    :class:`~audiencekit.UnsupportedFeatureError` before a request is sent."""
+    :class:`~audiencekit.errors.UnsupportedFeatureError` before a request is sent."""
 
     #: ``iter_members`` works (Batch cannot list the ids of an audience).
     list_members: bool

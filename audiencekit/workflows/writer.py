@@ -58,7 +58,7 @@ class AudienceWriter:
     - A bulk call that raises (a :class:`~audiencekit.PollTimeoutError`, say) stops the writer:
       what was queued behind it is not sent but moved to ``unsent``, every waiting
       :meth:`flush` returns, and the next call (and the exit) raises
-      :class:`~audiencekit.WriterStoppedError` with ``unsent`` and the error as its cause.
+      :class:`~audiencekit.errors.WriterStoppedError` with ``unsent`` and the error as its cause.
     - When the block raises, what was queued is still sent; if some ids fail, the exit raises
       :class:`~audiencekit.PartialFailureError` (the block's exception is its ``__context__``).
     - When the block is cancelled, nothing more is sent: queued operations are moved to

@@ -125,7 +125,7 @@ class BatchBackend(BaseBackend):
 
     @property
     def poll(self) -> PollPolicy:
-        """How the backend waits for indexing (see :class:`~audiencekit.PollPolicy`)."""
+        """How the backend waits for indexing (see :class:`~audiencekit.options.PollPolicy`)."""
         return self.poller.policy
 
     # -- audiences --------------------------------------------------------------------------

@@ -200,7 +200,7 @@ def _attribute_problem(name: str, value: object) -> str | None:
 
 def encode_attributes(attributes: Mapping[str, AttributeValue]) -> Mapping[str, Any]:
     """Python values as Batch's typed attributes: ``date(name)`` for datetimes, ``url(name)``
-    for :class:`~audiencekit.Url`, lists of strings as arrays (values already checked)."""
+    for :class:`~audiencekit.models.Url`, lists of strings as arrays (values already checked)."""
     if _SCALARS.issuperset(map(type, attributes.values())):
         return attributes  # nothing to convert: a dict (FrozenDict) already
     wire: dict[str, Any] = {}
