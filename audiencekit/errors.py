@@ -4,7 +4,8 @@
 
     AudienceKitError
      ├── ConfigurationError            bad client settings (missing key, bad base URL, ...)
-     │    └── CheckpointError          a migration's checkpoint: resume it, or clear it
+     │    ├── CheckpointError          a migration's checkpoint: resume it, or clear it
+     │    └── RunHistoryError          a recorded run: not found, ambiguous, another account's
      ├── ValidationError(ValueError)   bad input, found before anything was sent
      │    └── UnsupportedFeatureError  the backend cannot do what was asked
      ├── APIError                      something went wrong talking to the provider
@@ -68,6 +69,7 @@ __all__ = [
     "PollTimeoutError",
     "Problem",
     "RateLimitError",
+    "RunHistoryError",
     "StateStoreAccessError",
     "StateStoreConnectionError",
     "StateStoreCorruptError",
@@ -107,6 +109,25 @@ class CheckpointError(ConfigurationError):
         super().__init__(message)
         self.run = run
         self.interrupted = interrupted
+
+
+class RunHistoryError(ConfigurationError):
+    """A run of the state store's history cannot be used as asked: no run has the id ``run``
+    (or an id starting with it), several do (``candidates``: their ids; give more of it), or it
+    is the run of another provider or account than the backend's (``scope``: the run's)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        run: str,
+        candidates: Sequence[str] = (),
+        scope: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.run = run
+        self.candidates = tuple(candidates)
+        self.scope = scope
 
 
 @attrs.frozen

@@ -1,5 +1,5 @@
 """The state store: what each audience holds as far as audiencekit knows, who is writing to it,
-and the runs in progress.
+the runs in progress, and the history of past runs (:class:`RunRecord`, :class:`RunOutcome`).
 
 :class:`StateStore` is the contract (see :mod:`audiencekit.state.base`);
 :class:`SqliteStateStore` is the embedded default, and what ``StateStore(path)`` opens;
@@ -10,16 +10,34 @@ on several hosts.
 
 from __future__ import annotations
 
-from .base import ABSENT, STATUSES, Entry, Lease, StateStore, fingerprint, scope_of
+from .base import (
+    ABSENT,
+    RUN_KINDS,
+    RUN_OUTCOMES,
+    STATUSES,
+    Entry,
+    Lease,
+    RunOutcome,
+    RunRecord,
+    StateStore,
+    fingerprint,
+    new_run_id,
+    scope_of,
+)
 from .sqlite import SqliteStateStore
 
 __all__ = [
     "ABSENT",
+    "RUN_KINDS",
+    "RUN_OUTCOMES",
     "STATUSES",
     "Entry",
     "Lease",
+    "RunOutcome",
+    "RunRecord",
     "SqliteStateStore",
     "StateStore",
     "fingerprint",
+    "new_run_id",
     "scope_of",
 ]

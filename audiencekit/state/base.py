@@ -20,6 +20,12 @@ audience and the member id: two accounts never share a row.
   unexpired, and raises :class:`~audiencekit.errors.FencingError` (writing nothing) otherwise:
   a worker paused past its lease cannot overwrite the run that took over.
 - **Checkpoints**: a small JSON document per run id, for the runs that need one.
+- **Run history**: one :class:`RunRecord` per run of a sync, a migrate, a bulk add or remove
+  or a retry (when, how many, how it ended, the type of the error it raised), with the ids
+  that ended ``failed`` or ``unknown`` (:class:`RunOutcome`: the operation, the status, a short
+  reason, and for an add the attributes it wrote, so that a retry can write it again). Read
+  newest first by scope (:meth:`StateStore.runs`), one by id or a unique prefix of it
+  (:meth:`StateStore.run`), and its ids page by page (:meth:`StateStore.run_outcomes`).
 
 Each method is one transaction, and blocking: the library calls a store from worker threads,
 never on the event loop. A store raises :class:`~audiencekit.errors.StateStoreError` (a
@@ -32,12 +38,14 @@ import hashlib
 import json
 import os
 import socket
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import attrs
 
+from ..errors import RunHistoryError
 from ..models import Attributes, Url
 
 if TYPE_CHECKING:
@@ -45,14 +53,24 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ABSENT",
+    "RUN_KINDS",
+    "RUN_OPERATIONS",
+    "RUN_OUTCOMES",
+    "RUN_STATUSES",
     "STATUSES",
     "Entry",
     "Lease",
+    "RunOutcome",
+    "RunRecord",
     "StateStore",
     "alive",
     "check_mark",
+    "decode_attributes",
+    "encode_attributes",
     "fingerprint",
     "lease_owner",
+    "new_run_id",
+    "pick_run",
     "scope_of",
 ]
 
@@ -125,6 +143,154 @@ class Lease:
     def held_by(self, owner: str) -> bool:
         """Whether ``owner`` holds this lease."""
         return self.owner == owner
+
+
+#: What a recorded run was.
+RUN_KINDS = ("sync", "add", "remove", "migrate", "retry")
+#: How a recorded run ended: every id applied; some not; it raised, or applied nothing of what
+#: it sent; it was cancelled (Ctrl-C, a cancel scope).
+RUN_OUTCOMES = ("ok", "partial", "failed", "interrupted")
+#: What the ids a run records ended as (the others were applied).
+RUN_STATUSES = ("failed", "unknown")
+#: The operation of a recorded id.
+RUN_OPERATIONS = ("add", "remove")
+
+#: How many recorded runs :meth:`StateStore.runs` returns by default.
+RUNS_LIMIT = 50
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"a run's times are aware datetimes, not {value!r}")
+    return value.astimezone(timezone.utc)
+
+
+def _one_of(choices: tuple[str, ...]) -> Any:
+    return attrs.validators.in_(choices)
+
+
+def _counts(value: Mapping[str, int]) -> Mapping[str, int]:
+    return {str(name): int(count) for name, count in dict(value).items()}
+
+
+@attrs.frozen(kw_only=True)
+class RunRecord:
+    """One run as the history keeps it.
+
+    ``id`` is unique (:func:`new_run_id`: 32 hex digits); ``kind`` one of :data:`RUN_KINDS`;
+    ``scope`` whose rows these are (``"provider/account"``) and ``provider`` its provider;
+    ``audience`` the audience written (its id once resolved; the reference given when the run
+    failed before that); ``started_at`` and ``ended_at`` aware datetimes (in UTC as read back);
+    ``counts`` a small mapping of counts (always ``applied``, ``failed`` and ``unknown``; a
+    sync adds ``added``, ``changed``, ``removed``, ``unchanged``; a migrate ``read``, ``sent``,
+    ``unchanged``, ``removed``, ``invalid``; a bulk call and a retry ``sent``); ``outcome``
+    one of :data:`RUN_OUTCOMES`; ``error_type`` the class name of the exception the run raised
+    (None when it returned); ``parent`` the run a retry retried; ``journalled`` whether the
+    run kept the journal of the audience (sync, migrate, and their retries)."""
+
+    id: str
+    kind: str = attrs.field(validator=_one_of(RUN_KINDS))
+    provider: str
+    scope: str
+    audience: str
+    started_at: datetime = attrs.field(converter=_utc)
+    ended_at: datetime = attrs.field(converter=_utc)
+    outcome: str = attrs.field(validator=_one_of(RUN_OUTCOMES))
+    counts: Mapping[str, int] = attrs.field(factory=dict, converter=_counts)
+    error_type: str | None = None
+    parent: str | None = None
+    journalled: bool = False
+
+    @property
+    def duration(self) -> float:
+        """Seconds from start to end."""
+        return (self.ended_at - self.started_at).total_seconds()
+
+
+class RunOutcome(NamedTuple):
+    """One id of a run that did not end applied: ``op`` (``"add"`` or ``"remove"``),
+    ``status`` (``"failed"`` or ``"unknown"``), ``reason`` (short and secret-free: the error's
+    class name, its HTTP status and the provider's code), and for an add the ``attributes`` it
+    wrote (None for a removal, or an add recorded without them)."""
+
+    id: str
+    op: str
+    status: str
+    reason: str
+    attributes: Attributes | None = None
+
+
+def new_run_id() -> str:
+    """A new run id: 32 random hex digits (a short prefix of it is already unique)."""
+    return uuid.uuid4().hex
+
+
+def _tagged(value: object) -> object:
+    if isinstance(value, Url):
+        return {"url": str(value)}
+    if isinstance(value, datetime):
+        return {"datetime": value.isoformat()}
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return value
+
+
+def encode_attributes(attributes: Attributes | None) -> str | None:
+    """A member's attributes as JSON text that :func:`decode_attributes` reads back with the
+    same types (a :class:`~audiencekit.Url` and a datetime are tagged)."""
+    if attributes is None:
+        return None
+    return json.dumps({name: _tagged(value) for name, value in attributes.items()},
+                      sort_keys=True, separators=(",", ":"), ensure_ascii=False)  # fmt: skip
+
+
+def _untagged(value: object) -> object:
+    if isinstance(value, dict) and len(value) == 1:
+        ((tag, text),) = value.items()
+        if tag == "url":
+            return Url(text)
+        if tag == "datetime":
+            return datetime.fromisoformat(text)
+    return value
+
+
+def decode_attributes(text: str | None) -> dict[str, Any] | None:
+    """The attributes :func:`encode_attributes` wrote."""
+    if text is None:
+        return None
+    return {name: _untagged(value) for name, value in json.loads(text).items()}
+
+
+def check_outcomes(outcomes: Iterable[RunOutcome | tuple[Any, ...]]) -> dict[str, RunOutcome]:
+    """``outcomes`` by id (the last of an id wins), each checked (ValueError before anything is
+    written)."""
+    found: dict[str, RunOutcome] = {}
+    for row in outcomes:
+        item = row if isinstance(row, RunOutcome) else RunOutcome(*row)
+        if item.op not in RUN_OPERATIONS:
+            raise ValueError(f"a run's outcome is an 'add' or a 'remove', not {item.op!r}")
+        if item.status not in RUN_STATUSES:
+            raise ValueError(f"a run records 'failed' or 'unknown' ids, not {item.status!r}")
+        found[item.id] = item
+    return found
+
+
+def pick_run(prefix: str, found: list[RunRecord]) -> RunRecord | None:
+    """The one run of ``found`` (the runs whose id starts with ``prefix``, at most a few): the
+    one whose id is ``prefix`` exactly, or the only one; None for none; RunHistoryError when
+    several match."""
+    for record in found:
+        if record.id == prefix:
+            return record
+    if len(found) > 1:
+        ids = sorted(record.id for record in found)
+        raise RunHistoryError(
+            f"{prefix!r} is the start of the ids of several runs ({', '.join(ids)}): "
+            "give more of it",
+            run=prefix,
+            candidates=ids,
+        )
+    return found[0] if found else None
 
 
 class StateStore:
@@ -317,6 +483,47 @@ class StateStore:
     def clear_checkpoint(self, run: str) -> None:
         """Forget run ``run``."""
         raise NotImplementedError
+
+    # -- run history -----------------------------------------------------------------------
+
+    def record_run(
+        self, record: RunRecord, outcomes: Iterable[RunOutcome | tuple[Any, ...]] = ()
+    ) -> None:
+        """Keep ``record`` and the ids of it that ended failed or unknown (``outcomes``:
+        :class:`RunOutcome` rows, or tuples of their fields; the last of an id wins), in one
+        transaction and in bulk. A run recorded again under the same id replaces the first."""
+        raise NotImplementedError
+
+    def runs(
+        self, scope: str | None = None, *, audience: str | None = None, limit: int = RUNS_LIMIT
+    ) -> list[RunRecord]:
+        """The ``limit`` latest runs (by start) of ``scope`` (of every scope when None; of
+        ``audience`` only, when given), newest first."""
+        raise NotImplementedError
+
+    def run(self, run_id: str, *, scope: str | None = None) -> RunRecord | None:
+        """The run whose id is ``run_id``, or the one whose id starts with it (as git reads a
+        short commit id); of ``scope`` only, when given. None when there is none;
+        :class:`~audiencekit.errors.RunHistoryError` (``candidates``) when several runs' ids
+        start with it."""
+        raise NotImplementedError
+
+    def run_outcomes_page(self, run_id: str, after: str | None, limit: int) -> list[RunOutcome]:
+        """Up to ``limit`` recorded ids of run ``run_id`` (its whole id) after ``after`` (from
+        the first when None), in id order: one short read, on which :meth:`run_outcomes`
+        pages."""
+        raise NotImplementedError
+
+    def run_outcomes(self, run_id: str, *, page_size: int = PAGE_SIZE) -> Iterator[RunOutcome]:
+        """Every id recorded for run ``run_id`` (its whole id), in id order, read ``page_size``
+        at a time: a run of a million failed ids is never held in memory."""
+        after: str | None = None
+        while True:
+            page = self.run_outcomes_page(run_id, after, page_size)
+            yield from page
+            if len(page) < page_size:
+                return
+            after = page[-1].id
 
 
 def check_mark(status: str) -> str:

@@ -31,14 +31,31 @@ from ..errors import (
     StateStoreLockedError,
     StateStoreVersionError,
 )
-from .base import LEASE_TTL, STATUSES, Lease, StateStore, alive, check_mark
+from .base import (
+    LEASE_TTL,
+    RUN_KINDS,
+    RUN_OUTCOMES,
+    RUNS_LIMIT,
+    STATUSES,
+    Lease,
+    RunOutcome,
+    RunRecord,
+    StateStore,
+    alive,
+    check_mark,
+    check_outcomes,
+    decode_attributes,
+    encode_attributes,
+    pick_run,
+)
 
 __all__ = ["PostgresBudget", "PostgresStateStore"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: The schema this code writes (the version row of ``audiencekit_schema``).
-SCHEMA_VERSION = 1
+#: The schema this code writes (the version row of ``audiencekit_schema``). 1: entries,
+#: checkpoints, leases; 2: the run history (runs, run outcomes).
+SCHEMA_VERSION = 2
 
 #: The version row, created first: opening a store locks it, so that one process at a time
 #: creates or upgrades the schema.
@@ -72,6 +89,33 @@ CREATE TABLE audiencekit_leases (
     owner text NOT NULL,
     expires timestamptz NOT NULL,
     epoch bigint NOT NULL
+);
+""",
+    f"""
+CREATE TABLE audiencekit_runs (
+    id text COLLATE "C" PRIMARY KEY,
+    kind text NOT NULL CHECK (kind IN ({", ".join(f"'{k}'" for k in RUN_KINDS)})),
+    provider text NOT NULL,
+    scope text NOT NULL,
+    audience text NOT NULL,
+    started_at timestamptz NOT NULL,
+    ended_at timestamptz NOT NULL,
+    outcome text NOT NULL CHECK (outcome IN ({", ".join(f"'{o}'" for o in RUN_OUTCOMES)})),
+    counts text NOT NULL,
+    error_type text,
+    parent text,
+    journalled boolean NOT NULL DEFAULT false
+);
+CREATE INDEX audiencekit_runs_by_scope ON audiencekit_runs (scope, started_at);
+CREATE INDEX audiencekit_runs_by_start ON audiencekit_runs (started_at);
+CREATE TABLE audiencekit_run_outcomes (
+    run text COLLATE "C" NOT NULL,
+    member text COLLATE "C" NOT NULL,
+    op text NOT NULL,
+    status text NOT NULL,
+    reason text NOT NULL,
+    attributes text,
+    PRIMARY KEY (run, member)
 );
 """,
 )
@@ -157,6 +201,20 @@ def _options(timeout: float) -> dict[str, Any]:
         "connect_timeout": max(2, round(timeout)),  # libpq counts whole seconds, from 2
         "application_name": "audiencekit",
     }
+
+
+_RUN_COLUMNS = (
+    "id, kind, provider, scope, audience, started_at, ended_at, outcome, counts, error_type, "
+    "parent, journalled"
+)
+
+
+def _run_record(row: tuple[Any, ...]) -> RunRecord:
+    return RunRecord(
+        id=row[0], kind=row[1], provider=row[2], scope=row[3], audience=row[4],
+        started_at=row[5], ended_at=row[6], outcome=row[7], counts=json.loads(row[8]),
+        error_type=row[9], parent=row[10], journalled=row[11],
+    )  # fmt: skip
 
 
 def _batches(rows: list[str]) -> Iterator[list[str]]:
@@ -505,6 +563,68 @@ class PostgresStateStore(StateStore):
                 "WHERE key = %s AND owner = %s AND epoch = %s",
                 (lease.key, lease.owner, lease.epoch),
             )
+
+    # -- run history ----------------------------------------------------------------------------
+
+    @_translated
+    def record_run(
+        self, record: RunRecord, outcomes: Iterable[RunOutcome | tuple[Any, ...]] = ()
+    ) -> None:
+        rows = check_outcomes(outcomes)
+        with self._transaction() as cursor:
+            cursor.execute("DELETE FROM audiencekit_run_outcomes WHERE run = %s", (record.id,))
+            cursor.execute(
+                f"INSERT INTO audiencekit_runs ({_RUN_COLUMNS}) VALUES "
+                "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
+                + ", ".join(f"{c} = excluded.{c}" for c in _RUN_COLUMNS.split(", ")[1:]),
+                (
+                    record.id, record.kind, record.provider, record.scope, record.audience,
+                    record.started_at, record.ended_at, record.outcome,
+                    json.dumps(dict(record.counts), sort_keys=True), record.error_type,
+                    record.parent, record.journalled,
+                ),
+            )  # fmt: skip
+            if not rows:
+                return
+            with cursor.copy(
+                "COPY audiencekit_run_outcomes (run, member, op, status, reason, attributes) "
+                "FROM STDIN"
+            ) as copy:
+                run = record.id
+                for o in rows.values():
+                    copy.write_row((run, o.id, o.op, o.status, o.reason,
+                                    encode_attributes(o.attributes)))  # fmt: skip
+
+    @_translated
+    def runs(
+        self, scope: str | None = None, *, audience: str | None = None, limit: int = RUNS_LIMIT
+    ) -> list[RunRecord]:
+        rows = self._read(
+            f"SELECT {_RUN_COLUMNS} FROM audiencekit_runs WHERE (%s::text IS NULL OR scope = %s) "
+            "AND (%s::text IS NULL OR audience = %s) ORDER BY started_at DESC, id DESC LIMIT %s",
+            (scope, scope, audience, audience, limit),
+        )
+        return [_run_record(row) for row in rows]
+
+    @_translated
+    def run(self, run_id: str, *, scope: str | None = None) -> RunRecord | None:
+        if not run_id:
+            return None
+        rows = self._read(
+            f"SELECT {_RUN_COLUMNS} FROM audiencekit_runs WHERE id >= %s AND id < %s "
+            "AND (%s::text IS NULL OR scope = %s) ORDER BY id LIMIT 10",
+            (run_id, run_id + "\U0010ffff", scope, scope),
+        )
+        return pick_run(run_id, [_run_record(row) for row in rows])
+
+    @_translated
+    def run_outcomes_page(self, run_id: str, after: str | None, limit: int) -> list[RunOutcome]:
+        rows = self._read(
+            "SELECT member, op, status, reason, attributes FROM audiencekit_run_outcomes "
+            "WHERE run = %s AND member > %s ORDER BY member LIMIT %s",
+            (run_id, "" if after is None else after, limit),
+        )
+        return [RunOutcome(k, op, st, why, decode_attributes(at)) for k, op, st, why, at in rows]
 
     # -- checkpoints ----------------------------------------------------------------------------
 

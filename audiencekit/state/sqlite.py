@@ -11,6 +11,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from typing import Any, TypeVar
 
 from ..errors import (
@@ -21,7 +22,20 @@ from ..errors import (
     StateStoreLockedError,
     StateStoreVersionError,
 )
-from .base import LEASE_TTL, Lease, StateStore, alive, check_mark
+from .base import (
+    LEASE_TTL,
+    RUNS_LIMIT,
+    Lease,
+    RunOutcome,
+    RunRecord,
+    StateStore,
+    alive,
+    check_mark,
+    check_outcomes,
+    decode_attributes,
+    encode_attributes,
+    pick_run,
+)
 
 __all__ = ["SqliteStateStore"]
 
@@ -32,8 +46,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: The schema this code writes. 1: pushed (settled fingerprints) and checkpoints (audiencekit
 #: 0.1, which did not set user_version); 2: every entry with its status and handle, and leases;
 #: 3: scopes name the account (0.1's rows wait under "<provider>/0.1" for the first account
-#: that opens them), leases carry an epoch.
-SCHEMA_VERSION = 3
+#: that opens them), leases carry an epoch; 4: the run history (runs, run_outcomes).
+SCHEMA_VERSION = 4
 
 #: The account part of a scope whose rows an audiencekit 0.1 store kept (it knew no accounts).
 LEGACY_ACCOUNT = "0.1"
@@ -62,6 +76,31 @@ CREATE TABLE IF NOT EXISTS leases (
     expires REAL NOT NULL,
     epoch INTEGER NOT NULL DEFAULT 1
 );
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    audience TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    ended_at TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    counts TEXT NOT NULL,
+    error_type TEXT,
+    parent TEXT,
+    journalled INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS runs_by_scope ON runs (scope, started_at);
+CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started_at);
+CREATE TABLE IF NOT EXISTS run_outcomes (
+    run TEXT NOT NULL,
+    member TEXT NOT NULL,
+    op TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    attributes TEXT,
+    PRIMARY KEY (run, member)
+) WITHOUT ROWID;
 """
 
 #: Version 1 → 2: entries gain a status (all of version 1's are settled) and a handle.
@@ -89,6 +128,38 @@ def _upsert(status: str) -> str:
 _INTEND, _SETTLE = _upsert("intended"), _upsert("settled")
 
 _HEADER = b"SQLite format 3\x00"
+
+_RUN_COLUMNS = (
+    "id, kind, provider, scope, audience, started_at, ended_at, outcome, counts, error_type, "
+    "parent, journalled"
+)
+
+
+def _timestamp(value: datetime) -> str:
+    """A UTC time as text of one width, so that text order is time order."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+
+def _run_row(record: RunRecord) -> tuple[Any, ...]:
+    return (
+        record.id, record.kind, record.provider, record.scope, record.audience,
+        _timestamp(record.started_at), _timestamp(record.ended_at), record.outcome,
+        json.dumps(dict(record.counts), sort_keys=True), record.error_type, record.parent,
+        int(record.journalled),
+    )  # fmt: skip
+
+
+def _run_record(row: tuple[Any, ...]) -> RunRecord:
+    return RunRecord(
+        id=row[0], kind=row[1], provider=row[2], scope=row[3], audience=row[4],
+        started_at=datetime.fromisoformat(row[5]), ended_at=datetime.fromisoformat(row[6]),
+        outcome=row[7], counts=json.loads(row[8]), error_type=row[9], parent=row[10],
+        journalled=bool(row[11]),
+    )  # fmt: skip
+
+
+#: Above any character an id holds: ``id >= prefix AND id < prefix + _LAST`` is "starts with".
+_LAST = "\U0010ffff"
 
 
 def _translated(method: F) -> F:
@@ -258,7 +329,7 @@ class SqliteStateStore(StateStore):
         if columns and "status" not in columns:  # version 1
             for statement in _FROM_1.strip().split(";\n"):
                 self._db.execute(statement)
-        if columns:  # version 1 or 2: audiencekit 0.1
+        if columns and version < 3:  # version 1 or 2: audiencekit 0.1
             for statement in _FROM_2.strip().split(";\n"):
                 self._db.execute(statement)
         for statement in _SCHEMA.strip().split(";\n"):
@@ -470,6 +541,67 @@ class SqliteStateStore(StateStore):
             [(lease.key, lease.owner, lease.epoch)],
             None,
         )
+
+    # -- run history ----------------------------------------------------------------------------
+
+    @_translated
+    def record_run(
+        self, record: RunRecord, outcomes: Iterable[RunOutcome | tuple[Any, ...]] = ()
+    ) -> None:
+        rows = check_outcomes(outcomes)
+        with self._lock, self._transaction() as db:
+            db.execute("DELETE FROM run_outcomes WHERE run = ?", (record.id,))
+            db.execute(
+                f"INSERT OR REPLACE INTO runs ({_RUN_COLUMNS}) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _run_row(record),
+            )
+            db.executemany(
+                "INSERT INTO run_outcomes (run, member, op, status, reason, attributes) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                ((record.id, o.id, o.op, o.status, o.reason, encode_attributes(o.attributes))
+                 for o in rows.values()),
+            )  # fmt: skip
+
+    @_translated
+    def runs(
+        self, scope: str | None = None, *, audience: str | None = None, limit: int = RUNS_LIMIT
+    ) -> list[RunRecord]:
+        where = " AND ".join(
+            clause
+            for clause, value in (("scope = ?", scope), ("audience = ?", audience))
+            if value is not None
+        )
+        params = [value for value in (scope, audience) if value is not None]
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs {'WHERE ' + where if where else ''} "
+                "ORDER BY started_at DESC, id DESC LIMIT ?",
+                (*params, limit),
+            ).fetchall()
+        return [_run_record(row) for row in rows]
+
+    @_translated
+    def run(self, run_id: str, *, scope: str | None = None) -> RunRecord | None:
+        if not run_id:
+            return None
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE id >= ? AND id < ? "
+                f"{'AND scope = ?' if scope is not None else ''} ORDER BY id LIMIT 10",
+                (run_id, run_id + _LAST, *(() if scope is None else (scope,))),
+            ).fetchall()
+        return pick_run(run_id, [_run_record(row) for row in rows])
+
+    @_translated
+    def run_outcomes_page(self, run_id: str, after: str | None, limit: int) -> list[RunOutcome]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT member, op, status, reason, attributes FROM run_outcomes "
+                "WHERE run = ? AND member > ? ORDER BY member LIMIT ?",
+                (run_id, "" if after is None else after, limit),
+            ).fetchall()
+        return [RunOutcome(k, op, st, why, decode_attributes(at)) for k, op, st, why, at in rows]
 
     # -- checkpoints ----------------------------------------------------------------------------
 

@@ -28,12 +28,30 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar
 
+import attrs
 import pytest
 
-from ..errors import FencingError
-from ..state.base import ABSENT, PAGE_SIZE, Entry, Lease, StateStore, alive, check_mark, lease_owner
+from ..errors import FencingError, RunHistoryError
+from ..models import Url
+from ..state.base import (
+    ABSENT,
+    PAGE_SIZE,
+    RUNS_LIMIT,
+    Entry,
+    Lease,
+    RunOutcome,
+    RunRecord,
+    StateStore,
+    alive,
+    check_mark,
+    check_outcomes,
+    lease_owner,
+    new_run_id,
+    pick_run,
+)
 
 __all__ = ["DictStore", "StoreContract"]
 
@@ -132,6 +150,19 @@ def child(opener: str, location: str, mode: str) -> None:
         time.sleep(TTL)  # killed before it wakes
 
 
+def a_run(**changes: Any) -> RunRecord:
+    """A recorded run of :data:`SCOPE` on :data:`AUDIENCE`, with ``changes``."""
+    start = datetime(2026, 3, 4, 5, 6, 7, 891_234, tzinfo=timezone.utc)
+    fields: dict[str, Any] = {
+        "id": new_run_id(), "kind": "sync", "provider": PROVIDER, "scope": SCOPE,
+        "audience": AUDIENCE, "started_at": start, "ended_at": start + timedelta(seconds=2.5),
+        "outcome": "partial", "counts": {"applied": 1, "failed": 1, "unknown": 0},
+        "error_type": None, "parent": None, "journalled": True,
+    }  # fmt: skip
+    fields.update(changes)
+    return RunRecord(**fields)
+
+
 def summary(entries: Mapping[str, Entry]) -> collections.Counter[tuple[str, str]]:
     """How many entries have each (fingerprint, status): what a failed crash test shows."""
     return collections.Counter((e.fingerprint, e.status) for e in entries.values())
@@ -146,7 +177,11 @@ class DictStore(StateStore):
         self.rows: dict[tuple[str, str], dict[str, Entry]] = {} if of is None else of.rows
         #: key → (owner, expiry on time.monotonic(), epoch); a released lease has expired.
         self.leases: dict[str, tuple[str, float, int]] = {} if of is None else of.leases
-        self.runs: dict[str, str] = {} if of is None else of.runs
+        self.checkpoints: dict[str, str] = {} if of is None else of.checkpoints
+        #: run id → (its record, its outcomes by id).
+        self.history: dict[str, tuple[RunRecord, dict[str, RunOutcome]]] = (
+            {} if of is None else of.history
+        )
 
     def iter_entries(
         self, scope: str, audience: str, *, after: str | None = None, page_size: int = PAGE_SIZE
@@ -241,17 +276,44 @@ class DictStore(StateStore):
 
     def checkpoint(self, run: str) -> dict[str, Any] | None:
         with self._lock:
-            text = self.runs.get(run)
+            text = self.checkpoints.get(run)
         return None if text is None else dict(json.loads(text))
 
     def save_checkpoint(self, run: str, data: Mapping[str, Any]) -> None:
         text = json.dumps(data)
         with self._lock:
-            self.runs[run] = text
+            self.checkpoints[run] = text
 
     def clear_checkpoint(self, run: str) -> None:
         with self._lock:
-            self.runs.pop(run, None)
+            self.checkpoints.pop(run, None)
+
+    def record_run(
+        self, record: RunRecord, outcomes: Iterable[RunOutcome | tuple[Any, ...]] = ()
+    ) -> None:
+        rows = check_outcomes(outcomes)
+        with self._lock:
+            self.history[record.id] = (record, rows)
+
+    def runs(
+        self, scope: str | None = None, *, audience: str | None = None, limit: int = RUNS_LIMIT
+    ) -> list[RunRecord]:
+        with self._lock:
+            found = [r for r, _ in self.history.values()
+                     if scope in (None, r.scope) and audience in (None, r.audience)]  # fmt: skip
+        return sorted(found, key=lambda r: (r.started_at, r.id), reverse=True)[:limit]
+
+    def run(self, run_id: str, *, scope: str | None = None) -> RunRecord | None:
+        with self._lock:
+            found = [r for k, (r, _) in self.history.items()
+                     if run_id and k.startswith(run_id) and scope in (None, r.scope)]  # fmt: skip
+        return pick_run(run_id, found)
+
+    def run_outcomes_page(self, run_id: str, after: str | None, limit: int) -> list[RunOutcome]:
+        last = "" if after is None else after
+        with self._lock:
+            rows = self.history.get(run_id, (None, {}))[1]
+            return sorted((o for k, o in rows.items() if k > last), key=lambda o: o.id)[:limit]
 
 
 class StoreContract:
@@ -625,6 +687,111 @@ class StoreContract:
         assert store.checkpoint("run") is None
         assert store.checkpoint("another") == {"n": 0}
 
+    # -- run history ----------------------------------------------------------------------------
+
+    def test_a_run_is_recorded_with_its_outcomes_and_read_back(
+        self, connect: Callable[[], StateStore]
+    ) -> None:
+        store, other = connect(), connect()
+        record = a_run(counts={"applied": 7, "failed": 2, "unknown": 1, "added": 10})
+        link = Url("https://example.com/é")
+        outcomes = [
+            RunOutcome("u2", "add", "failed", "BadRequestError 400 [BAD_ATTR]",
+                       {"plan": "gold", "rank": 3, "ok": True, "x": 0.5, "tags": ["a", "b"],
+                        "site": link, "born": datetime(2001, 2, 3, 4, 5, 6, tzinfo=timezone.utc)}),
+            ("u1", "remove", "unknown", "APITimeoutError"),
+            RunOutcome("é", "add", "failed", "BadRequestError 400", None),
+        ]  # fmt: skip
+        store.record_run(record, outcomes)
+        assert other.run(record.id) == record
+        assert other.runs(SCOPE) == [record]
+        found = list(other.run_outcomes(record.id))
+        assert [o.id for o in found] == ["u1", "u2", "é"]  # in code-point order
+        assert found[0] == RunOutcome("u1", "remove", "unknown", "APITimeoutError", None)
+        assert found[1].attributes == outcomes[0][4]
+        assert isinstance(found[1].attributes["site"], Url)  # type: ignore[index]
+        assert isinstance(found[1].attributes["born"], datetime)  # type: ignore[index]
+        assert found[2] == outcomes[2]
+
+    def test_runs_are_listed_newest_first_by_scope_and_audience(self, store: StateStore) -> None:
+        start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        made = [a_run(started_at=start + timedelta(minutes=i), scope=scope, audience=audience)
+                for i, (scope, audience) in enumerate(
+                    [(SCOPE, AUDIENCE), (OTHER_SCOPE, AUDIENCE), (SCOPE, OTHER_AUDIENCE),
+                     (SCOPE, AUDIENCE)])]  # fmt: skip
+        for record in reversed(made):
+            store.record_run(record)
+        assert store.runs(SCOPE) == [made[3], made[2], made[0]]
+        assert store.runs(OTHER_SCOPE) == [made[1]]  # two accounts never see each other's runs
+        assert store.runs(SCOPE, audience=AUDIENCE) == [made[3], made[0]]
+        assert store.runs(SCOPE, limit=1) == [made[3]]
+        assert store.runs() == made[::-1]
+        assert store.runs("batch/nobody") == []
+        assert store.run(made[1].id, scope=SCOPE) is None  # another scope's run is not found
+        assert store.run(made[1].id, scope=OTHER_SCOPE) == made[1]
+
+    def test_a_run_is_found_by_a_unique_prefix_of_its_id(self, store: StateStore) -> None:
+        first = a_run(id="abc123" + "0" * 26)
+        second = a_run(id="abc456" + "0" * 26)
+        short = a_run(id="abc")
+        for record in (first, second, short):
+            store.record_run(record)
+        assert store.run("abc1") == first
+        assert store.run("abc4") == second
+        assert store.run("abc") == short  # an exact id wins over the ids it starts
+        assert store.run("abd") is None
+        assert store.run("") is None
+        assert store.run("%") is None  # no pattern characters
+        assert store.run("_") is None
+        store.record_run(a_run(id="abc789" + "0" * 26))
+        with pytest.raises(RunHistoryError) as caught:
+            store.run("ab")
+        assert caught.value.candidates == tuple(sorted(
+            [first.id, second.id, "abc789" + "0" * 26, "abc"]))  # fmt: skip
+
+    def test_a_run_recorded_again_replaces_its_record_and_outcomes(self, store: StateStore) -> None:
+        record = a_run(outcome="interrupted")
+        store.record_run(record, [("u1", "add", "failed", "X"), ("u2", "add", "failed", "X")])
+        again = attrs.evolve(record, outcome="partial", counts={"applied": 1})
+        store.record_run(again, [("u2", "remove", "unknown", "Y")])
+        assert store.run(record.id) == again
+        assert list(store.run_outcomes(record.id)) == [RunOutcome("u2", "remove", "unknown", "Y")]
+
+    def test_bad_outcomes_are_refused_before_anything_is_written(self, store: StateStore) -> None:
+        record = a_run()
+        for bad in (("u1", "replace", "failed", "X"), ("u1", "add", "settled", "X")):
+            with pytest.raises(ValueError, match=r"not '(replace|settled)'"):
+                store.record_run(record, [("u0", "add", "failed", "X"), bad])
+        assert store.run(record.id) is None
+
+    def test_outcomes_are_read_page_by_page_each_once(self, store: StateStore) -> None:
+        record = a_run()
+        ids = [f"m{i:05d}" for i in range(2_500)] + AWKWARD_IDS
+        store.record_run(record, ((k, "add", "failed", "X") for k in ids))  # a generator
+        pages: list[int] = []
+        page_of = store.run_outcomes_page
+
+        def counted(run_id: str, after: str | None, limit: int) -> list[RunOutcome]:
+            pages.append(limit)
+            return page_of(run_id, after, limit)
+
+        store.run_outcomes_page = counted  # type: ignore[method-assign]
+        found = [o.id for o in store.run_outcomes(record.id, page_size=1_000)]
+        assert found == sorted(ids)
+        assert len(pages) == 3
+        assert list(store.run_outcomes("no-such-run")) == []
+
+    def test_100000_outcomes_are_recorded_in_bulk(self, store: StateStore) -> None:
+        """Not a timing test (benchmarks/ has it): a record of 100,000 ids completes and reads
+        back whole."""
+        record = a_run(counts={"failed": 100_000})
+        store.record_run(record, ((f"u{i:06d}", "add", "failed", "BadRequestError 400",
+                                   {"rank": i}) for i in range(100_000)))  # fmt: skip
+        found = list(store.run_outcomes(record.id))
+        assert len(found) == 100_000
+        assert found[-1] == RunOutcome("u099999", "add", "failed", "BadRequestError 400",
+                                       {"rank": 99_999})  # fmt: skip
+
     # -- two writers ----------------------------------------------------------------------------
 
     def test_writers_in_threads_through_two_clients_lose_no_write(
@@ -741,6 +908,10 @@ class StoreContract:
         lease = store.acquire_lease(AUDIENCE, lease_owner("me"), TTL)
         store.intend(SCOPE, AUDIENCE, [("u4", "f4")], fence=lease)
         assert other.pushed(SCOPE, AUDIENCE) == kept
+        record = a_run()  # the upgraded store keeps a run history
+        store.record_run(record, [("u4", "add", "failed", "X", {"plan": "gold"})])
+        assert other.runs(SCOPE) == [record]
+        assert [o.id for o in other.run_outcomes(record.id)] == ["u4"]
 
 
 if __name__ == "__main__":

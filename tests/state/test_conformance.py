@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from audiencekit.state import Entry, SqliteStateStore, StateStore
-from audiencekit.testing.store_contract import DictStore, StoreContract
+from audiencekit.state.base import lease_owner
+from audiencekit.testing.store_contract import DictStore, StoreContract, a_run
 
 #: The schema audiencekit 0.1 wrote (no user_version, entries keyed by the provider's name).
 SQLITE_0_1 = """
@@ -18,6 +19,20 @@ CREATE TABLE pushed (scope TEXT NOT NULL, audience TEXT NOT NULL, member TEXT NO
     fingerprint TEXT NOT NULL, PRIMARY KEY (scope, audience, member)) WITHOUT ROWID;
 CREATE TABLE checkpoints (run TEXT PRIMARY KEY, data TEXT NOT NULL,
     updated TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP);
+"""
+
+
+#: The schema audiencekit 0.2 wrote (user_version 3: entries with status and handle, leases
+#: with an epoch; no run history).
+SQLITE_0_2 = """
+CREATE TABLE pushed (scope TEXT NOT NULL, audience TEXT NOT NULL, member TEXT NOT NULL,
+    fingerprint TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'settled', handle TEXT,
+    PRIMARY KEY (scope, audience, member)) WITHOUT ROWID;
+CREATE TABLE checkpoints (run TEXT PRIMARY KEY, data TEXT NOT NULL,
+    updated TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP);
+CREATE TABLE leases (key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL,
+    epoch INTEGER NOT NULL DEFAULT 1);
+PRAGMA user_version = 3;
 """
 
 
@@ -41,6 +56,29 @@ class TestSqliteStore(StoreContract):
                 "INSERT INTO pushed VALUES (?, ?, ?, ?)",
                 [(provider, audience, k, fp) for k, fp in settled.items()],
             )
+        db.close()
+
+    def test_a_store_of_audiencekit_0_2_opens_keeps_everything_and_records_runs(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "0.2.sqlite3"
+        db = sqlite3.connect(path)
+        with db:
+            db.executescript(SQLITE_0_2)
+            db.execute("INSERT INTO pushed VALUES ('mine', 'a', 'u1', 'f1', 'accepted', 'h1')")
+            db.execute("INSERT INTO leases VALUES ('k', 'elsewhere:1:t', 9e99, 7)")
+        db.close()
+        with SqliteStateStore(path) as store:
+            # A scope without a "/" (a caller's own) is not taken for 0.1's; leases are kept.
+            assert store.entries("mine", "a") == {"u1": Entry("f1", "accepted", "h1")}
+            assert store.acquire_lease("k", lease_owner("me"), 30).epoch == 7
+            record = a_run(scope="mine")
+            store.record_run(record, [("u1", "add", "failed", "X", {"plan": "gold"})])
+        with SqliteStateStore(path) as store:
+            assert store.runs("mine") == [record]
+            assert [o.attributes for o in store.run_outcomes(record.id)] == [{"plan": "gold"}]
+        with sqlite3.connect(path) as db:
+            assert db.execute("PRAGMA user_version").fetchone() == (4,)
         db.close()
 
     def test_a_store_killed_in_a_checkpoint_opens_from_its_wal(self, tmp_path: Path) -> None:
@@ -81,3 +119,21 @@ class TestPostgresStore(StoreContract):
     @pytest.fixture
     def store_location(self, postgres_url: str) -> str:
         return postgres_url
+
+    def create_previous_store(
+        self, location: str, scope: str, audience: str, settled: Mapping[str, str]
+    ) -> None:
+        """Schema 1 (audiencekit 0.2): entries, checkpoints and leases, no run history."""
+        import psycopg
+
+        from audiencekit.state import postgres
+
+        with psycopg.connect(location, autocommit=True) as db, db.transaction():
+            db.execute(postgres._VERSION_TABLE)
+            db.execute(postgres._UPGRADES[0])
+            db.execute("INSERT INTO audiencekit_schema (version) VALUES (1)")
+            with db.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO audiencekit_entries VALUES (%s, %s, %s, %s, 'settled', NULL)",
+                    [(scope, audience, k, fp) for k, fp in settled.items()],
+                )
