@@ -1,4 +1,5 @@
-"""The workflows over any backend: ``sync``, ``migrate``, ``Mirror`` and ``AudienceWriter``.
+"""The workflows over any backend: ``sync``, ``migrate``, ``Mirror`` and ``AudienceWriter``;
+and the run history's ``recording`` and ``retry`` (:mod:`~audiencekit.workflows.history`).
 
 They share one diff (:mod:`~audiencekit.workflows.diff`) and one journalled apply
 (:mod:`~audiencekit.workflows.apply`, over the journal of :mod:`~audiencekit.workflows.journal`);
@@ -8,6 +9,7 @@ that ``audiencekit.workflows.sync`` is the function, never a module of the same 
 
 from ._migrate import MigrationReport, migrate
 from ._sync import SyncReport, sync
+from .history import RetryReport, RunLog, ops_from_members, recording, retry
 from .mirror import Mirror, MirrorError
 from .writer import AudienceWriter
 
@@ -16,7 +18,12 @@ __all__ = [
     "MigrationReport",
     "Mirror",
     "MirrorError",
+    "RetryReport",
+    "RunLog",
     "SyncReport",
     "migrate",
+    "ops_from_members",
+    "recording",
+    "retry",
     "sync",
 ]

@@ -24,6 +24,7 @@ from ..progress import ProgressCallback
 from ..state.base import StateStore, scope_of
 from .apply import apply, journal_of
 from .diff import compared, digest_sorted, dry_diff, ids_digest, spill_listing, spill_wanted
+from .history import ops_from_spill, recording
 from .journal import store_scope
 
 __all__ = ["MigrationReport", "default_mapping", "ids_digest", "migrate"]
@@ -114,7 +115,8 @@ async def migrate(
     member by member, with what the target holds (its listing, or the journal), so what the
     earlier run confirmed is not sent again, and whatever changed at the source meanwhile is
     carried over. At the end the target's ids are compared with the source's
-    (:attr:`MigrationReport.verified`).
+    (:attr:`MigrationReport.verified`). With a state store the run (not a dry run) is recorded
+    in its history (see :mod:`~audiencekit.workflows.history`), however it ends.
     """
     source.capabilities.require(
         source.provider, "list_members", "a migration reads the source audience's members"
@@ -127,90 +129,98 @@ async def migrate(
         return await _dry_run(source, source_id, source_audience, target, target_audience,
                               mapping, state)  # fmt: skip
 
-    scope = await store_scope(state, target, None) if state is not None else ""
-    run = run_id or _run_id(
-        scope_of(source), source_audience, scope or scope_of(target), target_audience
-    )
-    saved = None
-    if state is not None:
-        legacy = None if run_id else _run_id(source.provider, source_audience, target.provider,
-                                             target_audience)  # fmt: skip
-        saved = await anyio.to_thread.run_sync(_checkpoint, state, run, legacy)
-    if saved is not None and not resume:
-        raise CheckpointError(
-            f"run {run!r} was interrupted: pass resume=True to continue it, or clear its "
-            "checkpoint (StateStore.clear_checkpoint) to start over",
-            run=run,
-            interrupted=True,
+    async with recording(state, target, target_audience, "migrate", journalled=True) as log:
+        scope = await store_scope(state, target, None) if state is not None else ""
+        run = run_id or _run_id(
+            scope_of(source), source_audience, scope or scope_of(target), target_audience
         )
-    if saved is None and resume:
-        raise CheckpointError(
-            f"nothing to resume: no checkpoint for run {run!r}", run=run, interrupted=False
-        )
-    if saved is not None:
-        target_id, created = str(saved["target"]), bool(saved.get("created"))
-    else:
-        if channel is None and source_found.channel is not Channel.UNKNOWN:
-            channel = source_found.channel  # a new target takes the source's channel
-        found, created = await resolve_audience(
-            target, target_audience, create=create, channel=channel
-        )
-        target_id = found.id
+        saved = None
         if state is not None:
-            await anyio.to_thread.run_sync(
-                state.save_checkpoint, run, {"target": target_id, "created": created}
+            legacy = None if run_id else _run_id(source.provider, source_audience, target.provider,
+                                                 target_audience)  # fmt: skip
+            saved = await anyio.to_thread.run_sync(_checkpoint, state, run, legacy)
+        if saved is not None and not resume:
+            raise CheckpointError(
+                f"run {run!r} was interrupted: pass resume=True to continue it, or clear its "
+                "checkpoint (StateStore.clear_checkpoint) to start over",
+                run=run,
+                interrupted=True,
             )
-
-    problems: list[Problem] = []
-    wanted, read = await spill_wanted(target, source.iter_members(source_id), mapping=mapping,
-                                      problems=problems)  # fmt: skip
-    try:
-        async with journal_of(state, scope, target_id) as journal:
-            # A poll timeout propagates: the journal holds the handles, resume=True waits.
-            async with compared(target, target_id, wanted, journal) as diff:
-                operations = diff.operations()
-                result = await apply(
-                    target,
-                    target_id,
-                    operations,
-                    journal,
-                    on_progress=on_progress,
-                    fingerprints=diff.fingerprints,
+        if saved is None and resume:
+            raise CheckpointError(
+                f"nothing to resume: no checkpoint for run {run!r}", run=run, interrupted=False
+            )
+        if saved is not None:
+            target_id, created = str(saved["target"]), bool(saved.get("created"))
+        else:
+            if channel is None and source_found.channel is not Channel.UNKNOWN:
+                channel = source_found.channel  # a new target takes the source's channel
+            found, created = await resolve_audience(
+                target, target_audience, create=create, channel=channel
+            )
+            target_id = found.id
+            if state is not None:
+                await anyio.to_thread.run_sync(
+                    state.save_checkpoint, run, {"target": target_id, "created": created}
                 )
-            failed = result.failed
-            expected_size, expected_ids = await anyio.to_thread.run_sync(
-                _digest_of, (k for k, _ in wanted if k not in failed)
-            )
-            if journal is not None:
-                await journal.flush()
-            target_ids = await _held_digest(target, target_id, state, scope)
-    finally:
-        wanted.close()
-    target_size = (await target.get_audience(target_id)).size
-    if state is not None:
-        await anyio.to_thread.run_sync(state.clear_checkpoint, run)
-    return MigrationReport(
-        source_audience=source_audience,
-        target_audience=target_id,
-        dry_run=False,
-        resumed_from=diff.unchanged if saved is not None else 0,
-        read=read,
-        sent=result.operations,
-        applied=result.applied,
-        failed={k: str(v) for k, v in result.failed.items()},
-        unknown={k: str(v) for k, v in result.unknown.items()},
-        invalid=tuple(problems),
-        unchanged=diff.unchanged,
-        added=diff.added,
-        changed=diff.changed,
-        removed=diff.removed,
-        examples=diff.examples(),
-        target_size=target_size,
-        expected_size=expected_size,
-        target_ids=target_ids,
-        expected_ids=expected_ids,
-        elapsed=monotonic() - start,
-    )
+        log.audience = target_id
+
+        problems: list[Problem] = []
+        wanted, read = await spill_wanted(target, source.iter_members(source_id), mapping=mapping,
+                                          problems=problems)  # fmt: skip
+        try:
+            async with journal_of(state, scope, target_id) as journal:
+                # A poll timeout propagates: the journal holds the handles, resume=True waits.
+                async with compared(target, target_id, wanted, journal) as diff:
+                    operations = diff.operations()
+                    result = await apply(
+                        target,
+                        target_id,
+                        operations,
+                        journal,
+                        on_progress=on_progress,
+                        fingerprints=diff.fingerprints,
+                    )
+                await log.note(result, ops_from_spill(wanted, diff.removed_ids))
+                failed = result.failed
+                expected_size, expected_ids = await anyio.to_thread.run_sync(
+                    _digest_of, (k for k, _ in wanted if k not in failed)
+                )
+                if journal is not None:
+                    await journal.flush()
+                target_ids = await _held_digest(target, target_id, state, scope)
+        finally:
+            wanted.close()
+        target_size = (await target.get_audience(target_id)).size
+        if state is not None:
+            await anyio.to_thread.run_sync(state.clear_checkpoint, run)
+        report = MigrationReport(
+            source_audience=source_audience,
+            target_audience=target_id,
+            dry_run=False,
+            resumed_from=diff.unchanged if saved is not None else 0,
+            read=read,
+            sent=result.operations,
+            applied=result.applied,
+            failed={k: str(v) for k, v in result.failed.items()},
+            unknown={k: str(v) for k, v in result.unknown.items()},
+            invalid=tuple(problems),
+            unchanged=diff.unchanged,
+            added=diff.added,
+            changed=diff.changed,
+            removed=diff.removed,
+            examples=diff.examples(),
+            target_size=target_size,
+            expected_size=expected_size,
+            target_ids=target_ids,
+            expected_ids=expected_ids,
+            elapsed=monotonic() - start,
+        )
+        log.counts.update(read=read, sent=result.operations, unchanged=diff.unchanged,
+                          removed=diff.removed, invalid=len(problems))  # fmt: skip
+        if log.outcome == "ok" and not report.ok:  # invalid members, or the ids differ
+            log.outcome = "partial"
+    return report
 
 
 async def _held_digest(

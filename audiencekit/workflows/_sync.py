@@ -21,6 +21,7 @@ from ..progress import ProgressCallback
 from ..state.base import StateStore
 from .apply import apply, journal_of
 from .diff import SortedSpill, compared, dry_diff, spill_wanted
+from .history import ops_from_spill, recording
 from .journal import store_scope
 
 __all__ = ["SyncReport", "sync"]
@@ -80,55 +81,64 @@ async def sync(
     ``dry_run`` reads and compares the same way and reports what would be sent, with the
     first ids of each kind (:attr:`SyncReport.examples`); it sends nothing, journals nothing,
     takes no lease and creates no audience.
+
+    With a state store a run (not a dry run) is recorded in its history (see
+    :mod:`~audiencekit.workflows.history`), however it ends: its counts, its outcome, and the
+    ids that failed or are unknown, for :func:`~audiencekit.workflows.retry`.
     """
     if not backend.capabilities.list_members and state is None:
         raise ConfigurationError(
             f"{backend.provider} cannot list the members of an audience: pass a StateStore "
             "so that sync knows what it pushed before"
         )
-    wanted, _ = await spill_wanted(backend, desired)  # every bad member raises, nothing sent
-    if dry_run:
+    async with recording(None if dry_run else state, backend, audience_id, "sync", scope=scope,
+                         journalled=True) as run:  # fmt: skip
+        wanted, _ = await spill_wanted(backend, desired)  # every bad member raises, nothing sent
+        if dry_run:
+            try:
+                return await _dry_run(backend, audience_id, wanted, create, state, scope)
+            finally:
+                wanted.close()
         try:
-            return await _dry_run(backend, audience_id, wanted, create, state, scope)
+            found, _ = await resolve_audience(backend, audience_id, create=create, channel=channel)
+            audience_id = run.audience = found.id
+            scope = await store_scope(state, backend, scope) if state is not None else ""
+            async with (
+                journal_of(state, scope, audience_id) as journal,
+                compared(backend, audience_id, wanted, journal) as diff,
+            ):
+                operations = diff.operations()
+                result = await apply(
+                    backend,
+                    audience_id,
+                    operations,
+                    journal,
+                    on_progress=on_progress,
+                    fingerprints=diff.fingerprints,
+                )
+            await run.note(result, ops_from_spill(wanted, diff.removed_ids))
         finally:
             wanted.close()
-    try:
-        found, _ = await resolve_audience(backend, audience_id, create=create, channel=channel)
-        audience_id = found.id
-        scope = await store_scope(state, backend, scope) if state is not None else ""
-        async with (
-            journal_of(state, scope, audience_id) as journal,
-            compared(backend, audience_id, wanted, journal) as diff,
-        ):
-            operations = diff.operations()
-            result = await apply(
-                backend,
-                audience_id,
-                operations,
-                journal,
-                on_progress=on_progress,
-                fingerprints=diff.fingerprints,
-            )
-    finally:
-        wanted.close()
-    missed = _not_applied(result)
-    missed_changes = len(diff.changed_ids & missed)
-    missed_removals = len(diff.removed_ids & missed)
-    report = SyncReport(
-        added=diff.added,
-        changed=diff.changed,
-        removed=diff.removed,
-        unchanged=diff.unchanged,
-        result=result,
-        applied={
-            "added": diff.added - (len(missed) - missed_changes - missed_removals),
-            "changed": diff.changed - missed_changes,
-            "removed": diff.removed - missed_removals,
-        },
-        examples=diff.examples(),
-    )
-    if raise_on_failure:
-        result.raise_for_failures()
+        missed = _not_applied(result)
+        missed_changes = len(diff.changed_ids & missed)
+        missed_removals = len(diff.removed_ids & missed)
+        report = SyncReport(
+            added=diff.added,
+            changed=diff.changed,
+            removed=diff.removed,
+            unchanged=diff.unchanged,
+            result=result,
+            applied={
+                "added": diff.added - (len(missed) - missed_changes - missed_removals),
+                "changed": diff.changed - missed_changes,
+                "removed": diff.removed - missed_removals,
+            },
+            examples=diff.examples(),
+        )
+        run.counts.update(added=diff.added, changed=diff.changed, removed=diff.removed,
+                          unchanged=diff.unchanged)  # fmt: skip
+        if raise_on_failure:
+            result.raise_for_failures()
     return report
 
 

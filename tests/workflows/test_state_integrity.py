@@ -25,6 +25,7 @@ from audiencekit.progress import ChunkDone, ProgressEvent
 from audiencekit.providers.batch import BatchBackend
 from audiencekit.providers.dexatel import DexatelBackend
 from audiencekit.state import Entry, SqliteStateStore, StateStore, fingerprint, scope_of
+from audiencekit.state.sqlite import SCHEMA_VERSION
 from audiencekit.testing import EmulatorServer, FakeBackend, Fault, FaultPlan, Timing
 from audiencekit.testing.store_contract import DictStore
 from audiencekit.workflows import MigrationReport, migrate, sync
@@ -323,7 +324,7 @@ def test_an_audiencekit_0_1_store_is_migrated_and_a_newer_one_refused(tmp_path: 
         }
         assert store.acquire_lease("batch:a", "h:1:t", 30).held_by("h:1:t")
     with sqlite3.connect(old) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         db.execute("PRAGMA user_version = 99")
     db.close()
     with pytest.raises(StateStoreVersionError, match="newer audiencekit"):
