@@ -102,6 +102,7 @@ def _plain(value: object) -> object:
 _PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
 _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 _blake2b = hashlib.blake2b
+_encode_text = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 
 
 def fingerprint(attributes: Attributes) -> str:
@@ -240,8 +241,10 @@ def encode_attributes(attributes: Attributes | None) -> str | None:
     same types (a :class:`~audiencekit.Url` and a datetime are tagged)."""
     if attributes is None:
         return None
-    return json.dumps({name: _tagged(value) for name, value in attributes.items()},
-                      sort_keys=True, separators=(",", ":"), ensure_ascii=False)  # fmt: skip
+    plain: Mapping[str, object] = attributes if type(attributes) is dict else dict(attributes)
+    if not {type(value) for value in attributes.values()} <= _PLAIN_TYPES:  # one C-level test
+        plain = {name: _tagged(value) for name, value in attributes.items()}
+    return _encode_text(plain)
 
 
 def _untagged(value: object) -> object:
