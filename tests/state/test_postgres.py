@@ -280,7 +280,7 @@ def test_processes_opening_one_new_database_at_once_all_succeed(postgres_url: st
             assert count == 4
             db.execute(
                 "DROP TABLE audiencekit_schema, audiencekit_entries, audiencekit_leases, "
-                "audiencekit_checkpoints"
+                "audiencekit_checkpoints, audiencekit_runs, audiencekit_run_outcomes"
             )
 
 
