@@ -289,3 +289,16 @@ async def test_a_store_of_audiencekit_0_2_opens_and_records_a_sync(tmp_path: Pat
     with StateStore(path) as old:
         await sync(fake, made.id, people(range(4)), state=old)
         assert only_run(old, scope_of(fake)).outcome == "ok"
+
+
+async def test_a_keyboard_interrupt_is_recorded_as_interrupted_and_propagates(
+    store: StateStore,
+) -> None:
+    fake = FakeBackend()
+    with pytest.raises(KeyboardInterrupt):
+        async with recording(store, fake, "somewhere", "remove"):
+            raise KeyboardInterrupt
+    record = only_run(store, scope_of(fake))
+    assert (record.kind, record.outcome, record.error_type) == (
+        "remove", "interrupted", "KeyboardInterrupt",
+    )  # fmt: skip
