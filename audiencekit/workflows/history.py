@@ -36,7 +36,7 @@ from ..backend import AudienceBackend
 from ..errors import APIStatusError, PartialFailureError, RunHistoryError
 from ..models import Add, Attributes, BulkResult, Member, Operation, Remove
 from ..progress import ProgressCallback
-from ..state.base import RunOutcome, RunRecord, StateStore, new_run_id, scope_of
+from ..state.base import RUN_KINDS, RunOutcome, RunRecord, StateStore, new_run_id, scope_of
 from .apply import apply, journal_of
 from .diff import SortedSpill, steps
 
@@ -194,7 +194,15 @@ class RunLog:
         if not self.recorded or not missed:
             self.outcomes = []
             return
-        found = await anyio.to_thread.run_sync(ops, missed.keys()) if ops is not None else {}
+        found: Mapping[str, tuple[str, Attributes | None]] = {}
+        if ops is not None:
+            try:
+                found = await anyio.to_thread.run_sync(ops, missed.keys())
+            except Exception as exc:  # the run's result stands: its ids are kept without
+                logger.warning(  # their operations' details
+                    "run %s: could not look up the operations of %d ids: %s", self.id,
+                    len(missed), exc,
+                )  # fmt: skip
         outcomes = []
         for k, (status, reason) in missed.items():
             op, attributes = found.get(k, ("add", None))
@@ -234,19 +242,18 @@ class RunLog:
         return self.record
 
     async def _write(self) -> None:
-        record = self._finished()
         store = self.store
-        if store is None:
-            return
         with anyio.CancelScope(shield=True):  # a cancelled run is recorded all the same
             try:
-                await anyio.to_thread.run_sync(store.record_run, record, self.outcomes)
+                record = self._finished()
+                if store is not None:
+                    await anyio.to_thread.run_sync(store.record_run, record, self.outcomes)
             except NotImplementedError:
-                logger.debug("state store %s keeps no run history", store.location)
+                logger.debug("state store %s keeps no run history", store)
             except Exception as exc:  # never raised over what the run raised or returned
                 logger.warning(
                     "could not record run %s in the state store %s: %s",
-                    record.id, store.location, exc,
+                    self.id, store.location if store is not None else None, exc,
                 )  # fmt: skip
 
 
@@ -267,6 +274,8 @@ async def recording(
     run a retry retries. Tell the :class:`RunLog` what the bulk call did with
     :meth:`RunLog.note`; the row is written when the block ends, however it ends (see the
     module's documentation)."""
+    if kind not in RUN_KINDS:
+        raise ValueError(f"a run's kind is one of {', '.join(RUN_KINDS)}, not {kind!r}")
     run = RunLog(
         store,
         kind=kind,

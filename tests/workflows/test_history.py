@@ -302,3 +302,34 @@ async def test_a_keyboard_interrupt_is_recorded_as_interrupted_and_propagates(
     assert (record.kind, record.outcome, record.error_type) == (
         "remove", "interrupted", "KeyboardInterrupt",
     )  # fmt: skip
+
+
+async def test_a_lookup_that_fails_keeps_the_run_and_its_ids(
+    store: StateStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = FakeBackend()
+    made = await fake.create_audience("lookup")
+    fake.fail_id("a", BadRequestError("no", provider="fake", status=400))
+
+    def gone(ids: object) -> dict[str, tuple[str, None]]:
+        raise OSError("the member file is gone")
+
+    with caplog.at_level(logging.WARNING):
+        async with recording(store, fake, made.id, "add") as run:
+            result = await fake.add_members(made.id, ["a", "b"], raise_on_failure=False)
+            await run.note(result, gone)
+    record = only_run(store, scope_of(fake))
+    assert (record.outcome, record.error_type) == ("partial", None)
+    assert list(store.run_outcomes(record.id)) == [
+        RunOutcome("a", "add", "failed", "BadRequestError 400")
+    ]
+    assert any("could not look up" in r.getMessage() for r in caplog.records)
+
+
+async def test_recording_refuses_an_unknown_kind_before_the_run(store: StateStore) -> None:
+    ran = False
+    with pytest.raises(ValueError, match="not 'replace'"):
+        async with recording(store, FakeBackend(), "a", "replace"):
+            ran = True
+    assert not ran
+    assert store.runs() == []
