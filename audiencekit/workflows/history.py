@@ -280,7 +280,8 @@ async def recording(
         store,
         kind=kind,
         provider=backend.provider,
-        scope=scope if scope is not None else scope_of(backend),
+        # A backend without an account (no store, no scope) runs unrecorded, as before.
+        scope=scope if scope is not None else scope_of(backend) if store is not None else "",
         audience=audience,
         parent=parent,
         journalled=journalled,
