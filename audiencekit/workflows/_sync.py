@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 import attrs
 
+from .. import telemetry
 from ..backend import AudienceBackend, Members
 from ..core.resolve import resolve_audience
 from ..errors import ConfigurationError
@@ -49,6 +50,7 @@ class SyncReport:
         return self.added + self.changed + self.removed
 
 
+@telemetry.traced("audiencekit.sync", provider="backend", counts_ids=False)
 async def sync(
     backend: AudienceBackend,
     audience_id: str,
