@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -251,6 +250,8 @@ def _counts(value: Any, run: _Run) -> dict[str, int]:
 def _argument(
     fn: Callable[..., Any], name: str
 ) -> Callable[[tuple[Any, ...], Mapping[str, Any]], Any]:
+    import inspect  # only with OpenTelemetry: inspect takes milliseconds to import
+
     index = list(inspect.signature(fn).parameters).index(name)
 
     def get(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
@@ -265,10 +266,10 @@ def traced(
     """Run the decorated coroutine function in an INTERNAL span ``name`` carrying the
     ``provider`` of the backend argument named ``provider`` (and of ``source``, as
     ``audiencekit.source.provider``) and the counts of what it returns (or of the ``result``
-    an error carries). A call made within a span of the same backend (``remove_members``
-    through ``apply``; ``counts_ids``: a bulk call's) is not traced again. With ``counts_ids`` (bulk calls), its ids go to
-    the id counters, unless a traced call within it counted them (a Mirror's calls to each
-    backend). Without OpenTelemetry, the function unchanged."""
+    an error carries). ``counts_ids`` marks a bulk call: a bulk call made within a bulk call
+    of the same backend (``remove_members`` through ``apply``) is not traced again, and its
+    ids go to the id counters unless a traced call within it counted them (a Mirror's calls
+    to each backend). Without OpenTelemetry, the function unchanged."""
 
     def decorate(fn: F) -> F:
         if not ENABLED:

@@ -9,9 +9,7 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
-pytest.importorskip("opentelemetry.sdk", reason="the test extra installs the SDK")
+from .conftest import Recorded  # noqa: F401 (skips, as the fixtures do, without the SDK)
 
 #: A bulk add and a read against the emulators, in a child process; prints what it saw.
 RUN = """
