@@ -53,6 +53,8 @@ def floor(module: str) -> str:
         return "vocabulary" if ".".join(parts[1:3]) in CORE_VOCABULARY else top
     if top == "options":  # the public face of core's settings (RetryPolicy, PollPolicy, ...)
         return "core"
+    if top == "telemetry":  # OpenTelemetry hooks: the transport and the workflows call them
+        return "core"
     if top in ("__main__",):
         return "cli"
     if top == "demo":

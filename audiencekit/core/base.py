@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import anyio.lowlevel
 
+from .. import telemetry
 from ..backend import AudienceBackend, Capabilities, Ids, Members, MembersOrIds, Operations
 from ..errors import (
     ConflictError,
@@ -165,6 +166,7 @@ class BaseBackend:
         backend's canonical form (a normalised phone number, say); raises ValidationError."""
         return self.refine(check_operation(operation))
 
+    @telemetry.traced("audiencekit.apply")
     async def apply(
         self,
         audience_id: str,
@@ -203,6 +205,7 @@ class BaseBackend:
             raise_on_failure=raise_on_failure,
         )
 
+    @telemetry.traced("audiencekit.add_members")
     async def add_members(
         self,
         audience_id: str,
@@ -236,6 +239,7 @@ class BaseBackend:
             prepare_id=self.refine_id,
         )
 
+    @telemetry.traced("audiencekit.remove_members")
     async def remove_members(
         self,
         audience_id: str,
@@ -254,6 +258,7 @@ class BaseBackend:
             raise_on_failure=raise_on_failure,
         )
 
+    @telemetry.traced("audiencekit.wait")
     async def wait(
         self,
         pending: Sequence[PendingChunk] | BulkResult | PollTimeoutError,

@@ -356,15 +356,18 @@ class RateGovernor:
                 self._sent.append(now)
                 return 0.0
 
-    async def acquire(self, sleep: Sleep) -> None:
-        """Wait for a slot (with ``sleep``) and take it. A claim that asks a shared budget runs
-        in a worker thread: that may take a round trip to a database server (or, when the
-        server is gone, its timeout), which must not hold the event loop."""
+    async def acquire(self, sleep: Sleep) -> float:
+        """Wait for a slot (with ``sleep``) and take it; return the seconds slept for it (0.0
+        when one was free). A claim that asks a shared budget runs in a worker thread: that
+        may take a round trip to a database server (or, when the server is gone, its
+        timeout), which must not hold the event loop."""
+        waited = 0.0
         while True:
             wait = await anyio.to_thread.run_sync(self.claim) if self._asks() else self.claim()
             if wait <= 0:
-                return
+                return waited
             await sleep(wait)
+            waited += wait
 
     def _asks(self) -> bool:
         """Whether a claim now would ask the shared budget (a paced slot is due here)."""

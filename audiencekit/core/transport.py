@@ -23,6 +23,7 @@ import anyio
 import attrs
 import httpx
 
+from .. import telemetry
 from ..errors import (
     APIConnectionError,
     APIStatusError,
@@ -268,6 +269,9 @@ class Transport:
             raise ConfigurationError(f"{provider}: no value for {', '.join(missing)}")
         self.provider = provider
         self.base_url = base_url.rstrip("/")
+        self._server = _server_of(self.base_url)
+        #: The base URL's path, which every url.template starts with ("/v1", "/2.3").
+        self._base_path = urlsplit(self.base_url).path.rstrip("/")
         self.retry = options.retry
         self._auth = _HeaderAuth(auth_headers)
         # Redact each header value and, for "Bearer <key>" style values, the bare key as well.
@@ -363,8 +367,14 @@ class Transport:
         params: Mapping[str, str | int] | Iterable[tuple[str, str | int]] | None = None,
         stats: CallStats | None = None,
         deletes: bool | None = None,
+        template: str | None = None,
     ) -> httpx.Response:
         """Send one request, retrying what the policy allows, and return a 2xx response.
+
+        ``template`` is ``path`` with its variable parts (ids, names) as ``{name}``
+        placeholders (``/audiences/{audience_id}``): the name of each attempt's span in
+        telemetry, which never shows a concrete path. A path without variable parts is its
+        own template (the default).
 
         ``deletes`` (by default: the method is DELETE) says that the request deletes what it
         names: a 404 to a try made after one that may have taken effect means it is done.
@@ -385,12 +395,22 @@ class Transport:
         refusals = 0
         took_effect = False  # whether an earlier try may have taken effect
         refused_since: float | None = None
+        traced = telemetry.ENABLED
+        tries = 0
         while True:
             if stats is not None:
                 stats.requests += 1
+            attempt = self._attempt(method, path, template, tries) if traced else None
+            tries += 1
             try:
                 response, sent_at = await self._send_once(
-                    method, url, json=json, content=content, params=params, shield=shield
+                    method,
+                    url,
+                    json=json,
+                    content=content,
+                    params=params,
+                    shield=shield,
+                    attempt=attempt,
                 )
             except APIConnectionError as exc:
                 retryable = replay_safe or not exc.request_sent
@@ -401,6 +421,8 @@ class Transport:
                 took_effect = took_effect or may_have_taken_effect(exc)
                 logger.info("%s failed (%s); retry %d in %.2fs", shown, exc, failures, delay)
             else:
+                if attempt is not None:
+                    attempt.end(response.status_code)
                 if response.is_success:
                     if governor is not None:
                         governor.accepted()
@@ -412,6 +434,8 @@ class Transport:
                     logger.info("%s -> %d after a lost answer: deleted", shown, error.status)
                     return httpx.Response(204, request=response.request)
                 if response.status_code == 429:
+                    if attempt is not None:
+                        telemetry.rate_refused(self.provider)
                     refused_since = sent_at if refused_since is None else refused_since
                     if governor is not None:
                         await governor.report_refusal(sent_at, error.retry_after)
@@ -433,6 +457,18 @@ class Transport:
                 stats.retries += 1
             if delay > 0:
                 await self.sleep(delay)
+
+    def _attempt(
+        self, method: str, path: str, template: str | None, tries: int
+    ) -> telemetry.HttpAttempt:
+        """The telemetry of one try (only made when OpenTelemetry is there)."""
+        if path.startswith(("http://", "https://")):
+            address, port = _server_of(path)
+            template = template or urlsplit(path).path
+        else:
+            address, port = self._server
+            template = f"{self._base_path}/{(template or path).lstrip('/')}"
+        return telemetry.HttpAttempt(method, template, address, port, tries)
 
     async def pause(self, attempt: int) -> None:
         """Wait the policy's backoff before try number ``attempt + 1`` of a call made again
@@ -472,6 +508,7 @@ class Transport:
         content: bytes | None,
         params: Any,
         shield: bool,
+        attempt: telemetry.HttpAttempt | None = None,
     ) -> tuple[httpx.Response, float]:
         """One exchange, and when it began. The governor's slot is claimed last, just before
         the request goes out, so that what happens between does not bunch requests up.
@@ -493,8 +530,12 @@ class Transport:
                 if content is not None:
                     request.stream = _Body(content)
                 if self.governor is not None:
-                    await self.governor.acquire(self.sleep)
+                    waited = await self.governor.acquire(self.sleep)
+                    if waited and attempt is not None:
+                        telemetry.rate_waited(self.provider, waited)
                 sent_at = self.clock()
+                if attempt is not None:
+                    attempt.start()
                 with anyio.CancelScope(shield=shield):
                     response = await self._client.send(request, auth=self._auth)
                     await response.aread()
@@ -506,12 +547,21 @@ class Transport:
             failure = kind(
                 self._describe(exc, "could not connect"), provider=self.provider, request_sent=False
             )
+            cause = type(exc).__name__
         except httpx.TimeoutException as exc:
             failure = APITimeoutError(self._describe(exc, "timed out"), provider=self.provider)
+            cause = type(exc).__name__
         except httpx.TransportError as exc:
             failure = APIConnectionError(
                 self._describe(exc, "connection failed"), provider=self.provider
             )
+            cause = type(exc).__name__
+        except BaseException as exc:  # cancelled, say: the attempt's span ends all the same
+            if attempt is not None:
+                attempt.end(error_type=type(exc).__name__)
+            raise
+        if attempt is not None:
+            attempt.end(error_type=cause)
         raise failure
 
     def _describe(self, exc: Exception, what: str) -> str:
@@ -589,6 +639,13 @@ def credential(value: str | None, env: str, what: str) -> str:
     if not found:
         raise ConfigurationError(f"no {what} (pass it, or set {env})")
     return found
+
+
+def _server_of(url: str) -> tuple[str, int]:
+    """The host and port of ``url`` (the scheme's port when none is given): server.address and
+    server.port in telemetry, never the user:password."""
+    parts = urlsplit(url)
+    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
 
 
 def split_userinfo(url: str) -> tuple[str, str | None]:

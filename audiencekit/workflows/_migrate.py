@@ -15,6 +15,7 @@ import anyio
 import anyio.to_thread
 import attrs
 
+from .. import telemetry
 from ..backend import AudienceBackend
 from ..core.clock import monotonic
 from ..core.resolve import resolve_audience
@@ -87,6 +88,7 @@ def _run_id(source_scope: str, source_audience: str, target_scope: str,
     return f"migrate:{source_scope}:{source_audience}->{target_scope}:{target_audience}"
 
 
+@telemetry.traced("audiencekit.migrate", provider="target", source="source", counts_ids=False)
 async def migrate(
     source: AudienceBackend,
     source_audience: str,

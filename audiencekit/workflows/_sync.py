@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 import attrs
 
+from .. import telemetry
 from ..backend import AudienceBackend, Members
 from ..core.resolve import resolve_audience
 from ..errors import ConfigurationError
@@ -50,6 +51,7 @@ class SyncReport:
         return self.added + self.changed + self.removed
 
 
+@telemetry.traced("audiencekit.sync", provider="backend", counts_ids=False)
 async def sync(
     backend: AudienceBackend,
     audience_id: str,

@@ -99,11 +99,13 @@ class DexatelClient(ProviderClient):
         replay_safe: bool,
         stats: CallStats | None = None,
         params: Mapping[str, str] | None = None,
+        template: str | None = None,
     ) -> Any:
         content = None if data is None else dumps({"data": data})
         response = await self.transport.request(
-            method, path, content=content, params=params, replay_safe=replay_safe, stats=stats
-        )
+            method, path, content=content, params=params, replay_safe=replay_safe, stats=stats,
+            template=template,
+        )  # fmt: skip
         if response.status_code == 204 or not response.content:
             return None
         body = self.transport.read_json(response)
@@ -123,6 +125,7 @@ class DexatelClient(ProviderClient):
         filters: Mapping[str, str | None],
         page_size: int,
         what: str,
+        template: str | None = None,
     ) -> AsyncPager[M]:
         """A pager over a Dexatel list; each item read into ``cls`` (a model, or a function),
         and yielded once by its ``id`` (a member's is its number)."""
@@ -137,7 +140,9 @@ class DexatelClient(ProviderClient):
             params = base | {"page_size": str(page_size)}
             if token is not None:
                 params["page_token"] = token
-            response = await self.transport.request("GET", path, params=params, replay_safe=True)
+            response = await self.transport.request(
+                "GET", path, params=params, replay_safe=True, template=template
+            )
             body = self.transport.read_json(response)
             if not isinstance(body, Mapping) or not isinstance(body.get("data"), list):
                 raise self.transport.unexpected(
@@ -192,19 +197,27 @@ class DexatelClient(ProviderClient):
         return self._one(found, DexatelAudience)
 
     async def get_audience(self, audience_id: str) -> DexatelAudience:
-        found = await self._call("GET", f"/audiences/{_id(audience_id)}", replay_safe=True)
+        found = await self._call(
+            "GET", f"/audiences/{_id(audience_id)}", replay_safe=True, template=_AUDIENCE
+        )
         return self._one(found, DexatelAudience)
 
     async def update_audience(self, audience_id: str, *, name: str) -> DexatelAudience:
         """Rename an audience (its name is the only field that can change)."""
         _raise(_name_problems(name))
         found = await self._call(
-            "PUT", f"/audiences/{_id(audience_id)}", data={"name": name}, replay_safe=True
+            "PUT",
+            f"/audiences/{_id(audience_id)}",
+            data={"name": name},
+            replay_safe=True,
+            template=_AUDIENCE,
         )
         return self._one(found, DexatelAudience)
 
     async def delete_audience(self, audience_id: str) -> None:
-        await self._call("DELETE", f"/audiences/{_id(audience_id)}", replay_safe=True)
+        await self._call(
+            "DELETE", f"/audiences/{_id(audience_id)}", replay_safe=True, template=_AUDIENCE
+        )
 
     # -- contacts -------------------------------------------------------------------------------
 
@@ -218,6 +231,7 @@ class DexatelClient(ProviderClient):
             {"filter[search]": search},
             page_size,
             "contacts",
+            _CONTACTS,
         )
 
     def list_members(
@@ -231,6 +245,7 @@ class DexatelClient(ProviderClient):
             {},
             page_size,
             "contacts",
+            _CONTACTS,
         )
 
     async def create_contact(
@@ -253,12 +268,16 @@ class DexatelClient(ProviderClient):
             data=data,
             replay_safe=False,
             stats=stats,
+            template=_CONTACTS,
         )
         return self._one(found, DexatelContact)
 
     async def get_contact(self, audience_id: str, contact_id: str) -> DexatelContact:
         found = await self._call(
-            "GET", f"/audiences/{_id(audience_id)}/contacts/{_id(contact_id)}", replay_safe=True
+            "GET",
+            f"/audiences/{_id(audience_id)}/contacts/{_id(contact_id)}",
+            replay_safe=True,
+            template=_CONTACT,
         )
         return self._one(found, DexatelContact)
 
@@ -279,6 +298,7 @@ class DexatelClient(ProviderClient):
             data=wire_fields(checked),
             replay_safe=True,
             stats=stats,
+            template=_CONTACT,
         )
         return self._one(found, DexatelContact)
 
@@ -290,6 +310,7 @@ class DexatelClient(ProviderClient):
             f"/audiences/{_id(audience_id)}/contacts/{_id(contact_id)}",
             replay_safe=True,
             stats=stats,
+            template=_CONTACT,
         )
 
     # -- templates ------------------------------------------------------------------------------
@@ -319,7 +340,9 @@ class DexatelClient(ProviderClient):
         return self._one(found, DexatelTemplate)
 
     async def get_template(self, template_id: str) -> DexatelTemplate:
-        found = await self._call("GET", f"/templates/{_id(template_id)}", replay_safe=True)
+        found = await self._call(
+            "GET", f"/templates/{_id(template_id)}", replay_safe=True, template=_TEMPLATE
+        )
         return self._one(found, DexatelTemplate)
 
     async def update_template(
@@ -327,12 +350,14 @@ class DexatelClient(ProviderClient):
     ) -> DexatelTemplate:
         data = _template_fields(name, text)
         found = await self._call(
-            "PUT", f"/templates/{_id(template_id)}", data=data, replay_safe=True
+            "PUT", f"/templates/{_id(template_id)}", data=data, replay_safe=True, template=_TEMPLATE
         )
         return self._one(found, DexatelTemplate)
 
     async def delete_template(self, template_id: str) -> None:
-        await self._call("DELETE", f"/templates/{_id(template_id)}", replay_safe=True)
+        await self._call(
+            "DELETE", f"/templates/{_id(template_id)}", replay_safe=True, template=_TEMPLATE
+        )
 
     # -- campaigns ------------------------------------------------------------------------------
 
@@ -370,7 +395,9 @@ class DexatelClient(ProviderClient):
         return self._one(found, DexatelCampaign)
 
     async def get_campaign(self, campaign_id: str) -> DexatelCampaign:
-        found = await self._call("GET", f"/campaigns/{_id(campaign_id)}", replay_safe=True)
+        found = await self._call(
+            "GET", f"/campaigns/{_id(campaign_id)}", replay_safe=True, template=_CAMPAIGN
+        )
         return self._one(found, DexatelCampaign)
 
     async def update_campaign(
@@ -385,7 +412,7 @@ class DexatelClient(ProviderClient):
         if not data:
             raise ValidationError([Problem("nothing to update: give a name or a schedule")])
         found = await self._call(
-            "PUT", f"/campaigns/{_id(campaign_id)}", data=data, replay_safe=True
+            "PUT", f"/campaigns/{_id(campaign_id)}", data=data, replay_safe=True, template=_CAMPAIGN
         )
         return self._one(found, DexatelCampaign)
 
@@ -396,11 +423,14 @@ class DexatelClient(ProviderClient):
             f"/campaigns/{_id(campaign_id)}",
             data={"status": CampaignStatus.CANCELED.value},
             replay_safe=True,
+            template=_CAMPAIGN,
         )
         return self._one(found, DexatelCampaign)
 
     async def delete_campaign(self, campaign_id: str) -> None:
-        await self._call("DELETE", f"/campaigns/{_id(campaign_id)}", replay_safe=True)
+        await self._call(
+            "DELETE", f"/campaigns/{_id(campaign_id)}", replay_safe=True, template=_CAMPAIGN
+        )
 
     async def wait_for_campaign(self, campaign_id: str, *, policy: PollPolicy) -> DexatelCampaign:
         """Poll until the campaign is completed, failed or canceled; raises
@@ -418,6 +448,14 @@ class DexatelClient(ProviderClient):
             clock=self.transport.clock,
         )
         return polled.value
+
+
+#: The templates of the paths with ids in them: the names of their spans in telemetry.
+_AUDIENCE = "/audiences/{audience_id}"
+_CONTACTS = "/audiences/{audience_id}/contacts"
+_CONTACT = "/audiences/{audience_id}/contacts/{contact_id}"
+_TEMPLATE = "/templates/{template_id}"
+_CAMPAIGN = "/campaigns/{campaign_id}"
 
 
 def _item_id(item: Any) -> str:
