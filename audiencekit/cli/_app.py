@@ -1,8 +1,8 @@
 """The ``audiencekit`` command, on click: its groups, built from the provider registry.
 
 Each command group lives in a module of its own (``_audiences``, ``_members``, ``_migrate``,
-``_tools``); what they share is in ``_session`` (the session, exit codes, the one error path)
-and ``_options`` (the options, from the registry).
+``_runs``, ``_tools``); what they share is in ``_session`` (the session, exit codes, the one
+error path) and ``_options`` (the options, from the registry).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from ._audiences import add_audiences
 from ._members import add_members
 from ._migrate import add_migrate
 from ._options import Options
+from ._runs import add_runs
 from ._session import EXIT_CODES, App
 from ._tools import add_tools
 
@@ -43,4 +44,5 @@ def build_app() -> click.Group:
     add_audiences(app, options)
     add_members(app, options)
     add_migrate(app, options)
+    add_runs(app, options)
     return app

@@ -6,21 +6,20 @@ import contextlib
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import anyio
 import click
 
 from ..backend import AudienceBackend
 from ..core.resolve import resolve_audience
-from ..errors import by_cause
 from ..models import Add, BulkResult, Member, Remove
 from ._files import MemberFile
 from ._options import Options, stacked, state_store
-from ._output import EXAMPLES, Output
+from ._output import Output, result_dict
+from ._runs import retry_hint
 from ._session import OK, PARTIAL, Session, run_stoppable
 
-__all__ = ["add_members", "result_dict"]
+__all__ = ["add_members"]
 
 
 def add_members(app: click.Group, options: Options) -> None:
@@ -46,19 +45,23 @@ def add_members(app: click.Group, options: Options) -> None:
 
     @members.command(name="add")
     @on_file
+    @options.state
     @options.common
     @click.pass_obj
-    def add(session: Session, file: str, provider: str, audience: str, fmt: str | None) -> int:
-        """Add (or update) the members of FILE."""
-        return _write(session, "add", file, fmt, provider, audience)
+    def add(session: Session, file: str, provider: str, audience: str, fmt: str | None,
+            state: Path | str) -> int:  # fmt: skip
+        """Add (or update) the members of FILE (the run is recorded in the state store)."""
+        return _write(session, "add", file, fmt, provider, audience, state)
 
     @members.command(name="remove")
     @on_file
+    @options.state
     @options.common
     @click.pass_obj
-    def remove(session: Session, file: str, provider: str, audience: str, fmt: str | None) -> int:
-        """Remove the members of FILE (only their ids are read)."""
-        return _write(session, "remove", file, fmt, provider, audience)
+    def remove(session: Session, file: str, provider: str, audience: str, fmt: str | None,
+               state: Path | str) -> int:  # fmt: skip
+        """Remove the members of FILE (only their ids are read; the run is recorded)."""
+        return _write(session, "remove", file, fmt, provider, audience, state)
 
     @members.command(name="sync")
     @on_file
@@ -81,7 +84,7 @@ def _write(
     fmt: str | None,
     provider: str,
     audience: str,
-    state_path: Path | str | None = None,
+    state_path: Path | str,
     *,
     dry_run: bool = False,
 ) -> int:
@@ -102,7 +105,8 @@ def _write(
             return run_stoppable(functools.partial(
                 _sync, session, backend, file, audience, rows, state_path, dry_run))  # fmt: skip
         return run_stoppable(functools.partial(
-            _apply, session, backend, action, file, audience, rows, operation))  # fmt: skip
+            _apply, session, backend, action, file, audience, rows, operation,
+            state_path))  # fmt: skip
     finally:
         file.close()
 
@@ -115,18 +119,28 @@ async def _apply(
     audience: str,
     rows: int,
     operation: Callable[[Member], Add | Remove],
+    state_path: Path | str,
 ) -> int:
-    """``members add|remove``: every row, as one bulk call."""
-    async with backend:
-        found, _ = await resolve_audience(backend, audience)
-        session.resume = session.command()
-        with session.progress(f"{action} {found.name}", rows) as progress:
-            ops = (operation(member) for member in file.members())
-            result = await backend.apply(
-                found.id, ops, on_progress=progress, raise_on_failure=False
-            )
+    """``members add|remove``: every row, as one bulk call, recorded in the run history."""
+    from ..workflows import ops_from_members, recording
+
+    store = state_store(state_path)  # first: one that cannot be used stops the run at once
+    try:
+        async with backend:
+            found, _ = await resolve_audience(backend, audience)
+            session.resume = session.command()
+            async with recording(store, backend, found.id, action) as run:
+                with session.progress(f"{action} {found.name}", rows) as progress:
+                    ops = (operation(member) for member in file.members())
+                    result = await backend.apply(
+                        found.id, ops, on_progress=progress, raise_on_failure=False
+                    )
+                await run.note(result, ops_from_members(action, file.members()))
+                run.counts.update(sent=result.operations)
+    finally:
+        store.close()
     kinds = {"added" if action == "add" else "removed": (result.applied, result.operations)}
-    return _summary(session.out, found.id, rows, result, kinds)
+    return _summary(session, found.id, rows, result, kinds, history_id=run.id)
 
 
 async def _sync(
@@ -135,17 +149,16 @@ async def _sync(
     file: MemberFile,
     audience: str,
     rows: int,
-    state_path: Path | str | None,
+    state_path: Path | str,
     dry_run: bool,
 ) -> int:
     """``members sync``: only the difference, journalled in the state store."""
     from ..workflows import sync
 
     # The store is opened first: one that cannot be used stops the run before any request.
-    store = state_store(state_path) if state_path else None
+    store = state_store(state_path)
     async with backend, contextlib.AsyncExitStack() as stack:
-        if store is not None:
-            stack.callback(store.close)
+        stack.callback(store.close)
         found, _ = await resolve_audience(backend, audience)
         if not dry_run:
             session.resume = session.command()
@@ -165,18 +178,25 @@ async def _sync(
         ]))  # fmt: skip
         return OK
     kinds = {kind: (report.applied[kind], total) for kind, total in counts.items()}
-    return _summary(session.out, found.id, rows, report.result, kinds, report.unchanged)
+    return _summary(session, found.id, rows, report.result, kinds, report.unchanged,
+                    history_id=report.history_id)  # fmt: skip
 
 
 def _summary(
-    out: Output,
+    session: Session,
     audience: str,
     rows: int,
     result: BulkResult,
     kinds: dict[str, tuple[int, int]],
     unchanged: int | None = None,
+    *,
+    history_id: str | None,
 ) -> int:
-    """Print what a members command did; its exit code."""
+    """Print what a members command did (and how to retry what it did not apply); its exit
+    code."""
+    out = session.out
+    missed = len(result.failed) + len(result.unknown) + result.pending_count
+    hint = retry_hint(session, history_id, missed)
     data = {
         "audience": audience,
         "rows": rows,
@@ -184,29 +204,10 @@ def _summary(
         **({} if unchanged is None else {"unchanged": unchanged}),
         **result_dict(result),
         "applied_by_kind": {kind: applied for kind, (applied, _) in kinds.items()},
+        "history_id": history_id,
     }
-    out.data(data, lambda: _result_text(out, result, rows, kinds, unchanged))
+    out.data(data, lambda: "\n".join([_result_text(out, result, rows, kinds, unchanged), *hint]))
     return OK if result.ok else PARTIAL
-
-
-def result_dict(result: BulkResult) -> dict[str, Any]:
-    """A bulk result as the command line prints it under ``--json``."""
-    return {
-        "ok": result.ok,
-        "applied": result.applied,
-        "failed": {k: str(v) for k, v in result.failed.items()},
-        "unknown": {k: str(v) for k, v in result.unknown.items()},
-        "causes": [
-            {"outcome": bucket, "cause": cause, "count": len(ids), "examples": ids[:EXAMPLES]}
-            for bucket, outcomes in (("failed", result.failed), ("unknown", result.unknown))
-            for cause, ids in by_cause(outcomes)
-        ],
-        "operations": result.operations,
-        "chunks": result.chunks,
-        "retries": result.retries,
-        "polls": result.polls,
-        "elapsed": round(result.elapsed, 3),
-    }
 
 
 def _result_text(

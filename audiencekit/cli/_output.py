@@ -26,6 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import by_cause
+from ..models import BulkResult
 from ..progress import ChunkDone, ProgressEvent
 
 __all__ = ["Output"]
@@ -156,6 +157,26 @@ class Output:
             more = ", ..." if count > len(ids) else ""
             lines.append(f"would {verb} {count:,}" + (f": {', '.join(ids)}{more}" if ids else ""))
         return lines
+
+
+def result_dict(result: BulkResult) -> dict[str, Any]:
+    """A bulk result as the command line prints it under ``--json``."""
+    return {
+        "ok": result.ok,
+        "applied": result.applied,
+        "failed": {k: str(v) for k, v in result.failed.items()},
+        "unknown": {k: str(v) for k, v in result.unknown.items()},
+        "causes": [
+            {"outcome": bucket, "cause": cause, "count": len(ids), "examples": ids[:EXAMPLES]}
+            for bucket, outcomes in (("failed", result.failed), ("unknown", result.unknown))
+            for cause, ids in by_cause(outcomes)
+        ],
+        "operations": result.operations,
+        "chunks": result.chunks,
+        "retries": result.retries,
+        "polls": result.polls,
+        "elapsed": round(result.elapsed, 3),
+    }
 
 
 def _ignore(event: ProgressEvent) -> None:

@@ -55,6 +55,8 @@ class MigrationReport:
     removed: int = 0
     #: The first ids of each kind (``"added"``, ``"changed"``, ``"removed"``), in id order.
     examples: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
+    #: The id of the run in the state store's history (None without a store, or dry).
+    history_id: str | None = None
     target_size: int | None = None
     expected_size: int | None = None
     target_ids: str | None = None
@@ -217,6 +219,7 @@ async def migrate(
             target_ids=target_ids,
             expected_ids=expected_ids,
             elapsed=monotonic() - start,
+            history_id=log.id if log.recorded else None,
         )
         log.counts.update(read=read, sent=result.operations, unchanged=diff.unchanged,
                           removed=diff.removed, invalid=len(problems))  # fmt: skip

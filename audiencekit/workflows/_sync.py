@@ -45,6 +45,8 @@ class SyncReport:
     dry_run: bool = False
     #: The first ids of each kind (``"added"``, ``"changed"``, ``"removed"``), in id order.
     examples: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
+    #: The id of the run in the state store's history (None without a store, or dry).
+    history_id: str | None = None
 
     @property
     def sent(self) -> int:
@@ -136,6 +138,7 @@ async def sync(
                 "removed": diff.removed - missed_removals,
             },
             examples=diff.examples(),
+            history_id=run.id if run.recorded else None,
         )
         run.counts.update(added=diff.added, changed=diff.changed, removed=diff.removed,
                           unchanged=diff.unchanged)  # fmt: skip
