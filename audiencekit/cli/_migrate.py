@@ -14,6 +14,7 @@ from ..core.resolve import resolve_audience
 from ..errors import CheckpointError
 from ._options import Options, state_store
 from ._output import Output
+from ._runs import retry_hint
 from ._session import OK, PARTIAL, Session, run
 
 __all__ = ["add_migrate"]
@@ -90,7 +91,9 @@ def add_migrate(app: click.Group, options: Options) -> None:
                     examples=dict(report.examples))  # fmt: skip
         data.pop("target_ids", None)
         data.pop("expected_ids", None)
-        session.out.data(data, lambda: _migration_text(session.out, data, report))
+        hint = retry_hint(session, report.history_id, len(report.failed) + len(report.unknown))
+        session.out.data(data, lambda: "\n".join([_migration_text(session.out, data, report),
+                                                  *hint]))  # fmt: skip
         return OK if report.ok else PARTIAL
 
 

@@ -111,3 +111,21 @@ def test_an_unknown_run_is_one_line_and_exit_2(env: EmulatorServer, tmp_path: Pa
         assert shown.code == 2
         assert shown.error["type"] == "RunHistoryError"
         assert "abc123" in shown.error["message"]
+
+
+def test_a_partial_migration_prints_the_retry_which_completes_it(
+    env: EmulatorServer, tmp_path: Path
+) -> None:
+    made = cli("--json", "audiences", "create", "src", "-p", "dexatel", "--channel", "SMS").data
+    env.dexatel.seed_contacts(made["id"], ({"number": f"+1555{i:07d}"} for i in range(15_000)))
+    state = str(tmp_path / "s.sqlite3")
+    env.batch.set_faults(FaultPlan([Fault.http_status(403, "POST */audiences/update", calls=[1])]))
+    moved = cli("migrate", "--from", "dexatel:src", "--to", "batch:dst", "--create",
+                "--state", state)  # fmt: skip
+    assert moved.code == 3, moved.stderr
+    command = moved.stdout.strip().splitlines()[-1].split("run: ", 1)[1].split()
+    assert command[:2] == ["audiencekit", "retry"]
+    assert len(env.batch.members("dst")) < 15_000
+    env.batch.set_faults(FaultPlan())
+    assert cli(*command[1:]).code == 0
+    assert len(env.batch.members("dst")) == 15_000
