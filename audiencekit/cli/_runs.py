@@ -61,9 +61,17 @@ def add_runs(app: click.Group, options: Options) -> None:
     @click.argument("run_id", metavar="ID")
     @options.state
     @options.common
-    @click.pass_obj
-    def show(session: Session, run_id: str, state: Path | str) -> int:
+    @click.pass_context
+    def show(ctx: click.Context, run_id: str, state: Path | str) -> int:
         """One run, and every id it did not apply (failed or unknown), with why."""
+        session: Session = ctx.obj
+        parent = ctx.parent
+        if (  # `runs --state X show ID`: the group's --state counts too
+            parent is not None
+            and ctx.get_parameter_source("state") is click.core.ParameterSource.DEFAULT
+            and parent.get_parameter_source("state") is not click.core.ParameterSource.DEFAULT
+        ):
+            state = parent.params["state"]
         with state_store(state) as store:
             record = _find(store, run_id)
             outcomes = [

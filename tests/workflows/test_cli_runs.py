@@ -12,6 +12,9 @@ from audiencekit.testing import EmulatorServer, Fault, FaultPlan, Timing
 
 from .test_cli import cli, env, updates  # noqa: F401 (env: the command line's environment)
 
+# Every test runs the command line against the session's emulators (``env`` sets its variables).
+pytestmark = pytest.mark.usefixtures("env")
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def state(request: pytest.FixtureRequest, tmp_path: Path) -> str:
@@ -28,11 +31,13 @@ def ids_file(tmp_path: Path, ids: range, plan: str = "gold") -> Path:
 
 
 def test_a_partial_add_is_listed_shown_and_retried(
-    env: EmulatorServer, tmp_path: Path, state: str
+    audiencekit_emulators: EmulatorServer, tmp_path: Path, state: str
 ) -> None:
+    emulators = audiencekit_emulators
     assert cli("audiences", "create", "hist", "-p", "batch").code == 0
     data = ids_file(tmp_path, range(25_000))  # three updates: 10,000, 10,000 and 5,000
-    env.batch.set_faults(FaultPlan([Fault.http_status(403, "POST */audiences/update", calls=[2])]))
+    refused = Fault.http_status(403, "POST */audiences/update", calls=[2])
+    emulators.batch.set_faults(FaultPlan([refused]))
     added = cli("members", "add", str(data), "-p", "batch", "-a", "hist", "--state", state)
     assert added.code == 3, added.stderr
     hint = added.stdout.strip().splitlines()[-1]
@@ -40,7 +45,7 @@ def test_a_partial_add_is_listed_shown_and_retried(
                       r"([0-9a-f]{12})", hint)  # fmt: skip
     assert found, added.stdout
     short = found.group(1)
-    failed = 25_000 - len(env.batch.members("hist"))
+    failed = 25_000 - len(emulators.batch.members("hist"))
     assert failed > 0
 
     listed = cli("runs", "--state", state, "--json")
@@ -60,22 +65,24 @@ def test_a_partial_add_is_listed_shown_and_retried(
     shown = cli("runs", "show", short, "--state", state, "--json")
     assert shown.code == 0, shown.stderr
     assert shown.data["run"]["id"] == run["id"]
-    missing = set(f"u{i:03d}" for i in range(25_000)) - set(env.batch.members("hist"))
+    missing = {f"u{i:03d}" for i in range(25_000)} - set(emulators.batch.members("hist"))
     assert {o["id"] for o in shown.data["outcomes"]} == missing
     assert {(o["op"], o["status"]) for o in shown.data["outcomes"]} == {("add", "failed")}
     assert all("gold" not in str(o) for o in shown.data["outcomes"])  # ids, never attributes
     text = cli("runs", "show", short, "--state", state)
     assert f"{len(missing):,} id(s) did not make it" in text.stdout
+    before = cli("runs", "--state", state, "show", short)  # the group's --state, as well
+    assert before.stdout == text.stdout
 
-    env.batch.set_faults(FaultPlan())
-    env.batch.requests.clear()
+    emulators.batch.set_faults(FaultPlan())
+    emulators.batch.requests.clear()
     retried = cli("retry", short, "--state", state, "--json")
     assert retried.code == 0, retried.stderr
     assert retried.data["applied"] == len(missing)
-    sent = [op["id"] for r in updates(env) for op in r.body["ids"]]
+    sent = [op["id"] for r in updates(emulators) for op in r.body["ids"]]
     assert sorted(sent) == sorted(missing)  # only the ids that did not make it
-    assert len(env.batch.members("hist")) == 25_000
-    assert env.batch.members("hist")["u000"] == {"plan": "gold"}
+    assert len(emulators.batch.members("hist")) == 25_000
+    assert emulators.batch.members("hist")["u000"] == {"plan": "gold"}
     runs = cli("runs", "--state", state, "--json").data
     assert [(r["kind"], r["outcome"], r["parent"]) for r in runs] == [
         ("retry", "ok", run["id"]), ("add", "partial", None)
@@ -83,27 +90,28 @@ def test_a_partial_add_is_listed_shown_and_retried(
 
 
 def test_a_partial_sync_is_retried_and_the_next_sync_sends_nothing(
-    env: EmulatorServer, tmp_path: Path, state: str
+    audiencekit_emulators: EmulatorServer, tmp_path: Path, state: str
 ) -> None:
+    emulators = audiencekit_emulators
     assert cli("audiences", "create", "synced", "-p", "batch").code == 0
     data = ids_file(tmp_path, range(20_000))
     args = ("members", "sync", str(data), "-p", "batch", "-a", "synced", "--state", state)
-    env.batch.set_faults(FaultPlan([
+    emulators.batch.set_faults(FaultPlan([
         Fault.http_status(202, "POST */audiences/update", timing=Timing.AFTER, calls=[1]),
     ]))  # fmt: skip  # the first update is applied, its answer lost: unknown
     first = cli(*args, "--json")
     assert first.code == 3, first.stderr
     assert len(first.data["unknown"]) == 10_000
-    env.batch.set_faults(FaultPlan())
+    emulators.batch.set_faults(FaultPlan())
     retried = cli("retry", first.data["history_id"][:8], "--state", state)
     assert retried.code == 0, retried.stderr
-    env.batch.requests.clear()
+    emulators.batch.requests.clear()
     again = cli(*args, "--json")
     assert (again.code, again.data["operations"], again.data["unchanged"]) == (0, 0, 20_000)
-    assert updates(env) == []
+    assert updates(emulators) == []
 
 
-def test_an_unknown_run_is_one_line_and_exit_2(env: EmulatorServer, tmp_path: Path) -> None:
+def test_an_unknown_run_is_one_line_and_exit_2(tmp_path: Path) -> None:
     state = str(tmp_path / "s.sqlite3")
     assert cli("runs", "--state", state, "--json").data == []
     for argv in (("runs", "show", "abc123"), ("retry", "abc123")):
@@ -114,18 +122,21 @@ def test_an_unknown_run_is_one_line_and_exit_2(env: EmulatorServer, tmp_path: Pa
 
 
 def test_a_partial_migration_prints_the_retry_which_completes_it(
-    env: EmulatorServer, tmp_path: Path
+    audiencekit_emulators: EmulatorServer, tmp_path: Path
 ) -> None:
+    emulators = audiencekit_emulators
     made = cli("--json", "audiences", "create", "src", "-p", "dexatel", "--channel", "SMS").data
-    env.dexatel.seed_contacts(made["id"], ({"number": f"+1555{i:07d}"} for i in range(15_000)))
+    numbers = ({"number": f"+1555{i:07d}"} for i in range(15_000))
+    emulators.dexatel.seed_contacts(made["id"], numbers)
     state = str(tmp_path / "s.sqlite3")
-    env.batch.set_faults(FaultPlan([Fault.http_status(403, "POST */audiences/update", calls=[1])]))
+    refused = Fault.http_status(403, "POST */audiences/update", calls=[1])
+    emulators.batch.set_faults(FaultPlan([refused]))
     moved = cli("migrate", "--from", "dexatel:src", "--to", "batch:dst", "--create",
                 "--state", state)  # fmt: skip
     assert moved.code == 3, moved.stderr
     command = moved.stdout.strip().splitlines()[-1].split("run: ", 1)[1].split()
     assert command[:2] == ["audiencekit", "retry"]
-    assert len(env.batch.members("dst")) < 15_000
-    env.batch.set_faults(FaultPlan())
+    assert len(emulators.batch.members("dst")) < 15_000
+    emulators.batch.set_faults(FaultPlan())
     assert cli(*command[1:]).code == 0
-    assert len(env.batch.members("dst")) == 15_000
+    assert len(emulators.batch.members("dst")) == 15_000
